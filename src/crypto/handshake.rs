@@ -1,0 +1,452 @@
+//! The Noise handshake: `Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s`.
+//!
+//! ## Why this pattern
+//!
+//! - **XX**: neither node knows the other's static key in advance (nodes only
+//!   share the network seed), so both static keys travel inside the handshake,
+//!   encrypted, and are authenticated by Diffie-Hellman. Each side ends with
+//!   the other's [`NodeId`].
+//! - **psk0**: the network key is mixed in *before* the first message, so the
+//!   very first message already carries an AEAD tag that only a member can
+//!   produce. A responder checks it with one hash and one AEAD open — no
+//!   Diffie-Hellman, no state — and drops non-members silently. With `psk3`
+//!   (the usual `XXpsk3`) the responder would have to answer an outsider's
+//!   first message with its own static key, readable by that outsider: a
+//!   peer without the shared seed would learn the responder's identity.
+//!   With `psk0` it learns nothing, not even that an stt node listens.
+//! - **ChaChaPoly_BLAKE2s**: the handshake runs three messages per session,
+//!   so its cipher does not matter for speed; these are WireGuard's choices.
+//!   Data frames use the AEAD the handshake agrees on (see below).
+//!
+//! The cost: the first message can be replayed by an on-path attacker; the
+//! responder then spends a Diffie-Hellman on a handshake that can never
+//! finish (the replayer lacks the ephemeral key). Bounding pending handshakes
+//! and stateless cookies under load (`docs/PROTOCOL.md`, "Address
+//! validation") cap that cost.
+//!
+//! ## Messages
+//!
+//! ```text
+//! 1. I -> R   psk, e            payload: version, AEAD capabilities, zero padding (64 B)
+//! 2. R -> I   e, ee, s, es      payload: chosen AEAD (1 B)
+//! 3. I -> R   s, se             payload: empty
+//! ```
+//!
+//! The prologue binds the first frame header (version, session id) into the
+//! handshake hash. The first message is padded so that it is at least as
+//! large as the second: a responder never sends more than it received to an
+//! address it has not validated.
+//!
+//! After message 3 both sides take the two directional traffic secrets from
+//! the Noise split (initiator → responder, responder → initiator).
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::crypto::aead::{hardware_aes, AeadPreference, Algorithm};
+use crate::crypto::keys::{Identity, NetworkKey, NodeId};
+
+/// The Noise protocol name.
+pub const NOISE_PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
+/// Handshake protocol version carried in message 1.
+pub const HANDSHAKE_VERSION: u8 = 1;
+/// Length of message 1's payload (version, capabilities, padding).
+pub const MSG1_PAYLOAD_LEN: usize = 64;
+/// Length of the Noise part of message 1: ephemeral key, payload, tag.
+pub const MSG1_LEN: usize = 32 + MSG1_PAYLOAD_LEN + 16;
+/// Length of the Noise part of message 2: ephemeral, encrypted static, payload, tag.
+pub const MSG2_LEN: usize = 32 + 48 + 1 + 16;
+/// Length of the Noise part of message 3: encrypted static, tag.
+pub const MSG3_LEN: usize = 48 + 16;
+
+const PROLOGUE_LABEL: &[u8] = b"stt v1 handshake";
+const CAP_HW_AES: u8 = 0x01;
+const CAP_PREFER_AES: u8 = 0x02;
+const CAP_PREFER_CHACHA: u8 = 0x04;
+
+/// Why a handshake failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The message did not authenticate: the peer holds another shared seed,
+    /// or the message was forged or damaged.
+    #[error("handshake message failed authentication: the peer is not a member of this network (different shared_seed) or the message was tampered with")]
+    Authentication,
+    /// The message has the wrong length for its position.
+    #[error("handshake message {position} is {got} bytes, expected {expected}")]
+    BadLength {
+        /// Message position (1, 2 or 3).
+        position: u8,
+        /// Bytes received.
+        got: usize,
+        /// Bytes expected.
+        expected: usize,
+    },
+    /// The peer speaks another handshake version.
+    #[error("peer speaks handshake version {0}, this build speaks {HANDSHAKE_VERSION}")]
+    UnsupportedVersion(u8),
+    /// The peer chose an AEAD this build does not know.
+    #[error("peer chose unknown AEAD id {0}")]
+    UnknownAlgorithm(u8),
+    /// A message arrived out of order for this side of the handshake.
+    #[error("handshake message {0} is not expected now")]
+    UnexpectedMessage(u8),
+    /// The Noise library refused an operation (a bug, or a corrupted state).
+    #[error("noise: {0}")]
+    Noise(String),
+}
+
+impl From<snow::Error> for HandshakeError {
+    fn from(e: snow::Error) -> Self {
+        match e {
+            snow::Error::Decrypt => HandshakeError::Authentication,
+            other => HandshakeError::Noise(other.to_string()),
+        }
+    }
+}
+
+/// What a finished handshake yields.
+pub struct HandshakeOutcome {
+    /// The AEAD both sides use for data frames.
+    pub algorithm: Algorithm,
+    /// Traffic secret for what this side sends.
+    pub send_secret: Zeroizing<[u8; 32]>,
+    /// Traffic secret for what this side receives.
+    pub recv_secret: Zeroizing<[u8; 32]>,
+    /// The peer's authenticated node id.
+    pub peer: NodeId,
+}
+
+impl fmt::Debug for HandshakeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeOutcome")
+            .field("algorithm", &self.algorithm)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One side of a handshake in progress.
+pub struct Handshake {
+    state: snow::HandshakeState,
+    /// Set on the responder from message 1, on the initiator from message 2.
+    algorithm: Option<Algorithm>,
+}
+
+impl Handshake {
+    /// Starts a handshake as initiator. `first_header` is the encoded header
+    /// of the frame that will carry message 1 (it goes into the prologue).
+    /// Returns the handshake and message 1.
+    pub fn initiate(
+        identity: &Identity,
+        network: &NetworkKey,
+        preference: AeadPreference,
+        first_header: &[u8],
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        let mut state = build(identity, network, first_header, true)?;
+        let mut payload = [0u8; MSG1_PAYLOAD_LEN];
+        payload[0] = HANDSHAKE_VERSION;
+        payload[1] = capabilities(preference);
+        let mut msg = vec![0u8; MSG1_LEN];
+        let n = state.write_message(&payload, &mut msg)?;
+        msg.truncate(n);
+        Ok((
+            Handshake {
+                state,
+                algorithm: None,
+            },
+            msg,
+        ))
+    }
+
+    /// Answers message 1 as responder: checks it (the shared seed, before any
+    /// Diffie-Hellman), chooses the AEAD and writes message 2.
+    pub fn respond(
+        identity: &Identity,
+        network: &NetworkKey,
+        preference: AeadPreference,
+        first_header: &[u8],
+        msg1: &[u8],
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        if msg1.len() != MSG1_LEN {
+            return Err(HandshakeError::BadLength {
+                position: 1,
+                got: msg1.len(),
+                expected: MSG1_LEN,
+            });
+        }
+        let mut state = build(identity, network, first_header, false)?;
+        let mut payload = [0u8; MSG1_LEN];
+        let n = state.read_message(msg1, &mut payload)?;
+        let payload = &payload[..n];
+        if payload.len() < 2 {
+            return Err(HandshakeError::BadLength {
+                position: 1,
+                got: msg1.len(),
+                expected: MSG1_LEN,
+            });
+        }
+        if payload[0] != HANDSHAKE_VERSION {
+            return Err(HandshakeError::UnsupportedVersion(payload[0]));
+        }
+        let algorithm = choose(payload[1], preference);
+        let mut msg = vec![0u8; MSG2_LEN];
+        let n = state.write_message(&[algorithm.to_u8()], &mut msg)?;
+        msg.truncate(n);
+        Ok((
+            Handshake {
+                state,
+                algorithm: Some(algorithm),
+            },
+            msg,
+        ))
+    }
+
+    /// Initiator: reads message 2, writes message 3 and finishes.
+    pub fn finish_initiator(mut self, msg2: &[u8]) -> Result<(Vec<u8>, HandshakeOutcome), HandshakeError> {
+        if !self.state.is_initiator() || self.algorithm.is_some() {
+            return Err(HandshakeError::UnexpectedMessage(2));
+        }
+        if msg2.len() != MSG2_LEN {
+            return Err(HandshakeError::BadLength {
+                position: 2,
+                got: msg2.len(),
+                expected: MSG2_LEN,
+            });
+        }
+        let mut payload = [0u8; MSG2_LEN];
+        let n = self.state.read_message(msg2, &mut payload)?;
+        let id = *payload[..n].first().ok_or(HandshakeError::BadLength {
+            position: 2,
+            got: msg2.len(),
+            expected: MSG2_LEN,
+        })?;
+        let algorithm = Algorithm::from_u8(id).ok_or(HandshakeError::UnknownAlgorithm(id))?;
+        // Every build supports both AEADs, so the initiator accepts the
+        // responder's choice even where it asked for the other one.
+        self.algorithm = Some(algorithm);
+        let mut msg = vec![0u8; MSG3_LEN];
+        let n = self.state.write_message(&[], &mut msg)?;
+        msg.truncate(n);
+        let outcome = self.outcome()?;
+        Ok((msg, outcome))
+    }
+
+    /// Responder: reads message 3 and finishes.
+    pub fn finish_responder(mut self, msg3: &[u8]) -> Result<HandshakeOutcome, HandshakeError> {
+        if self.state.is_initiator() {
+            return Err(HandshakeError::UnexpectedMessage(3));
+        }
+        if msg3.len() != MSG3_LEN {
+            return Err(HandshakeError::BadLength {
+                position: 3,
+                got: msg3.len(),
+                expected: MSG3_LEN,
+            });
+        }
+        let mut payload = [0u8; MSG3_LEN];
+        self.state.read_message(msg3, &mut payload)?;
+        self.outcome()
+    }
+
+    fn outcome(&mut self) -> Result<HandshakeOutcome, HandshakeError> {
+        if !self.state.is_handshake_finished() {
+            return Err(HandshakeError::Noise("handshake not finished".into()));
+        }
+        let algorithm = self
+            .algorithm
+            .ok_or_else(|| HandshakeError::Noise("no AEAD agreed".into()))?;
+        let remote: [u8; 32] = self
+            .state
+            .get_remote_static()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| HandshakeError::Noise("no remote static key".into()))?;
+        let (i2r, r2i) = self.state.dangerously_get_raw_split();
+        let (send, recv) = if self.state.is_initiator() {
+            (i2r, r2i)
+        } else {
+            (r2i, i2r)
+        };
+        Ok(HandshakeOutcome {
+            algorithm,
+            send_secret: Zeroizing::new(send),
+            recv_secret: Zeroizing::new(recv),
+            peer: NodeId::from_public_key(&remote),
+        })
+    }
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("initiator", &self.state.is_initiator())
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build(
+    identity: &Identity,
+    network: &NetworkKey,
+    first_header: &[u8],
+    initiator: bool,
+) -> Result<snow::HandshakeState, HandshakeError> {
+    let params: snow::params::NoiseParams = NOISE_PATTERN
+        .parse()
+        .map_err(|e: snow::Error| HandshakeError::Noise(e.to_string()))?;
+    let mut prologue = Vec::with_capacity(PROLOGUE_LABEL.len() + first_header.len());
+    prologue.extend_from_slice(PROLOGUE_LABEL);
+    prologue.extend_from_slice(first_header);
+    let builder = snow::Builder::new(params)
+        .local_private_key(identity.private_key())?
+        .psk(0, network.psk())?
+        .prologue(&prologue)?;
+    Ok(if initiator {
+        builder.build_initiator()?
+    } else {
+        builder.build_responder()?
+    })
+}
+
+fn capabilities(pref: AeadPreference) -> u8 {
+    let hw = if hardware_aes() { CAP_HW_AES } else { 0 };
+    hw | match pref {
+        AeadPreference::Auto => 0,
+        AeadPreference::Aes256Gcm => CAP_PREFER_AES,
+        AeadPreference::ChaCha20Poly1305 => CAP_PREFER_CHACHA,
+    }
+}
+
+/// The responder's choice. An explicit preference beats `Auto`; when both
+/// sides are explicit and differ, the responder's wins. Both on `Auto`:
+/// AES-256-GCM only if both CPUs have hardware AES.
+fn choose(initiator_caps: u8, pref: AeadPreference) -> Algorithm {
+    match pref {
+        AeadPreference::Aes256Gcm => return Algorithm::Aes256Gcm,
+        AeadPreference::ChaCha20Poly1305 => return Algorithm::ChaCha20Poly1305,
+        AeadPreference::Auto => {}
+    }
+    if initiator_caps & CAP_PREFER_AES != 0 {
+        Algorithm::Aes256Gcm
+    } else if initiator_caps & CAP_PREFER_CHACHA != 0 {
+        Algorithm::ChaCha20Poly1305
+    } else if initiator_caps & CAP_HW_AES != 0 && hardware_aes() {
+        Algorithm::Aes256Gcm
+    } else {
+        Algorithm::ChaCha20Poly1305
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(seed: u8) -> Identity {
+        Identity::from_seed(&[seed; 32]).unwrap()
+    }
+
+    fn net(seed: u8) -> NetworkKey {
+        NetworkKey::from_seed(&[seed; 32]).unwrap()
+    }
+
+    fn run(
+        i_net: &NetworkKey,
+        r_net: &NetworkKey,
+        i_pref: AeadPreference,
+        r_pref: AeadPreference,
+    ) -> Result<(HandshakeOutcome, HandshakeOutcome), HandshakeError> {
+        let (a, b) = (node(1), node(2));
+        let hdr = [7u8; 29];
+        let (hi, m1) = Handshake::initiate(&a, i_net, i_pref, &hdr)?;
+        assert_eq!(m1.len(), MSG1_LEN);
+        let (hr, m2) = Handshake::respond(&b, r_net, r_pref, &hdr, &m1)?;
+        assert_eq!(m2.len(), MSG2_LEN);
+        let (m3, oi) = hi.finish_initiator(&m2)?;
+        assert_eq!(m3.len(), MSG3_LEN);
+        let or = hr.finish_responder(&m3)?;
+        Ok((oi, or))
+    }
+
+    #[test]
+    fn full_handshake_agrees_on_keys_and_identities() {
+        let (i, r) = run(&net(5), &net(5), AeadPreference::Auto, AeadPreference::Auto).unwrap();
+        assert_eq!(*i.send_secret, *r.recv_secret);
+        assert_eq!(*i.recv_secret, *r.send_secret);
+        assert_ne!(*i.send_secret, *i.recv_secret);
+        assert_eq!(i.peer, node(2).node_id());
+        assert_eq!(r.peer, node(1).node_id());
+        assert_eq!(i.algorithm, r.algorithm);
+        let expected = if hardware_aes() {
+            Algorithm::Aes256Gcm
+        } else {
+            Algorithm::ChaCha20Poly1305
+        };
+        assert_eq!(i.algorithm, expected);
+    }
+
+    #[test]
+    fn wrong_shared_seed_is_refused_at_message_one() {
+        let (a, b) = (node(1), node(2));
+        let hdr = [0u8; 29];
+        let (_, m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &hdr).unwrap();
+        let e = Handshake::respond(&b, &net(6), AeadPreference::Auto, &hdr, &m1).unwrap_err();
+        assert_eq!(e, HandshakeError::Authentication);
+    }
+
+    #[test]
+    fn prologue_binds_the_first_header() {
+        let (a, b) = (node(1), node(2));
+        let (_, m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &[0u8; 29]).unwrap();
+        let e = Handshake::respond(&b, &net(5), AeadPreference::Auto, &[1u8; 29], &m1).unwrap_err();
+        assert_eq!(e, HandshakeError::Authentication);
+    }
+
+    #[test]
+    fn explicit_preferences() {
+        use AeadPreference::*;
+        for (ip, rp, want) in [
+            (ChaCha20Poly1305, Auto, Algorithm::ChaCha20Poly1305),
+            (Aes256Gcm, Auto, Algorithm::Aes256Gcm),
+            (Auto, ChaCha20Poly1305, Algorithm::ChaCha20Poly1305),
+            (Aes256Gcm, ChaCha20Poly1305, Algorithm::ChaCha20Poly1305),
+        ] {
+            let (i, r) = run(&net(1), &net(1), ip, rp).unwrap();
+            assert_eq!((i.algorithm, r.algorithm), (want, want), "{ip:?} {rp:?}");
+        }
+    }
+
+    #[test]
+    fn first_message_outweighs_the_answer() {
+        // Anti-amplification: message 1 >= message 2.
+        const { assert!(MSG1_LEN >= MSG2_LEN) };
+    }
+
+    #[test]
+    fn tampered_messages_fail() {
+        let (a, b) = (node(1), node(2));
+        let hdr = [0u8; 29];
+        for pos in [0usize, 40, MSG1_LEN - 1] {
+            let (_, mut m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &hdr).unwrap();
+            m1[pos] ^= 1;
+            assert!(Handshake::respond(&b, &net(5), AeadPreference::Auto, &hdr, &m1).is_err());
+        }
+        let (hi, m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &hdr).unwrap();
+        let (hr, mut m2) = Handshake::respond(&b, &net(5), AeadPreference::Auto, &hdr, &m1).unwrap();
+        m2[50] ^= 1;
+        assert_eq!(hi.finish_initiator(&m2).unwrap_err(), HandshakeError::Authentication);
+        drop(hr);
+        let (hi, m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &hdr).unwrap();
+        let (hr, m2) = Handshake::respond(&b, &net(5), AeadPreference::Auto, &hdr, &m1).unwrap();
+        let (mut m3, _) = hi.finish_initiator(&m2).unwrap();
+        m3[10] ^= 1;
+        assert_eq!(hr.finish_responder(&m3).unwrap_err(), HandshakeError::Authentication);
+    }
+
+    #[test]
+    fn wrong_lengths_are_typed_errors() {
+        let b = node(2);
+        let e = Handshake::respond(&b, &net(5), AeadPreference::Auto, &[0; 29], &[0u8; 10]).unwrap_err();
+        assert!(matches!(e, HandshakeError::BadLength { position: 1, .. }));
+    }
+}
