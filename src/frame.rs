@@ -498,9 +498,7 @@ impl Control {
 
     /// Parses a control plaintext. Trailing bytes are an error.
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
-        let (&kind, body) = bytes
-            .split_first()
-            .ok_or(FrameError::BadControl("empty"))?;
+        let (&kind, body) = bytes.split_first().ok_or(FrameError::BadControl("empty"))?;
         let u64_body = || -> Result<u64, FrameError> {
             let b: [u8; 8] = body
                 .try_into()
@@ -722,7 +720,7 @@ mod tests {
     #[test]
     fn header_is_29_bytes_and_overhead_is_45() {
         assert_eq!(HEADER_LEN, 29);
-        assert!(HEADER_LEN <= 32);
+        const { assert!(HEADER_LEN <= 32) };
         assert_eq!(HEADER_LEN + TAG_LEN, 45);
     }
 
@@ -739,7 +737,10 @@ mod tests {
         let good = h.to_bytes();
         assert!(matches!(
             Header::decode(&good[..10]),
-            Err(FrameError::Truncated { needed: 29, got: 10 })
+            Err(FrameError::Truncated {
+                needed: 29,
+                got: 10
+            })
         ));
         let mut b = good;
         b[0] = b'X';
@@ -758,7 +759,10 @@ mod tests {
         assert_eq!(Header::decode(&b), Err(FrameError::MissingTag(3)));
         let mut b = good;
         b[25..29].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(Header::decode(&b), Err(FrameError::PayloadTooLarge(u32::MAX)));
+        assert_eq!(
+            Header::decode(&b),
+            Err(FrameError::PayloadTooLarge(u32::MAX))
+        );
         let mut b = good;
         b[3] = FrameType::CONTROL;
         b[4] = Flags::BATCH.bits();
@@ -766,7 +770,10 @@ mod tests {
         // Header fine, payload missing.
         assert!(matches!(
             Frame::decode(&good),
-            Err(FrameError::Truncated { needed: 45, got: 29 })
+            Err(FrameError::Truncated {
+                needed: 45,
+                got: 29
+            })
         ));
     }
 

@@ -6,4 +6,5 @@
 
 pub mod crypto;
 pub mod frame;
+pub mod session;
 pub mod stream;

@@ -120,7 +120,8 @@ pub enum AeadPreference {
 pub fn hardware_aes() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -242,7 +243,12 @@ impl SendKeys {
     /// written the plaintext after them; this fills the header from `header`
     /// (packet number, key phase and payload length are set here), encrypts
     /// the plaintext in place and appends the tag. Returns the packet number.
-    pub fn seal(&mut self, out: &mut Vec<u8>, start: usize, mut header: Header) -> Result<u64, CryptoError> {
+    pub fn seal(
+        &mut self,
+        out: &mut Vec<u8>,
+        start: usize,
+        mut header: Header,
+    ) -> Result<u64, CryptoError> {
         let plaintext_len = out.len() - start - HEADER_LEN;
         let payload_len = plaintext_len + TAG_LEN;
         if payload_len > MAX_PAYLOAD_LEN as usize {
@@ -388,7 +394,10 @@ impl RecvKeys {
             // The peer moved to the next generation: follow it, keep the old
             // key for frames reordered across the update.
             let next_next = self.next.next(self.alg);
-            let current = std::mem::replace(&mut self.current, std::mem::replace(&mut self.next, next_next));
+            let current = std::mem::replace(
+                &mut self.current,
+                std::mem::replace(&mut self.next, next_next),
+            );
             self.previous = Some(current);
             self.phase = phase;
             self.generation_start = pn;
@@ -439,7 +448,10 @@ mod tests {
     }
 
     fn pair(alg: Algorithm) -> (SendKeys, RecvKeys) {
-        (SendKeys::new(alg, &[3u8; 32]), RecvKeys::new(alg, &[3u8; 32]))
+        (
+            SendKeys::new(alg, &[3u8; 32]),
+            RecvKeys::new(alg, &[3u8; 32]),
+        )
     }
 
     const ALGS: [Algorithm; 2] = [Algorithm::Aes256Gcm, Algorithm::ChaCha20Poly1305];
@@ -467,7 +479,9 @@ mod tests {
             for i in 0..d.len() {
                 let mut t = d.clone();
                 t[i] ^= 0x04;
-                let Ok((frame, _)) = Frame::decode(&t) else { continue };
+                let Ok((frame, _)) = Frame::decode(&t) else {
+                    continue;
+                };
                 let (h, hb) = (frame.header, *frame.header_bytes);
                 let mut r = RecvKeys::new(alg, &[3u8; 32]);
                 let res = r.open(&h, &hb, &mut t[HEADER_LEN..]);
@@ -524,7 +538,11 @@ mod tests {
             }
             for i in order {
                 let mut d = frames[i].clone();
-                assert_eq!(open(&mut r, &mut d).unwrap(), vec![i as u8], "{alg} frame {i}");
+                assert_eq!(
+                    open(&mut r, &mut d).unwrap(),
+                    vec![i as u8],
+                    "{alg} frame {i}"
+                );
             }
             assert_eq!(r.generation(), 4);
         }

@@ -204,7 +204,14 @@ impl Handshake {
     }
 
     /// Initiator: reads message 2, writes message 3 and finishes.
-    pub fn finish_initiator(mut self, msg2: &[u8]) -> Result<(Vec<u8>, HandshakeOutcome), HandshakeError> {
+    ///
+    /// A message 2 that fails leaves the handshake as it was (Noise rolls its
+    /// state back), so a forged message 2 cannot break an honest handshake:
+    /// the genuine one can still be read after it.
+    pub fn finish_initiator(
+        &mut self,
+        msg2: &[u8],
+    ) -> Result<(Vec<u8>, HandshakeOutcome), HandshakeError> {
         if !self.state.is_initiator() || self.algorithm.is_some() {
             return Err(HandshakeError::UnexpectedMessage(2));
         }
@@ -233,9 +240,10 @@ impl Handshake {
         Ok((msg, outcome))
     }
 
-    /// Responder: reads message 3 and finishes.
-    pub fn finish_responder(mut self, msg3: &[u8]) -> Result<HandshakeOutcome, HandshakeError> {
-        if self.state.is_initiator() {
+    /// Responder: reads message 3 and finishes. As for message 2, a failed
+    /// message 3 leaves the handshake usable.
+    pub fn finish_responder(&mut self, msg3: &[u8]) -> Result<HandshakeOutcome, HandshakeError> {
+        if self.state.is_initiator() || self.state.is_handshake_finished() {
             return Err(HandshakeError::UnexpectedMessage(3));
         }
         if msg3.len() != MSG3_LEN {
@@ -358,9 +366,9 @@ mod tests {
     ) -> Result<(HandshakeOutcome, HandshakeOutcome), HandshakeError> {
         let (a, b) = (node(1), node(2));
         let hdr = [7u8; 29];
-        let (hi, m1) = Handshake::initiate(&a, i_net, i_pref, &hdr)?;
+        let (mut hi, m1) = Handshake::initiate(&a, i_net, i_pref, &hdr)?;
         assert_eq!(m1.len(), MSG1_LEN);
-        let (hr, m2) = Handshake::respond(&b, r_net, r_pref, &hdr, &m1)?;
+        let (mut hr, m2) = Handshake::respond(&b, r_net, r_pref, &hdr, &m1)?;
         assert_eq!(m2.len(), MSG2_LEN);
         let (m3, oi) = hi.finish_initiator(&m2)?;
         assert_eq!(m3.len(), MSG3_LEN);
@@ -431,22 +439,36 @@ mod tests {
             m1[pos] ^= 1;
             assert!(Handshake::respond(&b, &net(5), AeadPreference::Auto, &hdr, &m1).is_err());
         }
-        let (hi, m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &hdr).unwrap();
-        let (hr, mut m2) = Handshake::respond(&b, &net(5), AeadPreference::Auto, &hdr, &m1).unwrap();
-        m2[50] ^= 1;
-        assert_eq!(hi.finish_initiator(&m2).unwrap_err(), HandshakeError::Authentication);
-        drop(hr);
-        let (hi, m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &hdr).unwrap();
-        let (hr, m2) = Handshake::respond(&b, &net(5), AeadPreference::Auto, &hdr, &m1).unwrap();
-        let (mut m3, _) = hi.finish_initiator(&m2).unwrap();
-        m3[10] ^= 1;
-        assert_eq!(hr.finish_responder(&m3).unwrap_err(), HandshakeError::Authentication);
+        let (mut hi, m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &hdr).unwrap();
+        let (mut hr, m2) =
+            Handshake::respond(&b, &net(5), AeadPreference::Auto, &hdr, &m1).unwrap();
+        let mut bad = m2.clone();
+        bad[50] ^= 1;
+        assert_eq!(
+            hi.finish_initiator(&bad).unwrap_err(),
+            HandshakeError::Authentication
+        );
+        // The forged message did not break the handshake: the genuine one
+        // still completes it.
+        let (m3, oi) = hi.finish_initiator(&m2).unwrap();
+        let mut bad = m3.clone();
+        bad[10] ^= 1;
+        assert_eq!(
+            hr.finish_responder(&bad).unwrap_err(),
+            HandshakeError::Authentication
+        );
+        let or = hr.finish_responder(&m3).unwrap();
+        assert_eq!(*oi.send_secret, *or.recv_secret);
+        // Finished handshakes take no more messages.
+        assert!(hr.finish_responder(&m3).is_err());
+        assert!(hi.finish_initiator(&m2).is_err());
     }
 
     #[test]
     fn wrong_lengths_are_typed_errors() {
         let b = node(2);
-        let e = Handshake::respond(&b, &net(5), AeadPreference::Auto, &[0; 29], &[0u8; 10]).unwrap_err();
+        let e = Handshake::respond(&b, &net(5), AeadPreference::Auto, &[0; 29], &[0u8; 10])
+            .unwrap_err();
         assert!(matches!(e, HandshakeError::BadLength { position: 1, .. }));
     }
 }

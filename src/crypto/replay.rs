@@ -79,7 +79,11 @@ impl ReplayWindow {
     pub fn commit(&mut self, pn: u64) {
         if pn >= self.next {
             // Advance: clear every word between the old top and the new one.
-            let old_top_word = if self.next == 0 { None } else { Some((self.next - 1) / WORD_BITS) };
+            let old_top_word = if self.next == 0 {
+                None
+            } else {
+                Some((self.next - 1) / WORD_BITS)
+            };
             let new_top_word = pn / WORD_BITS;
             match old_top_word {
                 Some(old) if new_top_word - old < RING_WORDS as u64 => {
@@ -158,7 +162,10 @@ mod tests {
         assert!(w.check(1_000_000 - 10).is_ok());
         assert_eq!(w.check(99), Err(ReplayError::TooOld(99)));
         w.accept(u64::MAX - 1).unwrap();
-        assert_eq!(w.check(u64::MAX - 1), Err(ReplayError::Duplicate(u64::MAX - 1)));
+        assert_eq!(
+            w.check(u64::MAX - 1),
+            Err(ReplayError::Duplicate(u64::MAX - 1))
+        );
         assert!(w.check(u64::MAX - 2).is_ok());
     }
 
