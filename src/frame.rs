@@ -429,7 +429,7 @@ pub enum Control {
     KeyRotation,
     /// Closes the session.
     Close {
-        /// Machine-readable code (see [`close_code`](crate::frame::close_code)).
+        /// Machine-readable code (see [`close_code`]).
         code: u16,
         /// Human-readable reason, at most [`MAX_REASON_LEN`] bytes.
         reason: String,

@@ -1,0 +1,222 @@
+//! What a session reports: states, events, errors, statistics.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::crypto::{Algorithm, CryptoError, HandshakeError, NodeId};
+use crate::frame::{FrameError, FrameType, SessionId};
+use crate::session::ConfigError;
+use crate::stream::ReassemblyError;
+
+/// Which side opened the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sent handshake message 1.
+    Initiator,
+    /// Answered it.
+    Responder,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// The handshake is running.
+    Handshaking,
+    /// Keys are agreed; data flows.
+    Established,
+    /// Closed locally; lingering to answer late frames with CLOSE.
+    Closing,
+    /// Over. Nothing more will happen.
+    Closed,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side called [`Session::close`].
+    Local {
+        /// Close code sent.
+        code: u16,
+        /// Reason sent.
+        reason: String,
+    },
+    /// The peer sent CLOSE.
+    Peer {
+        /// The peer's code.
+        code: u16,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// Nothing arrived within the idle timeout.
+    IdleTimeout,
+    /// The handshake did not complete in time. For an initiator this is what
+    /// a wrong shared seed looks like: a responder answers non-members with
+    /// silence, so that they learn nothing.
+    HandshakeTimeout,
+    /// Too many forged frames: the keys are retired.
+    IntegrityLimit,
+    /// The packet number space ran out.
+    PacketNumbersExhausted,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local { code, reason } => write!(f, "closed locally (code {code}): {reason}"),
+            CloseReason::Peer { code, reason } => write!(f, "closed by peer (code {code}): {reason}"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout: nothing received from the peer"),
+            CloseReason::HandshakeTimeout => f.write_str(
+                "handshake timed out: the peer is unreachable, not running, or not in this network (different shared_seed)",
+            ),
+            CloseReason::IntegrityLimit => f.write_str("too many forged frames: keys retired"),
+            CloseReason::PacketNumbersExhausted => f.write_str("packet numbers exhausted"),
+        }
+    }
+}
+
+/// What a session reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake completed.
+    Established {
+        /// The peer's authenticated node id.
+        peer: NodeId,
+        /// The AEAD the two sides agreed on.
+        algorithm: Algorithm,
+    },
+    /// A whole application message arrived.
+    Message {
+        /// Stream it was sent on.
+        stream_id: u32,
+        /// [`FrameType::Data`] or an application type (0x80–0xFF).
+        frame_type: FrameType,
+        /// The message.
+        payload: Vec<u8>,
+    },
+    /// The peer reported an error without closing.
+    PeerError {
+        /// The peer's code.
+        code: u16,
+        /// The peer's message.
+        message: String,
+    },
+    /// The session ended. The last event a session emits.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why an input was refused or a send failed. Input errors are for counting
+/// and logging: the session stays as it was, except where the error closed it
+/// (then a [`Event::Closed`] says so).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The bytes are not a valid frame.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The frame failed authentication or replay checks.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A handshake message was refused.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// A fragment was refused.
+    #[error(transparent)]
+    Reassembly(#[from] ReassemblyError),
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The frame carries another session's id.
+    #[error("frame for session {got} delivered to session {expected}")]
+    WrongSession {
+        /// This session.
+        expected: SessionId,
+        /// The frame's.
+        got: SessionId,
+    },
+    /// A frame that this session cannot take in its current state.
+    #[error("unexpected {frame_type:?} frame in state {state:?}")]
+    Unexpected {
+        /// The frame's type.
+        frame_type: FrameType,
+        /// The session's state.
+        state: SessionState,
+    },
+    /// A frame whose decrypted content does not parse.
+    #[error("malformed frame content: {0}")]
+    Malformed(&'static str),
+    /// Sending needs an established session.
+    #[error("session is {0:?}: send only once established")]
+    NotEstablished(SessionState),
+    /// The message exceeds `max_message_size`.
+    #[error("message of {len} bytes exceeds max_message_size ({max} bytes)")]
+    MessageTooLarge {
+        /// Message length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Only DATA and application types (0x80–0xFF) carry messages.
+    #[error("frame type {0:?} cannot carry an application message")]
+    NotAMessageType(FrameType),
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Bytes of datagrams produced (all frames, handshake included).
+    pub bytes_sent: u64,
+    /// Bytes of datagrams accepted (at least one frame used).
+    pub bytes_received: u64,
+    /// Frames sealed or written.
+    pub frames_sent: u64,
+    /// Frames accepted.
+    pub frames_received: u64,
+    /// Application messages sent.
+    pub messages_sent: u64,
+    /// Application messages delivered.
+    pub messages_received: u64,
+    /// Frames refused (bad format, authentication, replay, state).
+    pub frames_dropped: u64,
+    /// Fragmented messages dropped incomplete after the reassembly timeout.
+    pub messages_expired: u64,
+    /// Key updates on the sending side.
+    pub key_updates: u64,
+    /// Handshake messages retransmitted.
+    pub retransmits: u64,
+}
+
+/// Round-trip time estimate (RFC 6298 smoothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RttStats {
+    /// Latest sample.
+    pub latest: Option<Duration>,
+    /// Smallest sample.
+    pub min: Option<Duration>,
+    /// Smoothed round-trip time.
+    pub smoothed: Option<Duration>,
+    /// Round-trip time variation.
+    pub variance: Duration,
+}
+
+impl RttStats {
+    pub(crate) fn sample(&mut self, rtt: Duration) {
+        self.latest = Some(rtt);
+        self.min = Some(self.min.map_or(rtt, |m| m.min(rtt)));
+        match self.smoothed {
+            None => {
+                self.smoothed = Some(rtt);
+                self.variance = rtt / 2;
+            }
+            Some(srtt) => {
+                let diff = srtt.abs_diff(rtt);
+                self.variance = (self.variance * 3 + diff) / 4;
+                self.smoothed = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! The session state machine (sans-IO).
+//!
+//! A [`Session`] is one encrypted association between two nodes. It owns no
+//! socket and reads no clock: the caller feeds it datagrams and the current
+//! [`Instant`], and drains from it datagrams to send, the next deadline and
+//! events. The same code runs under both transports and both I/O backends,
+//! and is tested over an in-memory pair with virtual time, loss and
+//! reordering.
+//!
+//! ## Driving a session
+//!
+//! After creating it ([`Session::connect`] or [`Session::accept`]) and after
+//! every call that feeds it ([`handle_datagram`](Session::handle_datagram),
+//! [`handle_timeout`](Session::handle_timeout), [`send`](Session::send),
+//! [`close`](Session::close)), the caller:
+//!
+//! 1. sends every datagram from [`poll_transmit`](Session::poll_transmit);
+//! 2. handles every event from [`poll_event`](Session::poll_event);
+//! 3. re-arms its timer to [`poll_timeout`](Session::poll_timeout), and calls
+//!    [`handle_timeout`](Session::handle_timeout) when it fires.
+//!
+//! Application data does not queue inside the session: [`send`](Session::send)
+//! seals straight into the caller's [`Transmits`] buffer, where the I/O layer
+//! can hand the datagrams to the kernel in one batch.
+//!
+//! ## Lifecycle
+//!
+//! ```text
+//! Handshaking --(message 3)--> Established --close()/peer close--> Closing --linger--> Closed
+//!      |                            |                                               ^
+//!      +---- handshake timeout -----+---- idle timeout / fatal error ---------------+
+//! ```
+//!
+//! - The initiator sends message 1 and retransmits it with exponential
+//!   backoff from [`SessionConfig::initial_rto`] until message 2 arrives or
+//!   [`SessionConfig::handshake_timeout`] passes. It is established as soon as
+//!   it sends message 3, and retransmits message 3 until the first
+//!   authenticated frame from the responder confirms it.
+//! - The responder is created from a valid message 1 (a peer without the
+//!   shared seed never gets one made), answers a duplicate message 1 with the
+//!   same message 2, never retransmits on its own (it sends nothing to an
+//!   address that has not proven it receives), and on message 3 becomes
+//!   established and sends a ping, which confirms the initiator.
+//! - Established sessions send a ping when either direction has been quiet
+//!   for [`SessionConfig::keepalive_interval`], and close when nothing has
+//!   arrived for [`SessionConfig::idle_timeout`].
+//! - [`close`](Session::close) sends a CLOSE frame and lingers for
+//!   [`SessionConfig::close_linger`], answering late frames with CLOSE again
+//!   (the first one may have been lost); a CLOSE from the peer ends the
+//!   session at once.
+
+mod config;
+mod event;
+mod recv;
+mod send;
+mod transmit;
+
+pub use config::*;
+pub use event::*;
+pub use transmit::Transmits;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::crypto::{
+    Algorithm, CryptoError, Handshake, Identity, NetworkKey, NodeId, RecvKeys, SendKeys,
+};
+use crate::frame::{close_code, Control, Flags, FrameType, Header, SessionId, HEADER_LEN, TAG_LEN};
+use crate::stream::{MemoryBudget, Reassembler};
+
+/// Upper bound of the handshake retransmission timer.
+const MAX_RTO: Duration = Duration::from_secs(2);
+
+/// Handshake progress kept between messages.
+enum Pending {
+    /// Initiator waiting for message 2.
+    Initiator {
+        handshake: Handshake,
+        msg1: Vec<u8>,
+        first_sent: Instant,
+    },
+    /// Responder waiting for message 3.
+    Responder {
+        handshake: Handshake,
+        msg1: Vec<u8>,
+        msg2: Vec<u8>,
+        sent: Instant,
+    },
+}
+
+struct Keys {
+    send: SendKeys,
+    recv: RecvKeys,
+}
+
+/// One encrypted session. See the [module docs](self) for how to drive it.
+pub struct Session {
+    id: SessionId,
+    role: Role,
+    state: SessionState,
+    config: SessionConfig,
+    pending: Option<Pending>,
+    keys: Option<Keys>,
+    peer: Option<NodeId>,
+    /// Initiator: message 3 to repeat until the responder confirms.
+    unconfirmed_msg3: Option<Vec<u8>>,
+    transmits: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    reassembler: Reassembler,
+    next_message_id: u32,
+    created: Instant,
+    handshake_deadline: Instant,
+    rto: Duration,
+    retransmit_at: Option<Instant>,
+    last_recv: Instant,
+    last_send: Instant,
+    last_ping: Instant,
+    close_deadline: Option<Instant>,
+    close_frame_allowance: u32,
+    close_reason: Option<CloseReason>,
+    rtt: RttStats,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// Opens a session as initiator: builds handshake message 1, ready in
+    /// [`poll_transmit`](Self::poll_transmit). `id` must be random (see
+    /// [`SessionId`]) and unused on this node.
+    pub fn connect(
+        config: SessionConfig,
+        identity: &Identity,
+        network: &NetworkKey,
+        id: SessionId,
+        now: Instant,
+    ) -> Result<Self, SessionError> {
+        Self::connect_with_budget(config, identity, network, id, now, None)
+    }
+
+    /// [`connect`](Self::connect), sharing a node-wide reassembly budget.
+    pub fn connect_with_budget(
+        config: SessionConfig,
+        identity: &Identity,
+        network: &NetworkKey,
+        id: SessionId,
+        now: Instant,
+        budget: Option<MemoryBudget>,
+    ) -> Result<Self, SessionError> {
+        config.validate()?;
+        let header = handshake_header(id, 1, crate::crypto::handshake::MSG1_LEN);
+        let header_bytes = header.to_bytes();
+        let (handshake, msg) = Handshake::initiate(identity, network, config.aead, &header_bytes)?;
+        let mut msg1 = header_bytes.to_vec();
+        msg1.extend_from_slice(&msg);
+        let mut s = Session::new(Role::Initiator, id, config, now, budget);
+        s.queue(msg1.clone(), now);
+        s.retransmit_at = Some(now + s.rto);
+        s.pending = Some(Pending::Initiator {
+            handshake,
+            msg1,
+            first_sent: now,
+        });
+        Ok(s)
+    }
+
+    /// Accepts a session from a datagram whose first frame is handshake
+    /// message 1; builds message 2, ready in
+    /// [`poll_transmit`](Self::poll_transmit).
+    ///
+    /// A message 1 from a node without the shared seed fails here with
+    /// [`HandshakeError::Authentication`], before any Diffie-Hellman: no
+    /// session exists, nothing is sent back.
+    pub fn accept(
+        config: SessionConfig,
+        identity: &Identity,
+        network: &NetworkKey,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<Self, SessionError> {
+        Self::accept_with_budget(config, identity, network, datagram, now, None)
+    }
+
+    /// [`accept`](Self::accept), sharing a node-wide reassembly budget.
+    pub fn accept_with_budget(
+        config: SessionConfig,
+        identity: &Identity,
+        network: &NetworkKey,
+        datagram: &[u8],
+        now: Instant,
+        budget: Option<MemoryBudget>,
+    ) -> Result<Self, SessionError> {
+        config.validate()?;
+        let (frame, _) = crate::frame::Frame::decode(datagram)?;
+        if frame.header.frame_type != FrameType::Handshake || frame.header.packet_number != 1 {
+            return Err(SessionError::Unexpected {
+                frame_type: frame.header.frame_type,
+                state: SessionState::Handshaking,
+            });
+        }
+        let (handshake, msg) = Handshake::respond(
+            identity,
+            network,
+            config.aead,
+            frame.header_bytes,
+            frame.payload,
+        )?;
+        let id = frame.header.session_id;
+        let mut msg2 = Vec::with_capacity(HEADER_LEN + msg.len());
+        handshake_header(id, 2, msg.len()).write(&mut msg2);
+        msg2.extend_from_slice(&msg);
+        let mut s = Session::new(Role::Responder, id, config, now, budget);
+        s.stats.bytes_received += (HEADER_LEN + frame.payload.len()) as u64;
+        s.stats.frames_received += 1;
+        s.queue(msg2.clone(), now);
+        s.pending = Some(Pending::Responder {
+            handshake,
+            msg1: frame.payload.to_vec(),
+            msg2,
+            sent: now,
+        });
+        Ok(s)
+    }
+
+    fn new(
+        role: Role,
+        id: SessionId,
+        config: SessionConfig,
+        now: Instant,
+        budget: Option<MemoryBudget>,
+    ) -> Self {
+        Session {
+            id,
+            role,
+            state: SessionState::Handshaking,
+            reassembler: Reassembler::new(config.reassembly.clone(), budget),
+            handshake_deadline: now + config.handshake_timeout,
+            rto: config.initial_rto,
+            config,
+            pending: None,
+            keys: None,
+            peer: None,
+            unconfirmed_msg3: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_message_id: 0,
+            created: now,
+            retransmit_at: None,
+            last_recv: now,
+            last_send: now,
+            last_ping: now,
+            close_deadline: None,
+            close_frame_allowance: 0,
+            close_reason: None,
+            rtt: RttStats::default(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Which side opened the session.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
+    /// Whether data can be sent.
+    pub fn is_established(&self) -> bool {
+        self.state == SessionState::Established
+    }
+
+    /// The peer's node id, once the handshake authenticated it.
+    pub fn peer(&self) -> Option<NodeId> {
+        self.peer
+    }
+
+    /// The agreed AEAD, once established.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.keys.as_ref().map(|k| k.send.algorithm())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        let mut s = self.stats;
+        s.messages_expired = self.reassembler.stats().expired;
+        s.key_updates = self.keys.as_ref().map_or(0, |k| k.send.generation());
+        s
+    }
+
+    /// Round-trip estimate (from the handshake and pings).
+    pub fn rtt(&self) -> RttStats {
+        self.rtt
+    }
+
+    /// Why the session closed, once it is closing or closed.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.as_ref()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Bytes held by incomplete fragmented messages.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.reassembler.bytes_held()
+    }
+
+    /// Changes the path's datagram size: `Some(n)` for a datagram path,
+    /// `None` for a stream path where messages travel whole. Takes effect
+    /// for the next send; fragments in flight still reassemble.
+    pub fn set_max_datagram_size(&mut self, size: Option<usize>) -> Result<(), ConfigError> {
+        let mut c = self.config.clone();
+        c.max_datagram_size = size;
+        c.validate()?;
+        self.config.max_datagram_size = size;
+        Ok(())
+    }
+
+    /// Largest message sent unfragmented on the current path.
+    pub fn max_unfragmented(&self) -> usize {
+        self.config.max_unfragmented()
+    }
+
+    /// The next control or handshake datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            SessionState::Closed => None,
+            SessionState::Closing => self.close_deadline,
+            SessionState::Handshaking => Some(
+                self.retransmit_at
+                    .map_or(self.handshake_deadline, |r| r.min(self.handshake_deadline)),
+            ),
+            SessionState::Established => {
+                let mut t = (self.last_recv + self.config.idle_timeout).min(self.keepalive_at());
+                if let Some(r) = self.retransmit_at {
+                    t = t.min(r);
+                }
+                if let Some(r) = self.reassembler.poll_timeout() {
+                    t = t.min(r);
+                }
+                Some(t)
+            }
+        }
+    }
+
+    fn keepalive_at(&self) -> Instant {
+        self.last_ping.max(self.last_send.min(self.last_recv)) + self.config.keepalive_interval
+    }
+
+    /// Runs the timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            SessionState::Closed => {}
+            SessionState::Closing => {
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    self.finish_close();
+                }
+            }
+            SessionState::Handshaking => {
+                if now >= self.handshake_deadline {
+                    self.terminate(CloseReason::HandshakeTimeout);
+                    return;
+                }
+                if self.retransmit_at.is_some_and(|r| now >= r) {
+                    if let Some(Pending::Initiator { msg1, .. }) = &self.pending {
+                        let msg1 = msg1.clone();
+                        self.stats.retransmits += 1;
+                        self.queue(msg1, now);
+                        self.backoff(now);
+                    } else {
+                        self.retransmit_at = None;
+                    }
+                }
+            }
+            SessionState::Established => {
+                if now >= self.last_recv + self.config.idle_timeout {
+                    self.send_close_frame(close_code::IDLE_TIMEOUT, "idle timeout", now);
+                    self.terminate(CloseReason::IdleTimeout);
+                    return;
+                }
+                if self.retransmit_at.is_some_and(|r| now >= r) {
+                    match self.unconfirmed_msg3.clone() {
+                        Some(m3) if now < self.handshake_deadline => {
+                            self.stats.retransmits += 1;
+                            self.queue(m3, now);
+                            self.backoff(now);
+                        }
+                        _ => self.retransmit_at = None,
+                    }
+                }
+                let expired = self.reassembler.handle_timeout(now);
+                let _ = expired; // counted by the reassembler's stats
+                if now >= self.keepalive_at() {
+                    self.send_ping(now);
+                }
+            }
+        }
+    }
+
+    fn backoff(&mut self, now: Instant) {
+        self.rto = (self.rto * 2).min(MAX_RTO);
+        self.retransmit_at = Some(now + self.rto);
+    }
+
+    /// Sends a ping now (it also refreshes the round-trip estimate).
+    pub fn send_ping(&mut self, now: Instant) {
+        if self.state != SessionState::Established {
+            return;
+        }
+        let token = now.saturating_duration_since(self.created).as_nanos() as u64;
+        self.last_ping = now;
+        self.send_control(&Control::Ping { token }, now);
+    }
+
+    /// Asks the peer to update its sending key, and updates ours.
+    pub fn update_keys(&mut self, now: Instant) {
+        if let Some(k) = &mut self.keys {
+            k.send.request_update();
+            self.send_control(&Control::KeyRotation, now);
+        }
+    }
+
+    /// Closes the session: sends CLOSE with `code` and `reason`, then lingers
+    /// (see the module docs). Idempotent; closing a session still in its
+    /// handshake ends it at once.
+    pub fn close(&mut self, now: Instant, code: u16, reason: &str) {
+        match self.state {
+            SessionState::Closing | SessionState::Closed => {}
+            SessionState::Handshaking => self.terminate(CloseReason::Local {
+                code,
+                reason: reason.to_owned(),
+            }),
+            SessionState::Established => {
+                self.send_close_frame(code, reason, now);
+                self.state = SessionState::Closing;
+                self.close_reason = Some(CloseReason::Local {
+                    code,
+                    reason: reason.to_owned(),
+                });
+                self.close_deadline = Some(now + self.config.close_linger);
+                // Answer at most a few late frames: each answer is a CLOSE,
+                // no larger than what provoked it.
+                self.close_frame_allowance = 8;
+            }
+        }
+    }
+
+    fn send_control(&mut self, control: &Control, now: Instant) {
+        let Some(keys) = &mut self.keys else { return };
+        let mut buf = Vec::with_capacity(HEADER_LEN + 32 + TAG_LEN);
+        buf.resize(HEADER_LEN, 0);
+        control.encode(&mut buf);
+        let header = Header {
+            frame_type: FrameType::Control,
+            flags: Flags::EMPTY,
+            session_id: self.id,
+            stream_id: 0,
+            packet_number: 0,
+            payload_len: 0,
+        };
+        match keys.send.seal(&mut buf, 0, header) {
+            Ok(_) => self.queue(buf, now),
+            Err(CryptoError::PacketNumbersExhausted) => {
+                self.terminate(CloseReason::PacketNumbersExhausted)
+            }
+            // A control message is far below the frame limit.
+            Err(_) => {}
+        }
+    }
+
+    fn send_close_frame(&mut self, code: u16, reason: &str, now: Instant) {
+        self.send_control(
+            &Control::Close {
+                code,
+                reason: reason.to_owned(),
+            },
+            now,
+        );
+    }
+
+    fn queue(&mut self, datagram: Vec<u8>, now: Instant) {
+        self.stats.bytes_sent += datagram.len() as u64;
+        self.stats.frames_sent += 1;
+        self.last_send = now;
+        self.transmits.push_back(datagram);
+    }
+
+    /// Ends the session now with `reason`.
+    fn terminate(&mut self, reason: CloseReason) {
+        if self.state == SessionState::Closed {
+            return;
+        }
+        self.close_reason = Some(reason);
+        self.finish_close();
+    }
+
+    fn finish_close(&mut self) {
+        if self.state == SessionState::Closed {
+            return;
+        }
+        self.state = SessionState::Closed;
+        self.pending = None;
+        self.retransmit_at = None;
+        self.unconfirmed_msg3 = None;
+        self.close_deadline = None;
+        let reason = self.close_reason.clone().unwrap_or(CloseReason::Local {
+            code: close_code::NORMAL,
+            reason: String::new(),
+        });
+        self.events.push_back(Event::Closed { reason });
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("peer", &self.peer)
+            .field("algorithm", &self.algorithm())
+            .finish_non_exhaustive()
+    }
+}
+
+fn handshake_header(id: SessionId, position: u64, len: usize) -> Header {
+    Header {
+        frame_type: FrameType::Handshake,
+        flags: Flags::EMPTY,
+        session_id: id,
+        stream_id: 0,
+        packet_number: position,
+        // Handshake messages are at most a few hundred bytes.
+        payload_len: len as u32,
+    }
+}

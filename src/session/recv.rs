@@ -1,0 +1,311 @@
+//! The receive path: datagrams in, handshake progress, opened frames,
+//! control messages and delivered messages out.
+
+use std::time::{Duration, Instant};
+
+use crate::crypto::HandshakeOutcome;
+use crate::crypto::{RecvKeys, SendKeys};
+use crate::frame::{
+    close_code, BatchRecords, Control, Flags, FrameError, FrameType, Header, HEADER_LEN,
+};
+use crate::session::{
+    handshake_header, CloseReason, Event, Keys, Pending, Role, Session, SessionError, SessionState,
+};
+use crate::stream::FragmentHeader;
+
+impl Session {
+    /// Feeds a received datagram. The datagram is decrypted in place.
+    ///
+    /// Every frame in it is processed in order; the first bad frame stops the
+    /// datagram and its error is returned (count it as dropped). Frames before
+    /// it stay processed.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &mut [u8],
+    ) -> Result<(), SessionError> {
+        let total = datagram.len();
+        let mut rest = datagram;
+        let mut used = false;
+        let result = loop {
+            if rest.is_empty() {
+                break Ok(());
+            }
+            let header = match Header::decode(rest) {
+                Ok(h) => h,
+                Err(e) => break Err(e.into()),
+            };
+            let end = HEADER_LEN + header.payload_len as usize;
+            if rest.len() < end {
+                break Err(FrameError::Truncated {
+                    needed: end,
+                    got: rest.len(),
+                }
+                .into());
+            }
+            let (frame, tail) = std::mem::take(&mut rest).split_at_mut(end);
+            rest = tail;
+            if header.session_id != self.id {
+                break Err(SessionError::WrongSession {
+                    expected: self.id,
+                    got: header.session_id,
+                });
+            }
+            let (head, payload) = frame.split_at_mut(HEADER_LEN);
+            let head: &[u8; HEADER_LEN] = match (&*head).try_into() {
+                Ok(h) => h,
+                Err(_) => break Err(SessionError::Malformed("header")),
+            };
+            match self.handle_frame(now, &header, head, payload) {
+                Ok(()) => {
+                    used = true;
+                    self.stats.frames_received += 1;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if used {
+            self.stats.bytes_received += total as u64;
+        }
+        if result.is_err() {
+            self.stats.frames_dropped += 1;
+        }
+        result
+    }
+
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        header_bytes: &[u8; HEADER_LEN],
+        payload: &mut [u8],
+    ) -> Result<(), SessionError> {
+        match header.frame_type {
+            FrameType::Handshake => self.handle_handshake(now, header, payload),
+            // Address validation is between a node and an unvalidated
+            // address, never inside a session.
+            FrameType::Auth => Err(SessionError::Unexpected {
+                frame_type: FrameType::Auth,
+                state: self.state,
+            }),
+            _ => self.handle_sealed(now, header, header_bytes, payload),
+        }
+    }
+
+    fn handle_handshake(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        msg: &[u8],
+    ) -> Result<(), SessionError> {
+        let unexpected = SessionError::Unexpected {
+            frame_type: FrameType::Handshake,
+            state: self.state,
+        };
+        match (header.packet_number, &mut self.pending) {
+            // Responder: a duplicate message 1 (its message 2 was lost).
+            (1, Some(Pending::Responder { msg1, msg2, .. })) => {
+                if msg1.as_slice() != msg {
+                    return Err(unexpected);
+                }
+                let again = msg2.clone();
+                self.stats.retransmits += 1;
+                self.queue(again, now);
+                Ok(())
+            }
+            // Initiator: message 2.
+            (
+                2,
+                Some(Pending::Initiator {
+                    handshake,
+                    first_sent,
+                    ..
+                }),
+            ) => {
+                let (msg3, outcome) = handshake.finish_initiator(msg)?;
+                // Karn: a retransmitted message 1 makes the sample ambiguous.
+                if self.stats.retransmits == 0 {
+                    self.rtt.sample(now.saturating_duration_since(*first_sent));
+                }
+                let mut datagram = Vec::with_capacity(HEADER_LEN + msg3.len());
+                handshake_header(self.id, 3, msg3.len()).write(&mut datagram);
+                datagram.extend_from_slice(&msg3);
+                self.queue(datagram.clone(), now);
+                self.unconfirmed_msg3 = Some(datagram);
+                self.rto = self.config.initial_rto;
+                self.retransmit_at = Some(now + self.rto);
+                self.establish(outcome, now);
+                Ok(())
+            }
+            // Responder: message 3.
+            (
+                3,
+                Some(Pending::Responder {
+                    handshake, sent, ..
+                }),
+            ) => {
+                let outcome = handshake.finish_responder(msg)?;
+                if self.stats.retransmits == 0 {
+                    self.rtt.sample(now.saturating_duration_since(*sent));
+                }
+                self.establish(outcome, now);
+                // Confirms the handshake to the initiator.
+                self.send_ping(now);
+                Ok(())
+            }
+            // Responder, established: message 3 again means our
+            // confirmation was lost. Repeat it (a ping is smaller than
+            // message 3), once per retransmission interval.
+            (3, None)
+                if self.role == Role::Responder && self.state == SessionState::Established =>
+            {
+                if now >= self.last_ping + self.config.initial_rto {
+                    self.send_ping(now);
+                }
+                Ok(())
+            }
+            // Initiator, established: a late duplicate message 2.
+            (2, None) if self.role == Role::Initiator => {
+                self.last_recv = now;
+                Ok(())
+            }
+            _ => Err(unexpected),
+        }
+    }
+
+    fn establish(&mut self, outcome: HandshakeOutcome, now: Instant) {
+        let mut send = SendKeys::new(outcome.algorithm, &outcome.send_secret);
+        if let Some(n) = self.config.key_update_interval {
+            send.set_update_interval(n);
+        }
+        let recv = RecvKeys::new(outcome.algorithm, &outcome.recv_secret);
+        self.keys = Some(Keys { send, recv });
+        self.pending = None;
+        self.peer = Some(outcome.peer);
+        self.state = SessionState::Established;
+        self.last_recv = now;
+        self.last_ping = now;
+        if self.role == Role::Responder {
+            self.retransmit_at = None;
+        }
+        self.events.push_back(Event::Established {
+            peer: outcome.peer,
+            algorithm: outcome.algorithm,
+        });
+    }
+
+    fn handle_sealed(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        header_bytes: &[u8; HEADER_LEN],
+        payload: &mut [u8],
+    ) -> Result<(), SessionError> {
+        let Some(keys) = &mut self.keys else {
+            return Err(SessionError::Unexpected {
+                frame_type: header.frame_type,
+                state: self.state,
+            });
+        };
+        if matches!(self.state, SessionState::Closed) {
+            return Err(SessionError::Unexpected {
+                frame_type: header.frame_type,
+                state: self.state,
+            });
+        }
+        let opened = keys.recv.open(header, header_bytes, payload);
+        let plaintext = match opened {
+            Ok(p) => p,
+            Err(e) => {
+                if keys.recv.integrity_limit_reached() {
+                    self.send_close_frame(close_code::INTEGRITY_LIMIT, "integrity limit", now);
+                    self.terminate(CloseReason::IntegrityLimit);
+                }
+                return Err(e.into());
+            }
+        };
+        self.last_recv = now;
+        if self.unconfirmed_msg3.take().is_some() {
+            self.retransmit_at = None;
+        }
+        if self.state == SessionState::Closing {
+            // Only a CLOSE matters now; anything else is answered with CLOSE.
+            if let (FrameType::Control, Ok(Control::Close { .. })) =
+                (header.frame_type, Control::decode(plaintext))
+            {
+                self.finish_close();
+            } else if self.close_frame_allowance > 0 {
+                self.close_frame_allowance -= 1;
+                if let Some(CloseReason::Local { code, reason }) = self.close_reason.clone() {
+                    self.send_close_frame(code, &reason, now);
+                }
+            }
+            return Ok(());
+        }
+        match header.frame_type {
+            FrameType::Control => self.handle_control(now, plaintext),
+            FrameType::Stream => {
+                let (fragment, chunk) = FragmentHeader::decode(plaintext)?;
+                if FrameType::from_u8(fragment.inner_type).is_none_or(|t| !t.is_message()) {
+                    return Err(SessionError::Malformed("fragment of a non-message type"));
+                }
+                if let Some(done) =
+                    self.reassembler
+                        .insert(now, header.stream_id, &fragment, chunk)?
+                {
+                    // inner_type checked above.
+                    let frame_type = FrameType::from_u8(done.inner_type).unwrap_or(FrameType::Data);
+                    self.deliver(done.stream_id, frame_type, done.payload);
+                }
+                Ok(())
+            }
+            t if header.flags.contains(Flags::BATCH) => {
+                // Parse all records before delivering any: a malformed batch
+                // delivers nothing.
+                let records: Vec<&[u8]> = BatchRecords::new(plaintext).collect::<Result<_, _>>()?;
+                for r in records {
+                    self.deliver(header.stream_id, t, r.to_vec());
+                }
+                Ok(())
+            }
+            t => {
+                self.deliver(header.stream_id, t, plaintext.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    fn deliver(&mut self, stream_id: u32, frame_type: FrameType, payload: Vec<u8>) {
+        self.stats.messages_received += 1;
+        self.events.push_back(Event::Message {
+            stream_id,
+            frame_type,
+            payload,
+        });
+    }
+
+    fn handle_control(&mut self, now: Instant, plaintext: &[u8]) -> Result<(), SessionError> {
+        match Control::decode(plaintext)? {
+            Control::Ping { token } => self.send_control(&Control::Pong { token }, now),
+            Control::Pong { token } => {
+                let sent = self.created + Duration::from_nanos(token);
+                if sent <= now {
+                    self.rtt.sample(now - sent);
+                }
+            }
+            // Advisory in this version: the node's flow control reads
+            // transport backpressure instead.
+            Control::FlowCredit { .. } => {}
+            Control::KeyRotation => {
+                if let Some(k) = &mut self.keys {
+                    k.send.request_update();
+                }
+            }
+            Control::Close { code, reason } => self.terminate(CloseReason::Peer { code, reason }),
+            Control::Error { code, message } => {
+                self.events.push_back(Event::PeerError { code, message })
+            }
+        }
+        Ok(())
+    }
+}
