@@ -36,7 +36,9 @@ fn pump(client: &mut Session, server: &mut Option<Session>, wire: &mut Wire, now
         }
         while let Some(mut d) = wire.to_server.pop_front() {
             match server {
-                Some(s) => s.handle_datagram(now, &mut d).expect("valid datagram"),
+                Some(s) => {
+                    s.handle_datagram(now, &mut d).expect("valid datagram");
+                }
                 // The first datagram is handshake message 1: it creates the
                 // server's session (a non-member's would fail right here).
                 None => {

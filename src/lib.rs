@@ -63,5 +63,8 @@
 
 pub mod crypto;
 pub mod frame;
+pub mod node;
+mod reactor;
 pub mod session;
 pub mod stream;
+pub mod transport;

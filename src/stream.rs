@@ -356,10 +356,12 @@ impl Default for ReassemblyConfig {
             // same frame bound as tungstenite's default. One header must not
             // be able to make a node reserve more than this.
             max_message_size: 16 * 1024 * 1024,
-            // 32 MiB: two maximum-size messages in flight at once, so a
-            // sender can start the next large message while the previous one
-            // is still being completed, yet one session cannot pin more.
-            max_session_bytes: 32 * 1024 * 1024,
+            // 32 MiB + 1 MiB: two maximum-size messages in flight at once
+            // (each also reserves its fragment bitmap, a few KiB at any
+            // sensible MTU), so a sender can start the next large message
+            // while the previous one is still being completed, yet one
+            // session cannot pin more.
+            max_session_bytes: 33 * 1024 * 1024,
             // 5 s: many round trips even on a slow path (RTTs of hundreds of
             // ms). This layer does not retransmit, so a message still missing
             // a fragment after this long is lost; holding it longer only pins
@@ -716,7 +718,7 @@ impl Reassembler {
             return self.add_fragment(stream_id, header, chunk);
         }
 
-        let id = u64::from(header.message_id);
+        let id = self.extend_id(header.message_id);
         if self.completed_ids.check(id).is_err() {
             return Err(ReassemblyError::Stale {
                 message_id: header.message_id,
@@ -867,7 +869,8 @@ impl Reassembler {
             return Ok(None);
         };
         self.release(partial.reserved);
-        self.completed_ids.commit(u64::from(message_id));
+        let id = self.extend_id(message_id);
+        self.completed_ids.commit(id);
         self.stats.completed += 1;
         self.prune_deadlines();
         Ok(Some(Reassembled {
@@ -875,6 +878,26 @@ impl Reassembler {
             inner_type: partial.inner_type,
             payload: partial.buf,
         }))
+    }
+
+    /// Extends a 32-bit message id to the 64-bit id nearest to the highest
+    /// one completed, so that the sender's counter may wrap (after 2^32
+    /// fragmented messages) without its new ids looking ancient.
+    fn extend_id(&self, id: u32) -> u64 {
+        let Some(high) = self.completed_ids.highest() else {
+            return u64::from(id);
+        };
+        const SPAN: u64 = 1 << 32;
+        let candidate = (high & !(SPAN - 1)) | u64::from(id);
+        [
+            candidate.checked_sub(SPAN),
+            Some(candidate),
+            candidate.checked_add(SPAN),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|c| c.abs_diff(high))
+        .unwrap_or(candidate)
     }
 
     /// Drops every message whose deadline is at or before `now`; returns how
@@ -896,7 +919,8 @@ impl Reassembler {
                 // A sender never reuses a message id, so a late fragment of
                 // an expired message is stale: refuse it rather than start a
                 // partial that could only expire again.
-                self.completed_ids.commit(u64::from(front.message_id));
+                let id = self.extend_id(front.message_id);
+                self.completed_ids.commit(id);
                 expired += 1;
             }
         }
@@ -1581,6 +1605,26 @@ mod tests {
         let (h, c) = first(4);
         assert!(r.insert(t1, 1, &h, c).unwrap().is_none());
         assert_eq!(r.poll_timeout(), Some(t1 + timeout));
+    }
+
+    #[test]
+    fn message_ids_may_wrap() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(config(), None);
+        let msg = payload(3000, 13);
+        for id in [u32::MAX - 2, u32::MAX - 1, u32::MAX, 0, 1, 2] {
+            let mut last = None;
+            for (h, c) in fragments(id, 1, &msg, 1000).unwrap() {
+                last = r.insert(now, 1, &h, c).unwrap();
+            }
+            assert!(last.is_some(), "id {id} completes after the wrap");
+            // And its late duplicate is stale, not a new message.
+            let (h, c) = fragments(id, 1, &msg, 1000).unwrap().next().unwrap();
+            assert!(matches!(
+                r.insert(now, 1, &h, c),
+                Err(ReassemblyError::Stale { .. })
+            ));
+        }
     }
 
     #[test]

@@ -470,7 +470,9 @@ fn key_updates_keep_data_flowing_with_reordering() {
         "every message through {} key updates",
         p.client.stats().key_updates
     );
-    assert!(p.client.stats().key_updates >= 14);
+    // An update waits for the previous one to be confirmed (a ping's round
+    // trip, 20 ms here): about one per 200 packets or per round trip.
+    assert!(p.client.stats().key_updates >= 5, "{:?}", p.client.stats());
     // The peer can ask for an update too.
     let before = p.server().stats().key_updates;
     let now = p.now;
@@ -482,6 +484,48 @@ fn key_updates_keep_data_flowing_with_reordering() {
     p.drive_for(Duration::from_millis(50));
     assert_eq!(p.server().stats().key_updates, before + 1);
     assert!(Pair::messages(&p.client_events).contains(&(0, b"after".to_vec())));
+}
+
+#[test]
+fn key_updates_never_strand_the_receiver_under_heavy_loss() {
+    // Update as often as allowed while a third of all datagrams vanish: were
+    // the sender to update twice while a whole generation was lost, the
+    // receiver could never catch up. It must always recover.
+    let config = SessionConfig {
+        key_update_interval: Some(1),
+        ..SessionConfig::default()
+    };
+    let mut p = Pair::new(config, LinkConfig::default(), 21);
+    assert!(p.handshake(Duration::from_secs(1)));
+    p.link.loss = 0.33;
+    let mut out = Transmits::new();
+    for i in 0..2000u32 {
+        let now = p.now;
+        p.client.send(now, 0, &i.to_be_bytes(), &mut out).unwrap();
+        p.transmit_all(Side::Client, &mut out);
+        p.drive_for(Duration::from_millis(1));
+    }
+    let lossy = Pair::messages(&p.server_events).len();
+    let updates = p.client.stats().key_updates;
+    assert!(updates >= 2, "{updates} updates");
+    p.link.loss = 0.0;
+    p.drive_for(Duration::from_secs(1));
+    for i in 0..100u32 {
+        let now = p.now;
+        p.client.send(now, 1, &i.to_be_bytes(), &mut out).unwrap();
+        p.transmit_all(Side::Client, &mut out);
+        p.drive_for(Duration::from_millis(1));
+    }
+    p.drive_for(Duration::from_millis(100));
+    let after: Vec<_> = Pair::messages(&p.server_events)
+        .into_iter()
+        .filter(|(stream, _)| *stream == 1)
+        .collect();
+    assert_eq!(
+        after.len(),
+        100,
+        "all arrive once the loss stops ({lossy} of 2000 under loss, {updates} updates)"
+    );
 }
 
 #[test]

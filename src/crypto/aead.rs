@@ -193,6 +193,9 @@ pub struct SendKeys {
     sealed_in_generation: u64,
     update_interval: u64,
     update_requested: bool,
+    /// An update happened that the peer has not yet been seen to follow:
+    /// no further update until it has (see [`SendKeys::confirm_update`]).
+    awaiting_confirmation: bool,
     generation: u64,
 }
 
@@ -207,6 +210,7 @@ impl SendKeys {
             sealed_in_generation: 0,
             update_interval: alg.update_interval(),
             update_requested: false,
+            awaiting_confirmation: false,
             generation: 0,
         }
     }
@@ -217,9 +221,28 @@ impl SendKeys {
         self.update_interval = packets.max(1);
     }
 
-    /// Updates the key before the next packet (the peer asked for it).
+    /// Updates the key before the next packet (the peer asked for it), or
+    /// as soon as the previous update is confirmed.
     pub fn request_update(&mut self) {
         self.update_requested = true;
+    }
+
+    /// Whether the last update waits for proof that the peer follows it.
+    ///
+    /// A receiver can only step one key generation ahead. Were the sender
+    /// to update twice while every frame of the generation in between was
+    /// lost, the receiver could never catch up, and the session would be
+    /// dead. So, as in QUIC, a sender updates again only after the peer has
+    /// shown it opened a frame of the current generation: the session sends
+    /// a ping right after each update and calls
+    /// [`confirm_update`](Self::confirm_update) when its pong returns.
+    pub fn awaiting_confirmation(&self) -> bool {
+        self.awaiting_confirmation
+    }
+
+    /// The peer has opened a frame of the current generation.
+    pub fn confirm_update(&mut self) {
+        self.awaiting_confirmation = false;
     }
 
     /// The algorithm.
@@ -258,12 +281,14 @@ impl SendKeys {
         if pn > MAX_PACKET_NUMBER {
             return Err(CryptoError::PacketNumbersExhausted);
         }
-        if self.sealed_in_generation >= self.update_interval || self.update_requested {
+        let due = self.sealed_in_generation >= self.update_interval || self.update_requested;
+        if due && !self.awaiting_confirmation {
             self.current = self.current.next(self.alg);
             self.phase = !self.phase;
             self.generation += 1;
             self.sealed_in_generation = 0;
             self.update_requested = false;
+            self.awaiting_confirmation = true;
         }
         header.packet_number = pn;
         header.flags = header.flags.with(Flags::KEY_PHASE, self.phase);
@@ -360,6 +385,9 @@ impl RecvKeys {
         payload: &'a mut [u8],
     ) -> Result<&'a mut [u8], CryptoError> {
         let pn = header.packet_number;
+        if pn > MAX_PACKET_NUMBER {
+            return Err(CryptoError::PacketNumbersExhausted);
+        }
         self.replay.check(pn)?;
         let phase = header.flags.contains(Flags::KEY_PHASE);
         enum Which {
@@ -528,7 +556,14 @@ mod tests {
         for alg in ALGS {
             let (mut s, mut r) = pair(alg);
             s.set_update_interval(10);
-            let frames: Vec<_> = (0..45u8).map(|i| seal(&mut s, &[i])).collect();
+            // The peer confirms each update at once here.
+            let frames: Vec<_> = (0..45u8)
+                .map(|i| {
+                    let f = seal(&mut s, &[i]);
+                    s.confirm_update();
+                    f
+                })
+                .collect();
             assert_eq!(s.generation(), 4);
             // Deliver with a swap across each generation boundary: 9 and 10,
             // 19 and 20, ...
@@ -558,6 +593,26 @@ mod tests {
         assert_ne!(a[4] & 1, b[4] & 1, "key phase flips");
         assert_eq!(open(&mut r, &mut a).unwrap(), b"a");
         assert_eq!(open(&mut r, &mut b).unwrap(), b"b");
+    }
+
+    #[test]
+    fn no_second_update_before_the_first_is_confirmed() {
+        let (mut s, _) = pair(Algorithm::Aes256Gcm);
+        s.set_update_interval(1);
+        for _ in 0..10 {
+            seal(&mut s, b"x");
+        }
+        assert_eq!(s.generation(), 1, "updates wait for confirmation");
+        assert!(s.awaiting_confirmation());
+        s.confirm_update();
+        seal(&mut s, b"x");
+        assert_eq!(s.generation(), 2);
+        s.request_update();
+        seal(&mut s, b"x");
+        assert_eq!(s.generation(), 2, "a request waits too");
+        s.confirm_update();
+        seal(&mut s, b"x");
+        assert_eq!(s.generation(), 3, "and is served once confirmed");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub enum CloseReason {
     /// a wrong shared seed looks like: a responder answers non-members with
     /// silence, so that they learn nothing.
     HandshakeTimeout,
+    /// The peer answered the handshake authentically, but with something
+    /// this build cannot follow (e.g. an unknown AEAD).
+    HandshakeFailed(String),
     /// Too many forged frames: the keys are retired.
     IntegrityLimit,
     /// The packet number space ran out.
@@ -69,6 +72,7 @@ impl fmt::Display for CloseReason {
             CloseReason::HandshakeTimeout => f.write_str(
                 "handshake timed out: the peer is unreachable, not running, or not in this network (different shared_seed)",
             ),
+            CloseReason::HandshakeFailed(why) => write!(f, "handshake failed: {why}"),
             CloseReason::IntegrityLimit => f.write_str("too many forged frames: keys retired"),
             CloseReason::PacketNumbersExhausted => f.write_str("packet numbers exhausted"),
         }

@@ -66,11 +66,15 @@ use std::time::{Duration, Instant};
 use crate::crypto::{
     Algorithm, CryptoError, Handshake, Identity, NetworkKey, NodeId, RecvKeys, SendKeys,
 };
-use crate::frame::{close_code, Control, Flags, FrameType, Header, SessionId, HEADER_LEN, TAG_LEN};
+use crate::frame::{
+    close_code, Control, Flags, FrameType, Header, SessionId, HEADER_LEN, MAX_REASON_LEN, TAG_LEN,
+};
 use crate::stream::{MemoryBudget, Reassembler};
 
 /// Upper bound of the handshake retransmission timer.
 const MAX_RTO: Duration = Duration::from_secs(2);
+/// Bytes of a CLOSE plaintext before its reason: subtype, code, length.
+const CLOSE_FIXED_LEN: usize = 5;
 
 /// Handshake progress kept between messages.
 enum Pending {
@@ -105,6 +109,9 @@ pub struct Session {
     peer: Option<NodeId>,
     /// Initiator: message 3 to repeat until the responder confirms.
     unconfirmed_msg3: Option<Vec<u8>>,
+    /// Responder: the message 3 that established the session, to recognise
+    /// its retransmissions.
+    msg3_seen: Option<Vec<u8>>,
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     reassembler: Reassembler,
@@ -118,6 +125,10 @@ pub struct Session {
     last_ping: Instant,
     close_deadline: Option<Instant>,
     close_frame_allowance: u32,
+    /// After a key update: the token of the first ping sealed under the new
+    /// key, and when a ping was last sent for it. Its pong confirms that the
+    /// peer follows the update.
+    key_probe: Option<(u64, Instant)>,
     close_reason: Option<CloseReason>,
     rtt: RttStats,
     stats: SessionStats,
@@ -212,9 +223,11 @@ impl Session {
         s.stats.bytes_received += (HEADER_LEN + frame.payload.len()) as u64;
         s.stats.frames_received += 1;
         s.queue(msg2.clone(), now);
+        let mut msg1 = frame.header_bytes.to_vec();
+        msg1.extend_from_slice(frame.payload);
         s.pending = Some(Pending::Responder {
             handshake,
-            msg1: frame.payload.to_vec(),
+            msg1,
             msg2,
             sent: now,
         });
@@ -240,6 +253,7 @@ impl Session {
             keys: None,
             peer: None,
             unconfirmed_msg3: None,
+            msg3_seen: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_message_id: 0,
@@ -250,6 +264,7 @@ impl Session {
             last_ping: now,
             close_deadline: None,
             close_frame_allowance: 0,
+            key_probe: None,
             close_reason: None,
             rtt: RttStats::default(),
             stats: SessionStats::default(),
@@ -357,9 +372,20 @@ impl Session {
                 if let Some(r) = self.reassembler.poll_timeout() {
                     t = t.min(r);
                 }
+                if let Some((_, sent)) = self.key_probe {
+                    t = t.min(sent + self.probe_interval());
+                }
                 Some(t)
             }
         }
+    }
+
+    /// How long to wait for a pong before pinging again: twice the smoothed
+    /// round trip, at least the initial retransmission timeout.
+    fn probe_interval(&self) -> Duration {
+        self.rtt.smoothed.map_or(self.config.initial_rto, |r| {
+            (r * 2).max(self.config.initial_rto)
+        })
     }
 
     fn keepalive_at(&self) -> Instant {
@@ -409,7 +435,10 @@ impl Session {
                 }
                 let expired = self.reassembler.handle_timeout(now);
                 let _ = expired; // counted by the reassembler's stats
-                if now >= self.keepalive_at() {
+                let probe_due = self
+                    .key_probe
+                    .is_some_and(|(_, sent)| now >= sent + self.probe_interval());
+                if probe_due || now >= self.keepalive_at() {
                     self.send_ping(now);
                 }
             }
@@ -428,7 +457,41 @@ impl Session {
         }
         let token = now.saturating_duration_since(self.created).as_nanos() as u64;
         self.last_ping = now;
+        if let Some((_, sent)) = &mut self.key_probe {
+            *sent = now;
+        }
         self.send_control(&Control::Ping { token }, now);
+    }
+
+    /// After anything was sealed: if it started a new key generation, send a
+    /// ping under the new key; its pong will confirm the update.
+    pub(crate) fn probe_key_update(&mut self, now: Instant) {
+        let awaiting = self
+            .keys
+            .as_ref()
+            .is_some_and(|k| k.send.awaiting_confirmation());
+        if awaiting && self.key_probe.is_none() {
+            let token = now.saturating_duration_since(self.created).as_nanos() as u64;
+            self.key_probe = Some((token, now));
+            self.send_ping(now);
+        }
+    }
+
+    /// A pong arrived: a round-trip sample, and maybe the confirmation of a
+    /// key update.
+    pub(crate) fn on_pong(&mut self, token: u64, now: Instant) {
+        let sent = self.created + Duration::from_nanos(token);
+        if sent <= now {
+            self.rtt.sample(now - sent);
+        }
+        if let Some((first, _)) = self.key_probe {
+            if token >= first {
+                self.key_probe = None;
+                if let Some(k) = &mut self.keys {
+                    k.send.confirm_update();
+                }
+            }
+        }
     }
 
     /// Asks the peer to update its sending key, and updates ours.
@@ -457,8 +520,9 @@ impl Session {
                     reason: reason.to_owned(),
                 });
                 self.close_deadline = Some(now + self.config.close_linger);
-                // Answer at most a few late frames: each answer is a CLOSE,
-                // no larger than what provoked it.
+                // Answer at most a few late frames (authenticated ones only,
+                // so this never answers an unvalidated address) with a
+                // reasonless CLOSE of 50 bytes.
                 self.close_frame_allowance = 8;
             }
         }
@@ -478,7 +542,12 @@ impl Session {
             payload_len: 0,
         };
         match keys.send.seal(&mut buf, 0, header) {
-            Ok(_) => self.queue(buf, now),
+            Ok(_) => {
+                self.queue(buf, now);
+                self.probe_key_update(now);
+            }
+            // Nothing can be sealed any more, not even a CLOSE: the peer
+            // learns of the end through its idle timeout.
             Err(CryptoError::PacketNumbersExhausted) => {
                 self.terminate(CloseReason::PacketNumbersExhausted)
             }
@@ -488,10 +557,23 @@ impl Session {
     }
 
     fn send_close_frame(&mut self, code: u16, reason: &str, now: Instant) {
+        // The CLOSE must fit one datagram of the path: cut the reason to fit
+        // (on a char boundary) rather than lose the frame.
+        let room = self
+            .config
+            .max_datagram_size
+            .map_or(MAX_REASON_LEN, |size| {
+                size.saturating_sub(DATA_OVERHEAD + CLOSE_FIXED_LEN)
+            })
+            .min(MAX_REASON_LEN);
+        let mut end = reason.len().min(room);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
         self.send_control(
             &Control::Close {
                 code,
-                reason: reason.to_owned(),
+                reason: reason[..end].to_owned(),
             },
             now,
         );

@@ -1,7 +1,7 @@
 //! The receive path: datagrams in, handshake progress, opened frames,
 //! control messages and delivered messages out.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::crypto::HandshakeOutcome;
 use crate::crypto::{RecvKeys, SendKeys};
@@ -19,17 +19,24 @@ impl Session {
     /// Every frame in it is processed in order; the first bad frame stops the
     /// datagram and its error is returned (count it as dropped). Frames before
     /// it stay processed.
+    ///
+    /// Returns `Ok(true)` when the datagram proved to come from the peer: a
+    /// sealed frame opened, or a handshake message verified. Only such a
+    /// datagram may move the session to a new peer address (NAT rebinding);
+    /// `Ok(false)` means it was harmless but proves nothing (e.g. a
+    /// duplicate handshake message, which anyone could have replayed).
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         datagram: &mut [u8],
-    ) -> Result<(), SessionError> {
+    ) -> Result<bool, SessionError> {
         let total = datagram.len();
         let mut rest = datagram;
         let mut used = false;
+        let mut authenticated = false;
         let result = loop {
             if rest.is_empty() {
-                break Ok(());
+                break Ok(authenticated);
             }
             let header = match Header::decode(rest) {
                 Ok(h) => h,
@@ -57,8 +64,9 @@ impl Session {
                 Err(_) => break Err(SessionError::Malformed("header")),
             };
             match self.handle_frame(now, &header, head, payload) {
-                Ok(()) => {
+                Ok(proof) => {
                     used = true;
+                    authenticated |= proof;
                     self.stats.frames_received += 1;
                 }
                 Err(e) => break Err(e),
@@ -79,16 +87,18 @@ impl Session {
         header: &Header,
         header_bytes: &[u8; HEADER_LEN],
         payload: &mut [u8],
-    ) -> Result<(), SessionError> {
+    ) -> Result<bool, SessionError> {
         match header.frame_type {
-            FrameType::Handshake => self.handle_handshake(now, header, payload),
+            FrameType::Handshake => self.handle_handshake(now, header, header_bytes, payload),
             // Address validation is between a node and an unvalidated
             // address, never inside a session.
             FrameType::Auth => Err(SessionError::Unexpected {
                 frame_type: FrameType::Auth,
                 state: self.state,
             }),
-            _ => self.handle_sealed(now, header, header_bytes, payload),
+            _ => self
+                .handle_sealed(now, header, header_bytes, payload)
+                .map(|()| true),
         }
     }
 
@@ -96,22 +106,35 @@ impl Session {
         &mut self,
         now: Instant,
         header: &Header,
+        header_bytes: &[u8; HEADER_LEN],
         msg: &[u8],
-    ) -> Result<(), SessionError> {
+    ) -> Result<bool, SessionError> {
         let unexpected = SessionError::Unexpected {
             frame_type: FrameType::Handshake,
             state: self.state,
         };
+        if header.flags != Flags::EMPTY || header.stream_id != 0 {
+            return Err(SessionError::Malformed(
+                "handshake frames carry no flags and stream 0",
+            ));
+        }
+        let same_frame = |copy: &[u8]| {
+            copy.len() == HEADER_LEN + msg.len()
+                && copy[..HEADER_LEN] == header_bytes[..]
+                && copy[HEADER_LEN..] == *msg
+        };
         match (header.packet_number, &mut self.pending) {
             // Responder: a duplicate message 1 (its message 2 was lost).
+            // Anyone can replay message 1, so this proves nothing; the answer
+            // is message 2 again, no larger than what provoked it.
             (1, Some(Pending::Responder { msg1, msg2, .. })) => {
-                if msg1.as_slice() != msg {
+                if !same_frame(msg1) {
                     return Err(unexpected);
                 }
                 let again = msg2.clone();
                 self.stats.retransmits += 1;
                 self.queue(again, now);
-                Ok(())
+                Ok(false)
             }
             // Initiator: message 2.
             (
@@ -122,7 +145,16 @@ impl Session {
                     ..
                 }),
             ) => {
-                let (msg3, outcome) = handshake.finish_initiator(msg)?;
+                let (msg3, outcome) = match handshake.finish_initiator(msg) {
+                    Ok(r) => r,
+                    // Authentic, but a protocol this build cannot follow:
+                    // waiting longer cannot help.
+                    Err(e @ crate::crypto::HandshakeError::UnknownAlgorithm(_)) => {
+                        self.terminate(CloseReason::HandshakeFailed(e.to_string()));
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 // Karn: a retransmitted message 1 makes the sample ambiguous.
                 if self.stats.retransmits == 0 {
                     self.rtt.sample(now.saturating_duration_since(*first_sent));
@@ -135,7 +167,7 @@ impl Session {
                 self.rto = self.config.initial_rto;
                 self.retransmit_at = Some(now + self.rto);
                 self.establish(outcome, now);
-                Ok(())
+                Ok(true)
             }
             // Responder: message 3.
             (
@@ -148,27 +180,28 @@ impl Session {
                 if self.stats.retransmits == 0 {
                     self.rtt.sample(now.saturating_duration_since(*sent));
                 }
+                let mut copy = header_bytes.to_vec();
+                copy.extend_from_slice(msg);
+                self.msg3_seen = Some(copy);
                 self.establish(outcome, now);
                 // Confirms the handshake to the initiator.
                 self.send_ping(now);
-                Ok(())
+                Ok(true)
             }
-            // Responder, established: message 3 again means our
+            // Responder, established: the very message 3 again means our
             // confirmation was lost. Repeat it (a ping is smaller than
-            // message 3), once per retransmission interval.
-            (3, None)
-                if self.role == Role::Responder && self.state == SessionState::Established =>
-            {
-                if now >= self.last_ping + self.config.initial_rto {
+            // message 3), at most once per retransmission interval.
+            (3, None) if self.msg3_seen.as_deref().is_some_and(same_frame) => {
+                if self.state == SessionState::Established
+                    && now >= self.last_ping + self.config.initial_rto
+                {
                     self.send_ping(now);
                 }
-                Ok(())
+                Ok(false)
             }
-            // Initiator, established: a late duplicate message 2.
-            (2, None) if self.role == Role::Initiator => {
-                self.last_recv = now;
-                Ok(())
-            }
+            // Initiator, established: a late duplicate message 2. Harmless,
+            // and no sign of life (anyone could replay it).
+            (2, None) if self.role == Role::Initiator => Ok(false),
             _ => Err(unexpected),
         }
     }
@@ -236,8 +269,8 @@ impl Session {
                 self.finish_close();
             } else if self.close_frame_allowance > 0 {
                 self.close_frame_allowance -= 1;
-                if let Some(CloseReason::Local { code, reason }) = self.close_reason.clone() {
-                    self.send_close_frame(code, &reason, now);
+                if let Some(CloseReason::Local { code, .. }) = self.close_reason {
+                    self.send_close_frame(code, "", now);
                 }
             }
             return Ok(());
@@ -258,6 +291,12 @@ impl Session {
                     self.deliver(done.stream_id, frame_type, done.payload);
                 }
                 Ok(())
+            }
+            _ if plaintext.len() > self.config.reassembly.max_message_size => {
+                Err(SessionError::MessageTooLarge {
+                    len: plaintext.len(),
+                    max: self.config.reassembly.max_message_size,
+                })
             }
             t if header.flags.contains(Flags::BATCH) => {
                 // Parse all records before delivering any: a malformed batch
@@ -287,12 +326,7 @@ impl Session {
     fn handle_control(&mut self, now: Instant, plaintext: &[u8]) -> Result<(), SessionError> {
         match Control::decode(plaintext)? {
             Control::Ping { token } => self.send_control(&Control::Pong { token }, now),
-            Control::Pong { token } => {
-                let sent = self.created + Duration::from_nanos(token);
-                if sent <= now {
-                    self.rtt.sample(now - sent);
-                }
-            }
+            Control::Pong { token } => self.on_pong(token, now),
             // Advisory in this version: the node's flow control reads
             // transport backpressure instead.
             Control::FlowCredit { .. } => {}

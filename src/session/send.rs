@@ -3,9 +3,7 @@
 use std::time::Instant;
 
 use crate::crypto::CryptoError;
-use crate::frame::{
-    close_code, write_batch_record, Flags, FrameType, Header, MAX_PAYLOAD_LEN, TAG_LEN,
-};
+use crate::frame::{write_batch_record, Flags, FrameType, Header, MAX_PAYLOAD_LEN, TAG_LEN};
 use crate::session::{
     CloseReason, Keys, Session, SessionError, SessionState, Transmits, BATCH_RECORD_OVERHEAD,
     DATA_OVERHEAD, FRAGMENT_OVERHEAD, MIN_DATAGRAM_SIZE,
@@ -193,16 +191,13 @@ impl Session {
                 self.stats.frames_sent += added as u64;
                 self.stats.messages_sent += messages;
                 self.last_send = now;
+                self.probe_key_update(now);
                 Ok(added)
             }
             Err(e) => {
                 out.truncate(before);
                 if matches!(e, SessionError::Crypto(CryptoError::PacketNumbersExhausted)) {
-                    self.send_close_frame(
-                        close_code::PACKET_NUMBERS_EXHAUSTED,
-                        "packet numbers exhausted",
-                        now,
-                    );
+                    // Nothing can be sealed any more, not even a CLOSE.
                     self.terminate(CloseReason::PacketNumbersExhausted);
                 }
                 Err(e)

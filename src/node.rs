@@ -1,0 +1,487 @@
+//! The node: what applications use.
+//!
+//! A [`Node`] has an identity (its `node_seed`) and a network membership (the
+//! `shared_seed`). It runs one reactor thread per core; each owns a UDP socket
+//! of a `SO_REUSEPORT` group and a shard of the sessions. The application
+//! talks to the reactors through command queues, and receives what arrives
+//! through a bounded channel ([`Node::events`]) that any number of its own
+//! worker threads may drain: a slow consumer never stalls I/O; when the
+//! channel is full, UDP messages are dropped and counted in `packets_dropped`.
+//!
+//! ```no_run
+//! use stt::node::{Node, NodeConfig, NodeEvent};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Node::start(NodeConfig::new(b"server node seed: 32 bytes or more", b"network shared seed, 32+ bytes!!"))?;
+//! let addr = server.udp_local_addr().expect("UDP is on");
+//!
+//! let client = Node::start(NodeConfig::new(b"client node seed: 32 bytes or more", b"network shared seed, 32+ bytes!!"))?;
+//! let session = client.connect_udp(addr)?;
+//! client.send(session.id, b"hello")?;
+//! if let Ok(NodeEvent::Message { payload, .. }) = server.events().recv() {
+//!     println!("{}", String::from_utf8_lossy(&payload));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use zeroize::Zeroizing;
+
+use crate::crypto::{Identity, NetworkKey, NodeId, SeedError};
+use crate::frame::{close_code, FrameType, SessionId};
+use crate::reactor::{Command, Reactor, ReactorHandle, Shared};
+pub use crate::reactor::{NodeError, NodeEvent, SessionInfo};
+use crate::session::{ConfigError, SessionConfig, SessionStats};
+use crate::stream::MemoryBudget;
+use crate::transport::udp::{self, UdpConfig, UdpConfigError, UdpSocketInfo};
+use crate::transport::{TransportCounters, TransportError, TransportStats};
+
+/// Everything a node needs to start. `NodeConfig::new` gives the defaults
+/// below; each says why.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// This node's secret identity seed (at least 32 bytes).
+    pub node_seed: Zeroizing<Vec<u8>>,
+    /// The network's shared secret (at least 32 bytes, the same on every
+    /// node of the network).
+    pub shared_seed: Zeroizing<Vec<u8>>,
+    /// The UDP transport; `None` runs no UDP socket.
+    pub udp: Option<UdpConfig>,
+    /// Reactor threads. Default: one per available core.
+    pub reactors: usize,
+    /// Capacity of the channel that hands received messages to the
+    /// application. Default 65,536: about 80 MB of 1200-byte messages, a
+    /// quarter of a second at 256k messages/s.
+    pub queue_depth: usize,
+    /// Session tunables (timers, reassembly, AEAD).
+    pub session: SessionConfig,
+    /// Accept incoming handshakes (server mode). Default true; a client-only
+    /// node sets false and only dials.
+    pub server_mode: bool,
+    /// Most sessions the node holds. Default 100,000.
+    pub max_sessions: usize,
+    /// Bytes all sessions together may hold in partial fragmented messages.
+    /// Default 256 MiB.
+    pub reassembly_budget: usize,
+}
+
+impl NodeConfig {
+    /// Defaults with these seeds and UDP on `0.0.0.0:0`.
+    pub fn new(node_seed: &[u8], shared_seed: &[u8]) -> Self {
+        NodeConfig {
+            node_seed: Zeroizing::new(node_seed.to_vec()),
+            shared_seed: Zeroizing::new(shared_seed.to_vec()),
+            udp: Some(UdpConfig::default()),
+            reactors: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queue_depth: 65_536,
+            session: SessionConfig::default(),
+            server_mode: true,
+            max_sessions: 100_000,
+            reassembly_budget: 256 << 20,
+        }
+    }
+
+    /// Sets the UDP configuration.
+    pub fn with_udp(mut self, udp: UdpConfig) -> Self {
+        self.udp = Some(udp);
+        self
+    }
+
+    /// Sets the number of reactor threads.
+    pub fn with_reactors(mut self, reactors: usize) -> Self {
+        self.reactors = reactors;
+        self
+    }
+
+    /// Sets server mode (accepting incoming handshakes).
+    pub fn with_server_mode(mut self, on: bool) -> Self {
+        self.server_mode = on;
+        self
+    }
+
+    /// Sets the session configuration.
+    pub fn with_session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("udp", &self.udp)
+            .field("reactors", &self.reactors)
+            .field("queue_depth", &self.queue_depth)
+            .field("session", &self.session)
+            .field("server_mode", &self.server_mode)
+            .field("max_sessions", &self.max_sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A seed is unusable.
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    /// The session configuration cannot work.
+    #[error("session config: {0}")]
+    Session(#[from] ConfigError),
+    /// The UDP configuration cannot work.
+    #[error("udp config: {0}")]
+    Udp(#[from] UdpConfigError),
+    /// The transport could not be set up (e.g. the address is in use).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Other settings out of range.
+    #[error("invalid node config: {0}")]
+    Invalid(&'static str),
+    /// A thread or poll could not be created.
+    #[error("starting the reactors: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running node. See the [module docs](self).
+pub struct Node {
+    node_id: NodeId,
+    shared: Arc<Shared>,
+    reactors: Vec<ReactorHandle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    events: Receiver<NodeEvent>,
+    udp: Option<(UdpSocketInfo, Vec<Arc<TransportCounters>>)>,
+    next_reactor: AtomicUsize,
+    running: AtomicBool,
+    server_mode: bool,
+    connect_timeout: Duration,
+}
+
+impl Node {
+    /// Starts a node: derives its keys, binds its sockets, starts its
+    /// reactors.
+    pub fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let identity = Identity::from_seed(&config.node_seed)?;
+        let network = NetworkKey::from_seed(&config.shared_seed)?;
+        config.session.validate()?;
+        if config.reactors == 0 || config.reactors > 256 {
+            return Err(StartError::Invalid("reactors must be 1..=256"));
+        }
+        if config.queue_depth == 0 {
+            return Err(StartError::Invalid("queue_depth must be at least 1"));
+        }
+        let count = config.reactors;
+        let mut session = config.session.clone();
+        let mut per_reactor: Vec<Vec<Box<dyn crate::transport::Transport>>> =
+            (0..count).map(|_| Vec::new()).collect();
+        let mut udp_state = None;
+        if let Some(udp_config) = &config.udp {
+            udp_config.validate()?;
+            session.max_datagram_size = Some(udp_config.max_packet_size);
+            let (sockets, info) = udp::bind_group(udp_config, count)?;
+            let mut counters = Vec::with_capacity(count);
+            for (i, socket) in sockets.into_iter().enumerate() {
+                let t = udp::open_backend(udp_config, &info, socket)?;
+                counters.push(t.counters().clone());
+                per_reactor[i].push(t);
+            }
+            udp_state = Some((info, counters));
+        }
+        let (deliveries, events) = crossbeam_channel::bounded(config.queue_depth);
+        let shared = Arc::new(Shared {
+            node_id: identity.node_id(),
+            identity,
+            network,
+            session_config: session.clone(),
+            accepting: AtomicBool::new(config.server_mode),
+            max_sessions_per_reactor: config.max_sessions.div_ceil(count).max(1),
+            budget: MemoryBudget::new(config.reassembly_budget),
+            deliveries,
+            sessions: AtomicUsize::new(0),
+            live: (0..count).map(|_| RwLock::new(HashSet::new())).collect(),
+        });
+        let mut built = Vec::with_capacity(count);
+        let mut handles = Vec::with_capacity(count);
+        for (i, transports) in per_reactor.into_iter().enumerate() {
+            let (reactor, handle) = Reactor::new(i, count, shared.clone(), transports)?;
+            built.push(reactor);
+            handles.push(handle);
+        }
+        let mut threads = Vec::with_capacity(count);
+        for (i, mut reactor) in built.into_iter().enumerate() {
+            reactor.set_peers(handles.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("stt-reactor-{i}"))
+                .spawn(move || reactor.run())?;
+            threads.push(t);
+        }
+        Ok(Node {
+            node_id: shared.node_id,
+            shared,
+            reactors: handles,
+            threads: Mutex::new(threads),
+            events,
+            udp: udp_state,
+            next_reactor: AtomicUsize::new(0),
+            running: AtomicBool::new(true),
+            server_mode: config.server_mode,
+            connect_timeout: session.handshake_timeout + Duration::from_secs(1),
+        })
+    }
+
+    /// This node's id (SHA-256 of its static public key).
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Whether the node is running.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node was started in server mode.
+    pub fn server_mode(&self) -> bool {
+        self.server_mode
+    }
+
+    /// The UDP address the node is bound to (with the port the system chose
+    /// for port 0).
+    pub fn udp_local_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().map(|(info, _)| info.local_addr)
+    }
+
+    /// What the kernel granted for the UDP sockets.
+    pub fn udp_socket_info(&self) -> Option<UdpSocketInfo> {
+        self.udp.as_ref().map(|(info, _)| *info)
+    }
+
+    /// UDP statistics, summed over the reactors' sockets.
+    pub fn udp_stats(&self) -> Option<TransportStats> {
+        let (_, counters) = self.udp.as_ref()?;
+        let parts: Vec<TransportStats> = counters.iter().map(|c| c.snapshot()).collect();
+        TransportStats::sum(&parts)
+    }
+
+    /// UDP statistics of each reactor's socket.
+    pub fn udp_stats_per_reactor(&self) -> Vec<TransportStats> {
+        self.udp
+            .as_ref()
+            .map(|(_, c)| c.iter().map(|c| c.snapshot()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sessions currently open (in any state).
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Starts accepting incoming handshakes.
+    pub fn enable_accept_connections(&self) {
+        self.shared.accepting.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops accepting incoming handshakes; open sessions continue.
+    pub fn disable_accept_connections(&self) {
+        self.shared.accepting.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether incoming handshakes are accepted.
+    pub fn accepting_connections(&self) -> bool {
+        self.shared.accepting.load(Ordering::Relaxed)
+    }
+
+    /// The channel of what arrives: sessions established and closed,
+    /// messages. Bounded; every clone drains the same queue.
+    pub fn events(&self) -> Receiver<NodeEvent> {
+        self.events.clone()
+    }
+
+    /// Opens a session over UDP to `addr` (a host name resolves; `localhost`
+    /// works). Blocks until the handshake completes or times out.
+    pub fn connect_udp(&self, addr: impl ToSocketAddrs) -> Result<SessionInfo, NodeError> {
+        let local = self.udp_local_addr().ok_or(NodeError::Transport(
+            "UDP is not enabled on this node".into(),
+        ))?;
+        let peer = addr
+            .to_socket_addrs()
+            .map_err(|e| NodeError::Transport(format!("resolving the address: {e}")))?
+            .find(|a| a.is_ipv4() == local.is_ipv4())
+            .ok_or_else(|| {
+                NodeError::Transport(format!(
+                    "the address resolves to no {} address, which the UDP socket bound to {local} needs",
+                    if local.is_ipv4() { "IPv4" } else { "IPv6" }
+                ))
+            })?;
+        let reactor = self.next_reactor.fetch_add(1, Ordering::Relaxed) % self.reactors.len();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(
+            reactor,
+            Command::Connect {
+                transport: 0,
+                peer,
+                reply: tx,
+            },
+        )?;
+        rx.recv_timeout(self.connect_timeout)
+            .map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Sends `payload` as a DATA message on stream 0.
+    pub fn send(&self, session: SessionId, payload: &[u8]) -> Result<(), NodeError> {
+        self.send_on(session, 0, payload)
+    }
+
+    /// Sends `payload` as a DATA message on `stream_id`.
+    ///
+    /// Returns once the message is queued for the session's reactor: an
+    /// unknown session or a message over `max_message_size` is refused here;
+    /// what happens on the wire is counted in the statistics.
+    pub fn send_on(
+        &self,
+        session: SessionId,
+        stream_id: u32,
+        payload: &[u8],
+    ) -> Result<(), NodeError> {
+        self.send_typed(session, stream_id, FrameType::Data, payload)
+    }
+
+    /// Sends a message of an application type (0x80–0xFF) or DATA.
+    pub fn send_typed(
+        &self,
+        session: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+    ) -> Result<(), NodeError> {
+        if !frame_type.is_message() {
+            return Err(crate::session::SessionError::NotAMessageType(frame_type).into());
+        }
+        let max = self.shared.session_config.reassembly.max_message_size;
+        if payload.len() > max {
+            return Err(crate::session::SessionError::MessageTooLarge {
+                len: payload.len(),
+                max,
+            }
+            .into());
+        }
+        let owner = self.owner(session);
+        if !self.is_live(owner, session) {
+            return Err(NodeError::UnknownSession(session));
+        }
+        self.command(
+            owner,
+            Command::Send {
+                session,
+                stream_id,
+                frame_type,
+                payload: Arc::from(payload),
+                reply: None,
+            },
+        )
+    }
+
+    /// Like [`send_on`](Self::send_on), but waits for the reactor to have
+    /// sealed and queued the message, and returns its verdict.
+    pub fn send_confirmed(
+        &self,
+        session: SessionId,
+        stream_id: u32,
+        payload: &[u8],
+    ) -> Result<(), NodeError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(
+            self.owner(session),
+            Command::Send {
+                session,
+                stream_id,
+                frame_type: FrameType::Data,
+                payload: Arc::from(payload),
+                reply: Some(tx),
+            },
+        )?;
+        rx.recv().map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Closes a session with a CLOSE frame.
+    pub fn close_session(&self, session: SessionId) -> Result<(), NodeError> {
+        self.command(
+            self.owner(session),
+            Command::Close {
+                session,
+                code: close_code::NORMAL,
+                reason: "closed by application".into(),
+            },
+        )
+    }
+
+    /// Statistics of one session, or `None` if it is gone.
+    pub fn session_stats(&self, session: SessionId) -> Option<SessionStats> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(
+            self.owner(session),
+            Command::SessionStats { session, reply: tx },
+        )
+        .ok()?;
+        rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
+    }
+
+    /// Stops the node: closes every session with a CLOSE frame, sends what is
+    /// queued, and joins every thread. Idempotent.
+    pub fn stop(&self) {
+        self.running.store(false, Ordering::Relaxed);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if threads.is_empty() {
+            return;
+        }
+        for r in &self.reactors {
+            let _ = r.send(Command::Stop);
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    fn owner(&self, session: SessionId) -> usize {
+        (session.0 & 0xFF) as usize % self.reactors.len()
+    }
+
+    fn is_live(&self, reactor: usize, session: SessionId) -> bool {
+        self.shared.live[reactor]
+            .read()
+            .map(|set| set.contains(&session))
+            .unwrap_or(false)
+    }
+
+    fn command(&self, reactor: usize, command: Command) -> Result<(), NodeError> {
+        if !self.is_running() {
+            return Err(NodeError::Stopped);
+        }
+        self.reactors[reactor].send(command)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.node_id)
+            .field("udp", &self.udp_local_addr())
+            .field("reactors", &self.reactors.len())
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}

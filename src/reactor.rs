@@ -1,0 +1,780 @@
+//! The engine: one event loop per core.
+//!
+//! A reactor is a thread that owns its transports (for UDP, its own socket of
+//! the `SO_REUSEPORT` group) and its shard of the session table. It waits on
+//! one `mio::Poll`, in which sit its transports' event sources and a
+//! `mio::Waker` for commands. No lock is taken on the per-packet path: a
+//! datagram is received, decrypted in place, and its messages handed to the
+//! node's workers through a bounded crossbeam channel, all on this thread.
+//!
+//! ## Which reactor owns a session
+//!
+//! Session ids carry their owner in their low byte: `id & 0xFF` modulo the
+//! number of reactors. The initiating reactor picks such an id; the
+//! `SO_REUSEPORT` steering program makes the kernel deliver every datagram
+//! of the session to that reactor's socket, whatever the peer's address.
+//! A datagram that lands elsewhere anyway (no steering program, or an
+//! accepting node with a different reactor count than the id was made for)
+//! is forwarded to its owner through the owner's command channel.
+//!
+//! ## One loop turn
+//!
+//! 1. wait for readiness or the earliest session timer (no wait when a
+//!    transport still had datagrams last turn);
+//! 2. drain commands (connect, send, close, forwarded datagrams, stop);
+//! 3. receive from every transport that is ready, feeding each datagram to
+//!    its session (or accepting a new one from a handshake message 1);
+//! 4. run the session timers that are due;
+//! 5. flush every transport: a turn's datagrams leave in one batch.
+//!
+//! ## Backpressure
+//!
+//! A full worker queue drops the message and counts the datagram in
+//! `packets_dropped` (UDP promises nothing more). Timers are kept in a heap
+//! that may fire early: a session whose deadline moved later is simply asked
+//! again, so a packet never costs a heap operation.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::{Events, Poll, Token, Waker};
+
+use crate::crypto::{Identity, NetworkKey, NodeId};
+use crate::frame::{close_code, FrameType, Header, SessionId};
+use crate::session::{
+    CloseReason, Event, Session, SessionConfig, SessionError, SessionStats, Transmits,
+};
+use crate::stream::MemoryBudget;
+use crate::transport::{Transport, TransportCounters};
+
+const WAKER: Token = Token(usize::MAX);
+
+/// What the node reports to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A session completed its handshake (either side).
+    SessionEstablished(SessionInfo),
+    /// A message arrived.
+    Message {
+        /// The session it arrived on.
+        session: SessionId,
+        /// The stream it was sent on.
+        stream_id: u32,
+        /// DATA or an application type (0x80–0xFF).
+        frame_type: FrameType,
+        /// The message.
+        payload: Vec<u8>,
+        /// The peer's address at the time.
+        peer: SocketAddr,
+    },
+    /// A session ended.
+    SessionClosed {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// A description of an established session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: SessionId,
+    /// The peer's authenticated node id.
+    pub peer_node: NodeId,
+    /// The peer's address.
+    pub peer_addr: SocketAddr,
+    /// The transport it runs on (e.g. `"udp/io_uring"`).
+    pub transport: &'static str,
+    /// Whether this node opened it.
+    pub initiator: bool,
+}
+
+/// Why a node operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No session with this id on this node.
+    #[error("no session {0} on this node (closed, or never opened)")]
+    UnknownSession(SessionId),
+    /// The session refused the operation.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The handshake did not complete.
+    #[error("connecting to {peer} failed: {reason}")]
+    ConnectFailed {
+        /// The address dialled.
+        peer: SocketAddr,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// The node is not running.
+    #[error("the node is stopped")]
+    Stopped,
+    /// The transport refused the datagram.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The session table is full.
+    #[error("session limit reached ({0} sessions): raise max_sessions or close idle sessions")]
+    TooManySessions(usize),
+}
+
+/// Settings shared by all reactors of a node.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub node_id: NodeId,
+    pub identity: Identity,
+    pub network: NetworkKey,
+    pub session_config: SessionConfig,
+    pub accepting: AtomicBool,
+    pub max_sessions_per_reactor: usize,
+    pub budget: MemoryBudget,
+    pub deliveries: Sender<NodeEvent>,
+    pub sessions: AtomicUsize,
+    /// Established sessions, per reactor: lets `Node::send` refuse an
+    /// unknown session at once. Written only on establish and close.
+    pub live: Vec<RwLock<HashSet<SessionId>>>,
+}
+
+/// A command from the application (or another reactor) to a reactor.
+pub(crate) enum Command {
+    Connect {
+        transport: usize,
+        peer: SocketAddr,
+        reply: Sender<Result<SessionInfo, NodeError>>,
+    },
+    Send {
+        session: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: Arc<[u8]>,
+        reply: Option<Sender<Result<(), NodeError>>>,
+    },
+    Close {
+        session: SessionId,
+        code: u16,
+        reason: String,
+    },
+    SessionStats {
+        session: SessionId,
+        reply: Sender<Option<SessionStats>>,
+    },
+    Forward {
+        transport: usize,
+        from: SocketAddr,
+        datagram: Vec<u8>,
+    },
+    Stop,
+}
+
+/// The application's end of a reactor: its command queue and waker.
+#[derive(Debug, Clone)]
+pub(crate) struct ReactorHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    notified: Arc<AtomicBool>,
+}
+
+impl ReactorHandle {
+    /// Queues a command and wakes the reactor if it is not already awake
+    /// for an earlier one (one wake-up per burst, not per command).
+    pub(crate) fn send(&self, command: Command) -> Result<(), NodeError> {
+        self.commands
+            .send(command)
+            .map_err(|_| NodeError::Stopped)?;
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            self.waker.wake().map_err(|_| NodeError::Stopped)?;
+        }
+        Ok(())
+    }
+}
+
+struct Entry {
+    session: Session,
+    transport: usize,
+    peer: SocketAddr,
+    connect: Option<Sender<Result<SessionInfo, NodeError>>>,
+    /// The earliest deadline this session has in the timer heap.
+    timer: Option<Instant>,
+}
+
+/// A datagram waiting for the transports to be free to take it.
+struct Outgoing {
+    transport: usize,
+    to: SocketAddr,
+    datagram: Vec<u8>,
+}
+
+/// One reactor. Built on the node's thread, then moved to its own.
+pub(crate) struct Reactor {
+    index: usize,
+    count: usize,
+    poll: Poll,
+    commands: Receiver<Command>,
+    notified: Arc<AtomicBool>,
+    peers: Vec<ReactorHandle>,
+    transports: Vec<Box<dyn Transport>>,
+    ready: Vec<bool>,
+    core: Core,
+}
+
+/// The reactor's state apart from its transports, so that a transport's
+/// receive callback can borrow it.
+struct Core {
+    index: usize,
+    count: usize,
+    shared: Arc<Shared>,
+    sessions: HashMap<SessionId, Entry>,
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    outbox: Vec<Outgoing>,
+    forwards: Vec<(usize, Command)>,
+    counters: Vec<Arc<TransportCounters>>,
+    kinds: Vec<&'static str>,
+    transmits: Transmits,
+    rng: ring::rand::SystemRandom,
+}
+
+impl Reactor {
+    /// Builds reactor `index` of `count` with its transports; returns it and
+    /// its handle.
+    pub(crate) fn new(
+        index: usize,
+        count: usize,
+        shared: Arc<Shared>,
+        mut transports: Vec<Box<dyn Transport>>,
+    ) -> io::Result<(Reactor, ReactorHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        for (i, t) in transports.iter_mut().enumerate() {
+            t.register(poll.registry(), Token(i))?;
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let notified = Arc::new(AtomicBool::new(false));
+        let handle = ReactorHandle {
+            commands: tx,
+            waker,
+            notified: notified.clone(),
+        };
+        let counters = transports.iter().map(|t| t.counters().clone()).collect();
+        let kinds = transports.iter().map(|t| t.kind()).collect();
+        let ready = vec![true; transports.len()];
+        Ok((
+            Reactor {
+                index,
+                count,
+                poll,
+                commands: rx,
+                notified,
+                peers: Vec::new(),
+                transports,
+                ready,
+                core: Core {
+                    index,
+                    count,
+                    shared,
+                    sessions: HashMap::new(),
+                    timers: BinaryHeap::new(),
+                    outbox: Vec::new(),
+                    forwards: Vec::new(),
+                    counters,
+                    kinds,
+                    transmits: Transmits::new(),
+                    rng: ring::rand::SystemRandom::new(),
+                },
+            },
+            handle,
+        ))
+    }
+
+    /// Gives the reactor the handles of all reactors (itself included), for
+    /// forwarding misrouted datagrams.
+    pub(crate) fn set_peers(&mut self, peers: Vec<ReactorHandle>) {
+        self.peers = peers;
+    }
+
+    /// Runs the loop until a `Stop` command.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut busy = true;
+        loop {
+            let now = Instant::now();
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                self.core
+                    .next_timer()
+                    .map(|t| t.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    // The poll itself failed: nothing more can run here.
+                    break;
+                }
+            }
+            let mut woken = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => woken = true,
+                    Token(i) => {
+                        if let Some(r) = self.ready.get_mut(i) {
+                            *r = true;
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            if woken || !self.commands.is_empty() {
+                self.notified.store(false, Ordering::Release);
+                if self.drain_commands(now) {
+                    break;
+                }
+            }
+            busy = false;
+            for i in 0..self.transports.len() {
+                if !self.ready[i] {
+                    continue;
+                }
+                let core = &mut self.core;
+                let got = self.transports[i]
+                    .recv(&mut |from, datagram| core.on_datagram(i, from, datagram, now));
+                match got {
+                    Ok(n) if n > 0 => busy = true,
+                    Ok(_) => self.ready[i] = false,
+                    Err(_) => {
+                        TransportCounters::add(&self.core.counters[i].errors_receive, 1);
+                        self.ready[i] = false;
+                    }
+                }
+            }
+            self.core.run_timers(Instant::now());
+            self.forward();
+            self.flush();
+        }
+        self.shutdown();
+    }
+
+    /// Handles queued commands; returns true on `Stop`.
+    fn drain_commands(&mut self, now: Instant) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Stop => return true,
+                Command::Connect {
+                    transport,
+                    peer,
+                    reply,
+                } => self.core.connect(transport, peer, reply, now),
+                Command::Send {
+                    session,
+                    stream_id,
+                    frame_type,
+                    payload,
+                    reply,
+                } => {
+                    let r = self.send(session, stream_id, frame_type, &payload, now);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r);
+                    }
+                }
+                Command::Close {
+                    session,
+                    code,
+                    reason,
+                } => {
+                    if let Some(e) = self.core.sessions.get_mut(&session) {
+                        e.session.close(now, code, &reason);
+                    }
+                    self.core.after_activity(session, now);
+                }
+                Command::SessionStats { session, reply } => {
+                    let _ = reply.send(self.core.sessions.get(&session).map(|e| e.session.stats()));
+                }
+                Command::Forward {
+                    transport,
+                    from,
+                    mut datagram,
+                } => self.core.on_datagram(transport, from, &mut datagram, now),
+            }
+        }
+        false
+    }
+
+    fn send(
+        &mut self,
+        id: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), NodeError> {
+        let core = &mut self.core;
+        let entry = core
+            .sessions
+            .get_mut(&id)
+            .ok_or(NodeError::UnknownSession(id))?;
+        core.transmits.clear();
+        entry
+            .session
+            .send_typed(now, frame_type, stream_id, payload, &mut core.transmits)?;
+        let (ti, peer) = (entry.transport, entry.peer);
+        let transport = &mut self.transports[ti];
+        for d in core.transmits.iter() {
+            transport
+                .send(peer, d)
+                .map_err(|e| NodeError::Transport(e.to_string()))?;
+        }
+        core.after_activity(id, now);
+        Ok(())
+    }
+
+    fn forward(&mut self) {
+        for (owner, cmd) in self.core.forwards.drain(..) {
+            if let Some(p) = self.peers.get(owner) {
+                let _ = p.send(cmd);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for o in self.core.outbox.drain(..) {
+            if let Some(t) = self.transports.get_mut(o.transport) {
+                if t.send(o.to, &o.datagram).is_err() {
+                    TransportCounters::add(&self.core.counters[o.transport].errors_send, 1);
+                }
+            }
+        }
+        for (i, t) in self.transports.iter_mut().enumerate() {
+            if t.flush().is_err() {
+                TransportCounters::add(&self.core.counters[i].errors_send, 1);
+            }
+        }
+    }
+
+    /// Closes every session with a CLOSE frame, sends what is queued, and
+    /// releases the transports.
+    fn shutdown(&mut self) {
+        let now = Instant::now();
+        let ids: Vec<SessionId> = self.core.sessions.keys().copied().collect();
+        for id in &ids {
+            if let Some(e) = self.core.sessions.get_mut(id) {
+                e.session.close(now, close_code::SHUTDOWN, "node stopping");
+            }
+            self.core.after_activity(*id, now);
+        }
+        self.flush();
+        // Give a full socket buffer a moment to take the CLOSE frames.
+        let deadline = now + Duration::from_millis(100);
+        while self.transports.iter().any(|t| t.wants_write()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            self.flush();
+        }
+        for e in self.core.sessions.values_mut() {
+            if let Some(reply) = e.connect.take() {
+                let _ = reply.send(Err(NodeError::Stopped));
+            }
+        }
+        let n = self.core.sessions.len();
+        self.core.shared.sessions.fetch_sub(n, Ordering::Relaxed);
+        for id in std::mem::take(&mut self.core.sessions).into_keys() {
+            set_live(&self.core.shared, self.index, id, false);
+        }
+        for t in &mut self.transports {
+            let _ = t.deregister(self.poll.registry());
+            t.counters().set_stopped();
+        }
+        let _ = (self.index, self.count);
+    }
+}
+
+impl Core {
+    /// The reactor that owns `id`.
+    fn owner(&self, id: SessionId) -> usize {
+        (id.0 & 0xFF) as usize % self.count
+    }
+
+    /// A fresh random session id owned by this reactor and unused here.
+    fn new_session_id(&self) -> Option<SessionId> {
+        use ring::rand::SecureRandom;
+        for _ in 0..16 {
+            let mut b = [0u8; 8];
+            self.rng.fill(&mut b).ok()?;
+            let raw = u64::from_be_bytes(b);
+            // Low byte = k * count + index, with k uniform: byte % count == index.
+            let slots = (256 / self.count) as u64;
+            let low = (raw & 0xFF) % slots * self.count as u64 + self.index as u64;
+            let id = SessionId((raw & !0xFF) | low);
+            if !self.sessions.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn connect(
+        &mut self,
+        transport: usize,
+        peer: SocketAddr,
+        reply: Sender<Result<SessionInfo, NodeError>>,
+        now: Instant,
+    ) {
+        if self.sessions.len() >= self.shared.max_sessions_per_reactor {
+            let _ = reply.send(Err(NodeError::TooManySessions(self.sessions.len())));
+            return;
+        }
+        let Some(id) = self.new_session_id() else {
+            let _ = reply.send(Err(NodeError::Transport(
+                "no randomness for a session id".into(),
+            )));
+            return;
+        };
+        let mut config = self.shared.session_config.clone();
+        config.max_datagram_size = self.max_datagram(transport);
+        match Session::connect_with_budget(
+            config,
+            &self.shared.identity,
+            &self.shared.network,
+            id,
+            now,
+            Some(self.shared.budget.clone()),
+        ) {
+            Ok(session) => {
+                self.insert(
+                    id,
+                    Entry {
+                        session,
+                        transport,
+                        peer,
+                        connect: Some(reply),
+                        timer: None,
+                    },
+                );
+                self.after_activity(id, now);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn max_datagram(&self, transport: usize) -> Option<usize> {
+        let _ = transport;
+        self.shared.session_config.max_datagram_size
+    }
+
+    fn insert(&mut self, id: SessionId, entry: Entry) {
+        self.sessions.insert(id, entry);
+        self.shared.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn dropped(&self, transport: usize) {
+        TransportCounters::add(&self.counters[transport].packets_dropped, 1);
+    }
+
+    fn on_datagram(
+        &mut self,
+        transport: usize,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        now: Instant,
+    ) {
+        let header = match Header::decode(datagram) {
+            Ok(h) => h,
+            Err(_) => return self.dropped(transport),
+        };
+        let id = header.session_id;
+        let owner = self.owner(id);
+        if owner != self.index {
+            self.forwards.push((
+                owner,
+                Command::Forward {
+                    transport,
+                    from,
+                    datagram: datagram.to_vec(),
+                },
+            ));
+            return;
+        }
+        if let Some(entry) = self.sessions.get_mut(&id) {
+            match entry.session.handle_datagram(now, datagram) {
+                // The session id, not the address, finds the session: a
+                // datagram that authenticated from a new address means the
+                // peer moved (NAT rebinding). Only proof moves it: a replayed
+                // or forged datagram from elsewhere must not redirect the
+                // session.
+                Ok(true) => {
+                    if entry.peer != from && entry.session.is_established() {
+                        entry.peer = from;
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => self.dropped(transport),
+            }
+            self.after_activity(id, now);
+            return;
+        }
+        let first_message = header.frame_type == FrameType::Handshake && header.packet_number == 1;
+        if !first_message || !self.shared.accepting.load(Ordering::Relaxed) {
+            return self.dropped(transport);
+        }
+        if self.sessions.len() >= self.shared.max_sessions_per_reactor {
+            return self.dropped(transport);
+        }
+        let mut config = self.shared.session_config.clone();
+        config.max_datagram_size = self.max_datagram(transport);
+        match Session::accept_with_budget(
+            config,
+            &self.shared.identity,
+            &self.shared.network,
+            datagram,
+            now,
+            Some(self.shared.budget.clone()),
+        ) {
+            Ok(session) => {
+                self.insert(
+                    id,
+                    Entry {
+                        session,
+                        transport,
+                        peer: from,
+                        connect: None,
+                        timer: None,
+                    },
+                );
+                self.after_activity(id, now);
+            }
+            Err(_) => self.dropped(transport),
+        }
+    }
+
+    /// After anything touched a session: queue its datagrams, deliver its
+    /// events, re-arm its timer, and forget it once closed.
+    fn after_activity(&mut self, id: SessionId, now: Instant) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        while let Some(d) = entry.session.poll_transmit() {
+            self.outbox.push(Outgoing {
+                transport: entry.transport,
+                to: entry.peer,
+                datagram: d,
+            });
+        }
+        let mut closed = false;
+        while let Some(event) = entry.session.poll_event() {
+            match event {
+                Event::Established { peer, .. } => {
+                    let info = SessionInfo {
+                        id,
+                        peer_node: peer,
+                        peer_addr: entry.peer,
+                        transport: self.kinds[entry.transport],
+                        initiator: entry.connect.is_some(),
+                    };
+                    set_live(&self.shared, self.index, id, true);
+                    if let Some(reply) = entry.connect.take() {
+                        let _ = reply.send(Ok(info.clone()));
+                    }
+                    let _ = self
+                        .shared
+                        .deliveries
+                        .try_send(NodeEvent::SessionEstablished(info));
+                }
+                Event::Message {
+                    stream_id,
+                    frame_type,
+                    payload,
+                } => {
+                    let ev = NodeEvent::Message {
+                        session: id,
+                        stream_id,
+                        frame_type,
+                        payload,
+                        peer: entry.peer,
+                    };
+                    if let Err(TrySendError::Full(_)) = self.shared.deliveries.try_send(ev) {
+                        TransportCounters::add(&self.counters[entry.transport].packets_dropped, 1);
+                    }
+                }
+                Event::PeerError { .. } => {}
+                Event::Closed { reason } => {
+                    if let Some(reply) = entry.connect.take() {
+                        let _ = reply.send(Err(NodeError::ConnectFailed {
+                            peer: entry.peer,
+                            reason: reason.clone(),
+                        }));
+                    }
+                    let _ = self.shared.deliveries.try_send(NodeEvent::SessionClosed {
+                        session: id,
+                        reason,
+                    });
+                    closed = true;
+                }
+            }
+        }
+        if closed {
+            self.sessions.remove(&id);
+            self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+            set_live(&self.shared, self.index, id, false);
+            return;
+        }
+        if let Some(deadline) = entry.session.poll_timeout() {
+            if entry.timer.is_none_or(|t| deadline < t || t <= now) {
+                entry.timer = Some(deadline);
+                self.timers.push(Reverse((deadline, id)));
+            }
+        }
+    }
+
+    fn next_timer(&mut self) -> Option<Instant> {
+        // Drop entries of sessions that are gone.
+        while let Some(Reverse((_, id))) = self.timers.peek() {
+            if self.sessions.contains_key(id) {
+                break;
+            }
+            self.timers.pop();
+        }
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        // Every session's timer moves forward when handled; the bound only
+        // guards the loop against a deadline that would not.
+        let mut budget = self.sessions.len() * 2 + 16;
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.timers.pop();
+            let Some(entry) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if entry.timer == Some(t) {
+                entry.timer = None;
+            }
+            entry.session.handle_timeout(now);
+            self.after_activity(id, now);
+        }
+    }
+}
+
+/// Records whether a session is established, for `Node::send`'s check.
+fn set_live(shared: &Shared, reactor: usize, id: SessionId, live: bool) {
+    // The set is only ever inserted into or removed from: a panic while the
+    // lock is held cannot leave it inconsistent.
+    let mut set = shared.live[reactor]
+        .write()
+        .unwrap_or_else(|e| e.into_inner());
+    if live {
+        set.insert(id);
+    } else {
+        set.remove(&id);
+    }
+}

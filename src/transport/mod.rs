@@ -1,0 +1,266 @@
+//! Transports: they move opaque bytes and know nothing of frames.
+//!
+//! Frames are sealed before a transport sees them; a transport only carries
+//! datagrams between socket addresses. The [`Transport`] trait is what the
+//! reactor drives, and what a user implements to plug in a transport of their
+//! own (see [`memory::MemoryTransport`] and `examples/custom_transport.rs`).
+//!
+//! ## The contract
+//!
+//! A transport lives on one reactor thread and is driven by readiness:
+//!
+//! 1. [`register`](Transport::register) puts its event source (a socket, an
+//!    io_uring completion fd, a pipe) into the reactor's `mio::Poll` under one
+//!    token. A transport with many descriptors can register a `mio::Poll` of
+//!    its own, whose fd turns readable when any of them does.
+//! 2. When that token fires — and on every loop turn, since edge-triggered
+//!    readiness must be drained — the reactor calls [`recv`](Transport::recv),
+//!    which hands over every datagram available now, without blocking. The
+//!    bytes are lent mutably so that the reactor can decrypt them in place.
+//! 3. [`send`](Transport::send) queues a datagram; [`flush`](Transport::flush)
+//!    puts every queued datagram on the wire, in one system call where the
+//!    backend can batch (`sendmmsg`, one `io_uring_enter`). The reactor
+//!    flushes once per loop turn, so a burst costs one syscall.
+//!
+//! Every transport counts its traffic in a shared [`TransportCounters`], read
+//! without locks by any thread.
+
+pub mod memory;
+pub mod udp;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// A transport that moves datagrams between socket addresses.
+///
+/// See the [module docs](self) for how the reactor drives it.
+pub trait Transport: Send + fmt::Debug {
+    /// A short name for logs and statistics, e.g. `"udp/io_uring"`.
+    fn kind(&self) -> &'static str;
+
+    /// The address this transport receives on.
+    fn local_addr(&self) -> SocketAddr;
+
+    /// Largest datagram it carries, or `None` for a stream transport where a
+    /// message of any size travels whole.
+    fn max_datagram_size(&self) -> Option<usize>;
+
+    /// Registers the transport's event source in the reactor's poll.
+    fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()>;
+
+    /// Removes it again.
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()>;
+
+    /// Hands every datagram available now to `on_datagram(from, bytes)`,
+    /// without blocking; returns how many. Receive errors that concern one
+    /// datagram are counted in `errors_receive` and skipped; an `Err` means
+    /// the transport itself failed.
+    fn recv(&mut self, on_datagram: &mut dyn FnMut(SocketAddr, &mut [u8])) -> io::Result<usize>;
+
+    /// Queues `datagram` for `to`. Refuses a datagram larger than
+    /// [`max_datagram_size`](Self::max_datagram_size).
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]) -> Result<(), TransportError>;
+
+    /// Sends everything queued. Datagrams the kernel cannot take now (its
+    /// buffer is full) stay queued up to the transport's bound and
+    /// [`wants_write`](Self::wants_write) says so; beyond the bound they are
+    /// dropped and counted in `packets_dropped`.
+    fn flush(&mut self) -> io::Result<()>;
+
+    /// Whether datagrams wait for the socket to become writable.
+    fn wants_write(&self) -> bool {
+        false
+    }
+
+    /// The transport's counters.
+    fn counters(&self) -> &Arc<TransportCounters>;
+}
+
+/// Why a datagram was not queued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The datagram exceeds the transport's `max_datagram_size`.
+    /// Fragmenting is the stream layer's job: send through a session.
+    #[error("datagram of {len} bytes exceeds max_packet_size ({max} bytes): send messages through a session, which fragments them")]
+    TooLarge {
+        /// Datagram length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The destination's address family does not match the socket's.
+    #[error("cannot send to {to} from a socket bound to {local}: address families differ")]
+    AddressFamily {
+        /// Destination.
+        to: SocketAddr,
+        /// Local address.
+        local: SocketAddr,
+    },
+    /// The transport's send queue is full.
+    #[error("send queue full ({0} datagrams): the peer or the network is slower than the sender")]
+    QueueFull(usize),
+    /// The local address is in use.
+    #[error("address {addr} is already in use: pick another port, or port 0 to let the system choose a free one")]
+    AddrInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Any other I/O error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl TransportError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        TransportError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<TransportError> for io::Error {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Io { source, .. } => source,
+            TransportError::AddrInUse { .. } => io::Error::new(io::ErrorKind::AddrInUse, e),
+            TransportError::QueueFull(_) => io::Error::new(io::ErrorKind::WouldBlock, e),
+            other => io::Error::new(io::ErrorKind::InvalidInput, other),
+        }
+    }
+}
+
+/// Lock-free traffic counters of a transport, shared between the reactor
+/// that updates them and whoever reads [`TransportCounters::snapshot`].
+#[derive(Debug)]
+pub struct TransportCounters {
+    started: Instant,
+    running: AtomicBool,
+    local_addr: SocketAddr,
+    /// Bytes put on the wire.
+    pub bytes_sent: AtomicU64,
+    /// Bytes taken off the wire.
+    pub bytes_received: AtomicU64,
+    /// Datagrams put on the wire.
+    pub packets_sent: AtomicU64,
+    /// Datagrams taken off the wire.
+    pub packets_received: AtomicU64,
+    /// Datagrams dropped: undecodable, unauthenticated, replayed, refused by
+    /// state, a full worker queue, or a full send queue.
+    pub packets_dropped: AtomicU64,
+    /// Failed sends.
+    pub errors_send: AtomicU64,
+    /// Failed receives.
+    pub errors_receive: AtomicU64,
+}
+
+impl TransportCounters {
+    /// Fresh counters for a transport bound to `local_addr`, marked running.
+    pub fn new(local_addr: SocketAddr) -> Arc<Self> {
+        Arc::new(TransportCounters {
+            started: Instant::now(),
+            running: AtomicBool::new(true),
+            local_addr,
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            packets_sent: AtomicU64::new(0),
+            packets_received: AtomicU64::new(0),
+            packets_dropped: AtomicU64::new(0),
+            errors_send: AtomicU64::new(0),
+            errors_receive: AtomicU64::new(0),
+        })
+    }
+
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Marks the transport stopped.
+    pub fn set_stopped(&self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
+
+    /// A consistent-enough copy of the counters (each read is atomic; the
+    /// set is not one snapshot, which statistics do not need).
+    pub fn snapshot(&self) -> TransportStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TransportStats {
+            running: self.running.load(Ordering::Relaxed),
+            local_addr: self.local_addr,
+            uptime: self.started.elapsed().as_secs_f64(),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            packets_sent: get(&self.packets_sent),
+            packets_received: get(&self.packets_received),
+            packets_dropped: get(&self.packets_dropped),
+            errors_send: get(&self.errors_send),
+            errors_receive: get(&self.errors_receive),
+        }
+    }
+}
+
+/// Statistics of a transport: the fields users of the original STT know.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TransportStats {
+    /// Whether the transport is running.
+    pub running: bool,
+    /// The address it is bound to.
+    pub local_addr: SocketAddr,
+    /// Seconds since it started.
+    pub uptime: f64,
+    /// Bytes put on the wire.
+    pub bytes_sent: u64,
+    /// Bytes taken off the wire.
+    pub bytes_received: u64,
+    /// Datagrams put on the wire.
+    pub packets_sent: u64,
+    /// Datagrams taken off the wire.
+    pub packets_received: u64,
+    /// Datagrams dropped (bad, unauthenticated, replayed, or no room).
+    pub packets_dropped: u64,
+    /// Failed sends.
+    pub errors_send: u64,
+    /// Failed receives.
+    pub errors_receive: u64,
+}
+
+impl TransportStats {
+    /// Sums the statistics of several transports sharing one address (the
+    /// per-reactor sockets of one UDP transport).
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a TransportStats>) -> Option<TransportStats> {
+        let mut it = parts.into_iter();
+        let mut total = *it.next()?;
+        for p in it {
+            total.running |= p.running;
+            total.uptime = total.uptime.max(p.uptime);
+            total.bytes_sent += p.bytes_sent;
+            total.bytes_received += p.bytes_received;
+            total.packets_sent += p.packets_sent;
+            total.packets_received += p.packets_received;
+            total.packets_dropped += p.packets_dropped;
+            total.errors_send += p.errors_send;
+            total.errors_receive += p.errors_receive;
+        }
+        Some(total)
+    }
+
+    /// Uptime as a `Duration`.
+    pub fn uptime(&self) -> Duration {
+        Duration::from_secs_f64(self.uptime)
+    }
+}
