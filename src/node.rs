@@ -152,6 +152,22 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// Names a transport of a node, for [`Node::connect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransportId {
+    /// The reactor it lives on, or `None` for the UDP group (on all).
+    reactor: Option<usize>,
+    index: usize,
+}
+
+impl TransportId {
+    /// The node's UDP transport (one socket per reactor).
+    pub const UDP: TransportId = TransportId {
+        reactor: None,
+        index: 0,
+    };
+}
+
 /// A running node. See the [module docs](self).
 pub struct Node {
     node_id: NodeId,
@@ -305,6 +321,54 @@ impl Node {
         self.events.clone()
     }
 
+    /// Plugs a transport of the application's own into the node (see
+    /// [`Transport`](crate::transport::Transport)); it runs on one reactor,
+    /// which owns the sessions opened over it. Returns its id for
+    /// [`connect`](Self::connect).
+    pub fn add_transport(
+        &self,
+        transport: Box<dyn crate::transport::Transport>,
+    ) -> Result<TransportId, NodeError> {
+        let reactor = self.next_reactor.fetch_add(1, Ordering::Relaxed) % self.reactors.len();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(
+            reactor,
+            Command::AddTransport {
+                transport,
+                reply: tx,
+            },
+        )?;
+        let index = rx.recv().map_err(|_| NodeError::Stopped)??;
+        Ok(TransportId {
+            reactor: Some(reactor),
+            index,
+        })
+    }
+
+    /// Opens a session over `transport` to `peer`. Blocks until the
+    /// handshake completes or times out.
+    pub fn connect(
+        &self,
+        transport: TransportId,
+        peer: SocketAddr,
+    ) -> Result<SessionInfo, NodeError> {
+        let reactor = match transport.reactor {
+            Some(r) => r,
+            None => self.next_reactor.fetch_add(1, Ordering::Relaxed) % self.reactors.len(),
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(
+            reactor,
+            Command::Connect {
+                transport: transport.index,
+                peer,
+                reply: tx,
+            },
+        )?;
+        rx.recv_timeout(self.connect_timeout)
+            .map_err(|_| NodeError::Stopped)?
+    }
+
     /// Opens a session over UDP to `addr` (a host name resolves; `localhost`
     /// works). Blocks until the handshake completes or times out.
     pub fn connect_udp(&self, addr: impl ToSocketAddrs) -> Result<SessionInfo, NodeError> {
@@ -321,18 +385,7 @@ impl Node {
                     if local.is_ipv4() { "IPv4" } else { "IPv6" }
                 ))
             })?;
-        let reactor = self.next_reactor.fetch_add(1, Ordering::Relaxed) % self.reactors.len();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.command(
-            reactor,
-            Command::Connect {
-                transport: 0,
-                peer,
-                reply: tx,
-            },
-        )?;
-        rx.recv_timeout(self.connect_timeout)
-            .map_err(|_| NodeError::Stopped)?
+        self.connect(TransportId::UDP, peer)
     }
 
     /// Sends `payload` as a DATA message on stream 0.
@@ -373,10 +426,9 @@ impl Node {
             }
             .into());
         }
-        let owner = self.owner(session);
-        if !self.is_live(owner, session) {
-            return Err(NodeError::UnknownSession(session));
-        }
+        let owner = self
+            .reactor_of(session)
+            .ok_or(NodeError::UnknownSession(session))?;
         self.command(
             owner,
             Command::Send {
@@ -398,8 +450,11 @@ impl Node {
         payload: &[u8],
     ) -> Result<(), NodeError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let owner = self
+            .reactor_of(session)
+            .ok_or(NodeError::UnknownSession(session))?;
         self.command(
-            self.owner(session),
+            owner,
             Command::Send {
                 session,
                 stream_id,
@@ -413,8 +468,11 @@ impl Node {
 
     /// Closes a session with a CLOSE frame.
     pub fn close_session(&self, session: SessionId) -> Result<(), NodeError> {
+        let owner = self
+            .reactor_of(session)
+            .ok_or(NodeError::UnknownSession(session))?;
         self.command(
-            self.owner(session),
+            owner,
             Command::Close {
                 session,
                 code: close_code::NORMAL,
@@ -427,7 +485,7 @@ impl Node {
     pub fn session_stats(&self, session: SessionId) -> Option<SessionStats> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(
-            self.owner(session),
+            self.reactor_of(session)?,
             Command::SessionStats { session, reply: tx },
         )
         .ok()?;
@@ -450,8 +508,15 @@ impl Node {
         }
     }
 
-    fn owner(&self, session: SessionId) -> usize {
-        (session.0 & 0xFF) as usize % self.reactors.len()
+    /// The reactor holding an established session: the one its id names
+    /// (UDP sessions), else whichever holds it (sessions over a transport
+    /// that lives on one reactor).
+    fn reactor_of(&self, session: SessionId) -> Option<usize> {
+        let owner = (session.0 & 0xFF) as usize % self.reactors.len();
+        if self.is_live(owner, session) {
+            return Some(owner);
+        }
+        (0..self.reactors.len()).find(|&r| r != owner && self.is_live(r, session))
     }
 
     fn is_live(&self, reactor: usize, session: SessionId) -> bool {

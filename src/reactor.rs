@@ -172,6 +172,10 @@ pub(crate) enum Command {
         from: SocketAddr,
         datagram: Vec<u8>,
     },
+    AddTransport {
+        transport: Box<dyn Transport>,
+        reply: Sender<Result<usize, NodeError>>,
+    },
     Stop,
 }
 
@@ -238,6 +242,11 @@ struct Core {
     forwards: Vec<(usize, Command)>,
     counters: Vec<Arc<TransportCounters>>,
     kinds: Vec<&'static str>,
+    /// Whether each transport is one of a group spread over all reactors
+    /// (the UDP socket group), whose sessions are owned by session id; a
+    /// transport that lives on this reactor alone owns its sessions here.
+    sharded: Vec<bool>,
+    max_datagram: Vec<Option<usize>>,
     transmits: Transmits,
     rng: ring::rand::SystemRandom,
 }
@@ -265,6 +274,8 @@ impl Reactor {
         };
         let counters = transports.iter().map(|t| t.counters().clone()).collect();
         let kinds = transports.iter().map(|t| t.kind()).collect();
+        let sharded = vec![true; transports.len()];
+        let max_datagram = transports.iter().map(|t| t.max_datagram_size()).collect();
         let ready = vec![true; transports.len()];
         Ok((
             Reactor {
@@ -286,6 +297,8 @@ impl Reactor {
                     forwards: Vec::new(),
                     counters,
                     kinds,
+                    sharded,
+                    max_datagram,
                     transmits: Transmits::new(),
                     rng: ring::rand::SystemRandom::new(),
                 },
@@ -401,9 +414,27 @@ impl Reactor {
                     from,
                     mut datagram,
                 } => self.core.on_datagram(transport, from, &mut datagram, now),
+                Command::AddTransport { transport, reply } => {
+                    let _ = reply.send(self.add_transport(transport));
+                }
             }
         }
         false
+    }
+
+    /// Adds a transport that lives on this reactor alone.
+    fn add_transport(&mut self, mut transport: Box<dyn Transport>) -> Result<usize, NodeError> {
+        let index = self.transports.len();
+        transport
+            .register(self.poll.registry(), Token(index))
+            .map_err(|e| NodeError::Transport(format!("registering the transport: {e}")))?;
+        self.core.counters.push(transport.counters().clone());
+        self.core.kinds.push(transport.kind());
+        self.core.sharded.push(false);
+        self.core.max_datagram.push(transport.max_datagram_size());
+        self.ready.push(true);
+        self.transports.push(transport);
+        Ok(index)
     }
 
     fn send(
@@ -564,8 +595,7 @@ impl Core {
     }
 
     fn max_datagram(&self, transport: usize) -> Option<usize> {
-        let _ = transport;
-        self.shared.session_config.max_datagram_size
+        self.max_datagram.get(transport).copied().flatten()
     }
 
     fn insert(&mut self, id: SessionId, entry: Entry) {
@@ -590,7 +620,7 @@ impl Core {
         };
         let id = header.session_id;
         let owner = self.owner(id);
-        if owner != self.index {
+        if self.sharded[transport] && owner != self.index && !self.sessions.contains_key(&id) {
             self.forwards.push((
                 owner,
                 Command::Forward {

@@ -28,6 +28,10 @@
 pub mod memory;
 pub mod udp;
 
+/// The `mio` the [`Transport`] trait is written against, re-exported so that a
+/// custom transport uses the very same version.
+pub use mio;
+
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
