@@ -54,6 +54,23 @@ use crate::stream::MemoryBudget;
 use crate::transport::{Transport, TransportCounters};
 
 const WAKER: Token = Token(usize::MAX);
+/// Commands queued for one reactor before senders wait: deep enough for a
+/// burst of sends to be sealed and flushed in one loop turn, bounded so that
+/// an application sending faster than the network drains feels backpressure
+/// instead of growing memory.
+const COMMAND_QUEUE: usize = 16_384;
+/// Commands handled per loop turn before the turn's datagrams are flushed:
+/// large enough to fill several `sendmmsg` batches, small enough that an
+/// application sending without pause cannot keep the reactor from flushing,
+/// receiving and running timers.
+const COMMANDS_PER_TURN: usize = 256;
+
+/// What [`Reactor::drain_commands`] left behind.
+enum Drained {
+    All,
+    More,
+    Stop,
+}
 
 /// What the node reports to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,12 +205,35 @@ pub(crate) struct ReactorHandle {
 }
 
 impl ReactorHandle {
-    /// Queues a command and wakes the reactor if it is not already awake
-    /// for an earlier one (one wake-up per burst, not per command).
+    /// Queues a command, waiting while the queue is full, and wakes the
+    /// reactor if it is not already awake for an earlier one (one wake-up per
+    /// burst, not per command).
     pub(crate) fn send(&self, command: Command) -> Result<(), NodeError> {
-        self.commands
-            .send(command)
-            .map_err(|_| NodeError::Stopped)?;
+        match self.commands.try_send(command) {
+            Ok(()) => {}
+            Err(TrySendError::Full(command)) => {
+                // Make sure the reactor is awake to drain, then wait.
+                self.wake()?;
+                self.commands
+                    .send(command)
+                    .map_err(|_| NodeError::Stopped)?;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(NodeError::Stopped),
+        }
+        self.wake()
+    }
+
+    /// Queues a command without waiting (between reactors, which must never
+    /// block on each other); a full queue drops it.
+    pub(crate) fn try_send(&self, command: Command) -> bool {
+        let queued = self.commands.try_send(command).is_ok();
+        if queued {
+            let _ = self.wake();
+        }
+        queued
+    }
+
+    fn wake(&self) -> Result<(), NodeError> {
         if !self.notified.swap(true, Ordering::AcqRel) {
             self.waker.wake().map_err(|_| NodeError::Stopped)?;
         }
@@ -265,7 +305,7 @@ impl Reactor {
         for (i, t) in transports.iter_mut().enumerate() {
             t.register(poll.registry(), Token(i))?;
         }
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let notified = Arc::new(AtomicBool::new(false));
         let handle = ReactorHandle {
             commands: tx,
@@ -344,13 +384,17 @@ impl Reactor {
                 }
             }
             let now = Instant::now();
+            busy = false;
             if woken || !self.commands.is_empty() {
                 self.notified.store(false, Ordering::Release);
-                if self.drain_commands(now) {
-                    break;
+                match self.drain_commands(now) {
+                    Drained::Stop => break,
+                    // More wait: come back without sleeping, after this
+                    // turn's datagrams have gone out.
+                    Drained::More => busy = true,
+                    Drained::All => {}
                 }
             }
-            busy = false;
             for i in 0..self.transports.len() {
                 if !self.ready[i] {
                     continue;
@@ -374,11 +418,14 @@ impl Reactor {
         self.shutdown();
     }
 
-    /// Handles queued commands; returns true on `Stop`.
-    fn drain_commands(&mut self, now: Instant) -> bool {
-        while let Ok(cmd) = self.commands.try_recv() {
+    /// Handles up to [`COMMANDS_PER_TURN`] queued commands.
+    fn drain_commands(&mut self, now: Instant) -> Drained {
+        for _ in 0..COMMANDS_PER_TURN {
+            let Ok(cmd) = self.commands.try_recv() else {
+                return Drained::All;
+            };
             match cmd {
-                Command::Stop => return true,
+                Command::Stop => return Drained::Stop,
                 Command::Connect {
                     transport,
                     peer,
@@ -419,7 +466,11 @@ impl Reactor {
                 }
             }
         }
-        false
+        if self.commands.is_empty() {
+            Drained::All
+        } else {
+            Drained::More
+        }
     }
 
     /// Adds a transport that lives on this reactor alone.
@@ -467,8 +518,15 @@ impl Reactor {
 
     fn forward(&mut self) {
         for (owner, cmd) in self.core.forwards.drain(..) {
-            if let Some(p) = self.peers.get(owner) {
-                let _ = p.send(cmd);
+            let transport = match &cmd {
+                Command::Forward { transport, .. } => Some(*transport),
+                _ => None,
+            };
+            let sent = self.peers.get(owner).is_some_and(|p| p.try_send(cmd));
+            if let (false, Some(t)) = (sent, transport) {
+                // The owner is overloaded: lose the datagram, as a full
+                // socket buffer would.
+                TransportCounters::add(&self.core.counters[t].packets_dropped, 1);
             }
         }
     }

@@ -142,10 +142,13 @@ struct Cqe {
     flags: u32,
 }
 
+/// The receive callback of [`Transport::recv`].
+type OnDatagram<'a> = dyn FnMut(SocketAddr, &mut [u8]) + 'a;
+
 /// Where `reap` puts receive completions.
 enum Sink<'a> {
     /// Hand the datagrams over.
-    Deliver(&'a mut dyn FnMut(SocketAddr, &mut [u8])),
+    Deliver(&'a mut OnDatagram<'a>),
     /// Keep them for the next `recv` (from `flush`).
     Stash,
     /// Give the buffers back unread (at drop).
@@ -237,7 +240,6 @@ impl UringUdp {
         // is owned by `self` and closed only after the ring.
         unsafe { self.push_owned(&sqe)? };
         self.recv_armed = true;
-        eprintln!("DBG arm in_flight={}", self.in_flight);
         self.submit()
     }
 
@@ -317,11 +319,7 @@ impl UringUdp {
 
     /// Handles one receive completion: delivers its datagrams (when there
     /// is somewhere to deliver them) and gives its buffer back.
-    fn complete_recv(
-        &mut self,
-        c: Cqe,
-        on: Option<&mut dyn FnMut(SocketAddr, &mut [u8])>,
-    ) -> usize {
+    fn complete_recv(&mut self, c: Cqe, on: Option<&mut OnDatagram<'_>>) -> usize {
         let bid = cqueue::buffer_select(c.flags).filter(|&b| b < self.recv.count);
         let mut n = 0;
         if c.result < 0 {
@@ -344,12 +342,7 @@ impl UringUdp {
 
     /// Parses buffer `bid` (`len` bytes written by the kernel) and hands
     /// its datagrams to `on`.
-    fn deliver_buffer(
-        &mut self,
-        bid: u16,
-        len: usize,
-        on: &mut dyn FnMut(SocketAddr, &mut [u8]),
-    ) -> usize {
+    fn deliver_buffer(&mut self, bid: u16, len: usize, on: &mut OnDatagram<'_>) -> usize {
         // SAFETY: the completion just reaped named `bid`: the kernel has
         // handed this buffer back and will not touch it until `recycle`
         // publishes it again, after this function returns. No other
@@ -619,10 +612,7 @@ impl Transport for UringUdp {
 impl Drop for UringUdp {
     fn drop(&mut self) {
         self.counters.set_stopped();
-        let inflight = self.in_flight;
-        let ok = self.shutdown();
-        eprintln!("DBG drop in_flight_before={inflight} ok={ok} after={}", self.in_flight);
-        if ok {
+        if self.shutdown() {
             let _ = self.ring.submitter().unregister_buf_ring(BUF_GROUP);
         } else {
             // Requests may still be in flight: the kernel could write into
@@ -861,6 +851,9 @@ impl RecvRing {
     fn leak(&mut self) {
         self.entries.leaked = true;
         self.bufs.leaked = true;
+        // SAFETY: plain old data; all-zero is valid.
+        let spare = Box::new(unsafe { mem::zeroed::<libc::msghdr>() });
+        Box::leak(mem::replace(&mut self.msghdr, spare));
     }
 }
 
