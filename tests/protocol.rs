@@ -625,3 +625,56 @@ proptest! {
         prop_assert!(Pair::messages(&p.server_events).contains(&(2, b"after".to_vec())));
     }
 }
+
+#[test]
+fn a_forged_message_3_ahead_of_the_genuine_one_does_not_stall_the_handshake() {
+    // Regression (found by the `handshake` fuzz target): snow does not roll
+    // back its cipher key when message 3's tag fails, so one tampered copy
+    // used to break the responder for good.
+    let mut p = Pair::new(SessionConfig::default(), LinkConfig::default(), 31);
+    // Deliver message 1 and message 2 by hand.
+    p.drive_until(p.now + Duration::from_secs(1), |p| {
+        p.sent
+            .iter()
+            .any(|(side, d)| *side == Side::Client && d.len() == HEADER_LEN + 64)
+    });
+    let msg3 = p
+        .sent
+        .iter()
+        .find(|(side, d)| *side == Side::Client && d.len() == HEADER_LEN + 64)
+        .map(|(_, d)| d.clone())
+        .expect("message 3 was sent");
+    for pos in [HEADER_LEN + 5, msg3.len() - 1] {
+        let mut forged = msg3.clone();
+        forged[pos] ^= 0x70;
+        let now = p.now;
+        assert!(p.server().handle_datagram(now, &mut forged).is_err());
+    }
+    assert!(
+        p.handshake(Duration::from_secs(1)),
+        "the genuine message 3 still completes it"
+    );
+}
+
+#[test]
+fn batches_respect_the_per_message_limit_not_the_frame_size() {
+    // Each message is within max_message_size even though the batch frame
+    // carrying ten of them is not.
+    let mut config = SessionConfig::default();
+    config.reassembly.max_message_size = 1000;
+    let mut p = Pair::new(config, LinkConfig::default(), 32);
+    assert!(p.handshake(Duration::from_secs(1)));
+    let msgs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100]).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+    let mut out = Transmits::new();
+    let now = p.now;
+    assert_eq!(
+        p.client
+            .send_batch(now, 0, &refs, 16 * 1024, &mut out)
+            .unwrap(),
+        1
+    );
+    p.transmit_all(Side::Client, &mut out);
+    p.drive_for(Duration::from_millis(50));
+    assert_eq!(Pair::messages(&p.server_events).len(), 10);
+}

@@ -173,11 +173,13 @@ fn run_std(seconds: f64, size: usize) -> Sample {
 }
 
 /// stt: two nodes with one reactor each, sealed messages over `backend`.
-fn run_stt(seconds: f64, size: usize, backend: UdpBackend) -> Option<Sample> {
+fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Option<Sample> {
     const SHARED: &[u8] = b"stt-perf benchmark network shared seed";
     let udp = UdpConfig {
         bind_address: "127.0.0.1".parse().expect("literal"),
         backend,
+        gso: offload,
+        gro: offload,
         receive_buffer_size: BUFFER,
         send_buffer_size: BUFFER,
         ..UdpConfig::default()
@@ -290,13 +292,21 @@ fn udp_workload(args: &Args) -> String {
         ),
         (
             "stt, mio backend (sealed)",
-            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::Mio)),
+            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::Mio, true)),
+        ),
+        (
+            "stt, mio backend, no GSO/GRO (sealed)",
+            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::Mio, false)),
         ),
     ];
     if uring_ok {
         contenders.push((
             "stt, io_uring backend (sealed)",
-            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::IoUring)),
+            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::IoUring, true)),
+        ));
+        contenders.push((
+            "stt, io_uring backend, no GSO/GRO (sealed)",
+            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::IoUring, false)),
         ));
     } else {
         eprintln!("io_uring is not available here: its row is left out");

@@ -128,10 +128,62 @@ impl fmt::Debug for HandshakeOutcome {
 }
 
 /// One side of a handshake in progress.
+///
+/// ## Surviving forged messages
+///
+/// snow rolls back only part of its state when a message fails to decrypt
+/// (the chaining key and hash, not the cipher key). A message 3 whose last
+/// bytes were tampered with fails *after* its static key decrypted and the
+/// cipher key moved on, so the genuine message 3 arriving next would fail
+/// too: one injected datagram could stall the handshake. So every side
+/// keeps what it needs to rebuild its state exactly — its own ephemeral key
+/// (drawn here from the system CSPRNG and handed to snow), the prologue and
+/// the messages so far — and rebuilds after any failed read. A rebuild
+/// costs the Diffie-Hellman operations done so far; at most
+/// [`MAX_REBUILDS`] are granted per handshake.
 pub struct Handshake {
     state: snow::HandshakeState,
     /// Set on the responder from message 1, on the initiator from message 2.
     algorithm: Option<Algorithm>,
+    replay: Replay,
+    rebuilds_left: u32,
+}
+
+/// Rebuilds granted to one handshake after failed reads.
+pub const MAX_REBUILDS: u32 = 8;
+
+/// Everything needed to bring a handshake back to where it was.
+struct Replay {
+    identity: Identity,
+    network: NetworkKey,
+    first_header: Vec<u8>,
+    ephemeral: Zeroizing<[u8; 32]>,
+    /// Initiator: message 1's payload. Responder: message 1 as received.
+    msg1: Vec<u8>,
+    /// Responder: message 2's payload.
+    msg2_payload: Vec<u8>,
+}
+
+impl Replay {
+    /// A state that has just sent message 1 (initiator) or message 2
+    /// (responder).
+    fn rebuild(&self, initiator: bool) -> Result<snow::HandshakeState, HandshakeError> {
+        let mut state = build(
+            &self.identity,
+            &self.network,
+            &self.first_header,
+            initiator,
+            &self.ephemeral,
+        )?;
+        let mut scratch = [0u8; MSG1_LEN + MSG2_LEN];
+        if initiator {
+            state.write_message(&self.msg1, &mut scratch)?;
+        } else {
+            state.read_message(&self.msg1, &mut scratch)?;
+            state.write_message(&self.msg2_payload, &mut scratch)?;
+        }
+        Ok(state)
+    }
 }
 
 impl Handshake {
@@ -144,17 +196,28 @@ impl Handshake {
         preference: AeadPreference,
         first_header: &[u8],
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
-        let mut state = build(identity, network, first_header, true)?;
+        let ephemeral = fresh_ephemeral()?;
+        let mut state = build(identity, network, first_header, true, &ephemeral)?;
         let mut payload = [0u8; MSG1_PAYLOAD_LEN];
         payload[0] = HANDSHAKE_VERSION;
         payload[1] = capabilities(preference);
         let mut msg = vec![0u8; MSG1_LEN];
         let n = state.write_message(&payload, &mut msg)?;
         msg.truncate(n);
+        let replay = Replay {
+            identity: identity.clone(),
+            network: network.clone(),
+            first_header: first_header.to_vec(),
+            ephemeral,
+            msg1: payload.to_vec(),
+            msg2_payload: Vec::new(),
+        };
         Ok((
             Handshake {
                 state,
                 algorithm: None,
+                replay,
+                rebuilds_left: MAX_REBUILDS,
             },
             msg,
         ))
@@ -176,7 +239,8 @@ impl Handshake {
                 expected: MSG1_LEN,
             });
         }
-        let mut state = build(identity, network, first_header, false)?;
+        let ephemeral = fresh_ephemeral()?;
+        let mut state = build(identity, network, first_header, false, &ephemeral)?;
         let mut payload = [0u8; MSG1_LEN];
         let n = state.read_message(msg1, &mut payload)?;
         let payload = &payload[..n];
@@ -191,23 +255,49 @@ impl Handshake {
             return Err(HandshakeError::UnsupportedVersion(payload[0]));
         }
         let algorithm = choose(payload[1], preference);
+        let msg2_payload = [algorithm.to_u8()];
         let mut msg = vec![0u8; MSG2_LEN];
-        let n = state.write_message(&[algorithm.to_u8()], &mut msg)?;
+        let n = state.write_message(&msg2_payload, &mut msg)?;
         msg.truncate(n);
+        let replay = Replay {
+            identity: identity.clone(),
+            network: network.clone(),
+            first_header: first_header.to_vec(),
+            ephemeral,
+            msg1: msg1.to_vec(),
+            msg2_payload: msg2_payload.to_vec(),
+        };
         Ok((
             Handshake {
                 state,
                 algorithm: Some(algorithm),
+                replay,
+                rebuilds_left: MAX_REBUILDS,
             },
             msg,
         ))
     }
 
+    /// Reads a message; after a failure, rebuilds the state as it was before
+    /// (see the type's docs) so that the genuine message can still be read.
+    fn read(&mut self, msg: &[u8], payload: &mut [u8]) -> Result<usize, HandshakeError> {
+        match self.state.read_message(msg, payload) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if self.rebuilds_left > 0 {
+                    self.rebuilds_left -= 1;
+                    self.state = self.replay.rebuild(self.state.is_initiator())?;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     /// Initiator: reads message 2, writes message 3 and finishes.
     ///
-    /// A message 2 that fails leaves the handshake as it was (Noise rolls its
-    /// state back), so a forged message 2 cannot break an honest handshake:
-    /// the genuine one can still be read after it.
+    /// A message 2 that fails leaves the handshake as it was, so a forged
+    /// message 2 cannot break an honest handshake: the genuine one can still
+    /// be read after it.
     pub fn finish_initiator(
         &mut self,
         msg2: &[u8],
@@ -223,7 +313,7 @@ impl Handshake {
             });
         }
         let mut payload = [0u8; MSG2_LEN];
-        let n = self.state.read_message(msg2, &mut payload)?;
+        let n = self.read(msg2, &mut payload)?;
         let id = *payload[..n].first().ok_or(HandshakeError::BadLength {
             position: 2,
             got: msg2.len(),
@@ -254,7 +344,7 @@ impl Handshake {
             });
         }
         let mut payload = [0u8; MSG3_LEN];
-        self.state.read_message(msg3, &mut payload)?;
+        self.read(msg3, &mut payload)?;
         self.outcome()
     }
 
@@ -299,6 +389,7 @@ fn build(
     network: &NetworkKey,
     first_header: &[u8],
     initiator: bool,
+    ephemeral: &[u8; 32],
 ) -> Result<snow::HandshakeState, HandshakeError> {
     let params: snow::params::NoiseParams = NOISE_PATTERN
         .parse()
@@ -306,15 +397,30 @@ fn build(
     let mut prologue = Vec::with_capacity(PROLOGUE_LABEL.len() + first_header.len());
     prologue.extend_from_slice(PROLOGUE_LABEL);
     prologue.extend_from_slice(first_header);
+    // The ephemeral key comes from us (fresh from the system CSPRNG for each
+    // handshake) rather than from snow, so that a failed read can be undone
+    // by rebuilding the state; snow names the setter "for testing only"
+    // because a *fixed* key would be fatal, which this is not.
     let builder = snow::Builder::new(params)
         .local_private_key(identity.private_key())?
         .psk(0, network.psk())?
-        .prologue(&prologue)?;
+        .prologue(&prologue)?
+        .fixed_ephemeral_key_for_testing_only(ephemeral);
     Ok(if initiator {
         builder.build_initiator()?
     } else {
         builder.build_responder()?
     })
+}
+
+/// A fresh X25519 private key from the system CSPRNG (X25519 clamps it).
+fn fresh_ephemeral() -> Result<Zeroizing<[u8; 32]>, HandshakeError> {
+    use ring::rand::SecureRandom;
+    let mut key = Zeroizing::new([0u8; 32]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut key[..])
+        .map_err(|_| HandshakeError::Noise("the system random generator failed".into()))?;
+    Ok(key)
 }
 
 fn capabilities(pref: AeadPreference) -> u8 {

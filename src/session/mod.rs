@@ -129,6 +129,8 @@ pub struct Session {
     /// key, and when a ping was last sent for it. Its pong confirms that the
     /// peer follows the update.
     key_probe: Option<(u64, Instant)>,
+    /// The last ping token handed out.
+    last_token: u64,
     close_reason: Option<CloseReason>,
     rtt: RttStats,
     stats: SessionStats,
@@ -202,7 +204,11 @@ impl Session {
     ) -> Result<Self, SessionError> {
         config.validate()?;
         let (frame, _) = crate::frame::Frame::decode(datagram)?;
-        if frame.header.frame_type != FrameType::Handshake || frame.header.packet_number != 1 {
+        if frame.header.frame_type != FrameType::Handshake
+            || frame.header.packet_number != 1
+            || frame.header.flags != Flags::EMPTY
+            || frame.header.stream_id != 0
+        {
             return Err(SessionError::Unexpected {
                 frame_type: frame.header.frame_type,
                 state: SessionState::Handshaking,
@@ -265,6 +271,7 @@ impl Session {
             close_deadline: None,
             close_frame_allowance: 0,
             key_probe: None,
+            last_token: 0,
             close_reason: None,
             rtt: RttStats::default(),
             stats: SessionStats::default(),
@@ -455,12 +462,20 @@ impl Session {
         if self.state != SessionState::Established {
             return;
         }
-        let token = now.saturating_duration_since(self.created).as_nanos() as u64;
+        let token = self.next_token(now);
         self.last_ping = now;
         if let Some((_, sent)) = &mut self.key_probe {
             *sent = now;
         }
         self.send_control(&Control::Ping { token }, now);
+    }
+
+    /// A ping token: nanoseconds since the session began, strictly
+    /// increasing even for pings sent at the same instant.
+    fn next_token(&mut self, now: Instant) -> u64 {
+        let clock = now.saturating_duration_since(self.created).as_nanos() as u64;
+        self.last_token = clock.max(self.last_token + 1);
+        self.last_token
     }
 
     /// After anything was sealed: if it started a new key generation, send a
@@ -471,7 +486,9 @@ impl Session {
             .as_ref()
             .is_some_and(|k| k.send.awaiting_confirmation());
         if awaiting && self.key_probe.is_none() {
-            let token = now.saturating_duration_since(self.created).as_nanos() as u64;
+            // Strictly above every earlier ping's token: only a pong to a
+            // ping sealed after the update can confirm it.
+            let token = self.next_token(now);
             self.key_probe = Some((token, now));
             self.send_ping(now);
         }

@@ -292,20 +292,24 @@ impl Session {
                 }
                 Ok(())
             }
+            t if header.flags.contains(Flags::BATCH) => {
+                // Parse and check all records before delivering any: a
+                // malformed batch delivers nothing.
+                let max = self.config.reassembly.max_message_size;
+                let records: Vec<&[u8]> = BatchRecords::new(plaintext).collect::<Result<_, _>>()?;
+                if let Some(r) = records.iter().find(|r| r.len() > max) {
+                    return Err(SessionError::MessageTooLarge { len: r.len(), max });
+                }
+                for r in records {
+                    self.deliver(header.stream_id, t, r.to_vec());
+                }
+                Ok(())
+            }
             _ if plaintext.len() > self.config.reassembly.max_message_size => {
                 Err(SessionError::MessageTooLarge {
                     len: plaintext.len(),
                     max: self.config.reassembly.max_message_size,
                 })
-            }
-            t if header.flags.contains(Flags::BATCH) => {
-                // Parse all records before delivering any: a malformed batch
-                // delivers nothing.
-                let records: Vec<&[u8]> = BatchRecords::new(plaintext).collect::<Result<_, _>>()?;
-                for r in records {
-                    self.deliver(header.stream_id, t, r.to_vec());
-                }
-                Ok(())
             }
             t => {
                 self.deliver(header.stream_id, t, plaintext.to_vec());

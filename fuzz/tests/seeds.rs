@@ -1,0 +1,118 @@
+//! Replays the committed seed corpora through every harness on the stable
+//! toolchain: a quick check that the seeds still pass the harness properties
+//! and still reach what they were made for. `cargo test` in `fuzz/`.
+//!
+//! To replay a crash file the same way:
+//! `STT_FUZZ_REPLAY=path/to/crash-file cargo test --test seeds replay -- --nocapture`.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use stt::session::{Session, SessionConfig};
+
+fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus-seed")
+        .join(target);
+    let mut out: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let path = e.expect("dir entry").path();
+            let name = path
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            (name, fs::read(&path).expect("readable seed"))
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no seeds in {}", dir.display());
+    out
+}
+
+fn replay_all(target: &str, run: fn(&[u8])) {
+    for (name, data) in seeds(target) {
+        eprintln!("{target}/{name} ({} bytes)", data.len());
+        run(&data);
+        // Every prefix too: cut inputs end the harness loops early.
+        for cut in [0, 1, data.len() / 2] {
+            run(&data[..cut.min(data.len())]);
+        }
+    }
+}
+
+#[test]
+fn frame_decode_seeds() {
+    replay_all("frame_decode", stt_fuzz::frame_decode::run);
+}
+
+#[test]
+fn handshake_seeds() {
+    replay_all("handshake", stt_fuzz::handshake::run);
+}
+
+#[test]
+fn reassembly_seeds() {
+    replay_all("reassembly", stt_fuzz::reassembly::run);
+}
+
+#[test]
+fn session_established_seeds() {
+    replay_all("session_established", stt_fuzz::session_established::run);
+}
+
+/// The stored message 1 only helps the fuzzer while it is still genuine: a
+/// change of the wire format or key derivation needs new seeds
+/// (`cargo run --example gen_seeds`).
+#[test]
+fn stored_message_1_is_still_accepted() {
+    let k = stt_fuzz::handshake::keys();
+    for (target, name, skip) in [
+        ("handshake", "accept_msg1", 1),
+        ("frame_decode", "handshake_msg1", 0),
+    ] {
+        let data = fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("corpus-seed")
+                .join(target)
+                .join(name),
+        )
+        .expect("seed present");
+        Session::accept(
+            SessionConfig::default(),
+            &k.server,
+            &k.network,
+            &data[skip..],
+            Instant::now(),
+        )
+        .unwrap_or_else(|e| {
+            panic!("{target}/{name} is no longer a valid message 1 ({e}): regenerate the seeds")
+        });
+    }
+}
+
+/// Replays one file named by `STT_FUZZ_REPLAY` through the target named by
+/// its parent directory (`artifacts/<target>/crash-...` or
+/// `corpus-seed/<target>/...`). Does nothing without the variable.
+#[test]
+fn replay() {
+    let Some(path) = std::env::var_os("STT_FUZZ_REPLAY").map(PathBuf::from) else {
+        return;
+    };
+    let data = fs::read(&path).expect("readable input");
+    let target = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let run: fn(&[u8]) = match target.as_str() {
+        "frame_decode" => stt_fuzz::frame_decode::run,
+        "handshake" => stt_fuzz::handshake::run,
+        "reassembly" => stt_fuzz::reassembly::run,
+        "session_established" => stt_fuzz::session_established::run,
+        other => panic!("cannot tell the target from directory {other:?}"),
+    };
+    run(&data);
+}
