@@ -35,7 +35,7 @@
 //! again, so a packet never costs a heap operation.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -64,6 +64,9 @@ const COMMAND_QUEUE: usize = 16_384;
 /// application sending without pause cannot keep the reactor from flushing,
 /// receiving and running timers.
 const COMMANDS_PER_TURN: usize = 256;
+
+/// How soon a reactor that paused reading a reliable transport looks again.
+const PAUSE_RECHECK: Duration = Duration::from_millis(1);
 
 /// What [`Reactor::drain_commands`] left behind.
 enum Drained {
@@ -287,6 +290,11 @@ struct Core {
     /// transport that lives on this reactor alone owns its sessions here.
     sharded: Vec<bool>,
     max_datagram: Vec<Option<usize>>,
+    reliable: Vec<bool>,
+    /// Messages from reliable transports that found the hand-off channel
+    /// full: kept, in order, and handed over first on the next turns (their
+    /// transports are not read meanwhile, so this stays small).
+    overflow: VecDeque<NodeEvent>,
     transmits: Transmits,
     rng: ring::rand::SystemRandom,
 }
@@ -316,6 +324,7 @@ impl Reactor {
         let kinds = transports.iter().map(|t| t.kind()).collect();
         let sharded = vec![true; transports.len()];
         let max_datagram = transports.iter().map(|t| t.max_datagram_size()).collect();
+        let reliable = transports.iter().map(|t| t.is_reliable()).collect();
         let ready = vec![true; transports.len()];
         Ok((
             Reactor {
@@ -339,6 +348,8 @@ impl Reactor {
                     kinds,
                     sharded,
                     max_datagram,
+                    reliable,
+                    overflow: VecDeque::new(),
                     transmits: Transmits::new(),
                     rng: ring::rand::SystemRandom::new(),
                 },
@@ -357,14 +368,27 @@ impl Reactor {
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(256);
         let mut busy = true;
+        let mut paused = false;
         loop {
             let now = Instant::now();
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                self.core
-                    .next_timer()
-                    .map(|t| t.saturating_duration_since(now))
+                let transport_timer = self
+                    .transports
+                    .iter()
+                    .filter_map(|t| t.poll_timeout())
+                    .min();
+                let mut next = match (self.core.next_timer(), transport_timer) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if paused {
+                    // A reliable transport waits for the application to drain
+                    // its queue: look again shortly.
+                    next = Some(next.map_or(now + PAUSE_RECHECK, |t| t.min(now + PAUSE_RECHECK)));
+                }
+                next.map(|t| t.saturating_duration_since(now))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -395,8 +419,23 @@ impl Reactor {
                     Drained::All => {}
                 }
             }
+            paused = false;
+            let full = !self.core.drain_overflow() || {
+                let backlog = self.core.shared.deliveries.len();
+                self.core
+                    .shared
+                    .deliveries
+                    .capacity()
+                    .is_some_and(|cap| backlog * 4 >= cap * 3)
+            };
             for i in 0..self.transports.len() {
                 if !self.ready[i] {
+                    continue;
+                }
+                if full && self.transports[i].is_reliable() {
+                    // Backpressure: leave the data in the kernel, whose TCP
+                    // window then slows the sender; nothing is dropped.
+                    paused = true;
                     continue;
                 }
                 let core = &mut self.core;
@@ -411,7 +450,13 @@ impl Reactor {
                     }
                 }
             }
-            self.core.run_timers(Instant::now());
+            let now = Instant::now();
+            for t in &mut self.transports {
+                if t.poll_timeout().is_some_and(|d| d <= now) {
+                    t.handle_timeout(now);
+                }
+            }
+            self.core.run_timers(now);
             self.forward();
             self.flush();
         }
@@ -483,6 +528,7 @@ impl Reactor {
         self.core.kinds.push(transport.kind());
         self.core.sharded.push(false);
         self.core.max_datagram.push(transport.max_datagram_size());
+        self.core.reliable.push(transport.is_reliable());
         self.ready.push(true);
         self.transports.push(transport);
         Ok(index)
@@ -786,7 +832,16 @@ impl Core {
                         payload,
                         peer: entry.peer,
                     };
-                    if let Err(TrySendError::Full(_)) = self.shared.deliveries.try_send(ev) {
+                    if self.reliable[entry.transport] {
+                        // Never dropped: queued behind anything waiting.
+                        if !self.overflow.is_empty() {
+                            self.overflow.push_back(ev);
+                        } else if let Err(TrySendError::Full(ev)) =
+                            self.shared.deliveries.try_send(ev)
+                        {
+                            self.overflow.push_back(ev);
+                        }
+                    } else if let Err(TrySendError::Full(_)) = self.shared.deliveries.try_send(ev) {
                         TransportCounters::add(&self.counters[entry.transport].packets_dropped, 1);
                     }
                 }
@@ -818,6 +873,19 @@ impl Core {
                 self.timers.push(Reverse((deadline, id)));
             }
         }
+    }
+
+    /// Hands waiting reliable messages over; returns whether none is left.
+    fn drain_overflow(&mut self) -> bool {
+        while let Some(ev) = self.overflow.pop_front() {
+            if let Err(TrySendError::Full(ev) | TrySendError::Disconnected(ev)) =
+                self.shared.deliveries.try_send(ev)
+            {
+                self.overflow.push_front(ev);
+                return false;
+            }
+        }
+        true
     }
 
     fn next_timer(&mut self) -> Option<Instant> {

@@ -27,6 +27,7 @@
 
 pub mod memory;
 pub mod udp;
+pub mod ws;
 
 /// The `mio` the [`Transport`] trait is written against, re-exported so that a
 /// custom transport uses the very same version.
@@ -79,6 +80,35 @@ pub trait Transport: Send + fmt::Debug {
 
     /// Whether datagrams wait for the socket to become writable.
     fn wants_write(&self) -> bool {
+        false
+    }
+
+    /// The transport's next deadline (keepalive, handshake or reconnect
+    /// timers of a connection-oriented transport); the reactor wakes for it
+    /// and calls [`handle_timeout`](Self::handle_timeout). Default: none.
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Runs the transport's timers that are due at `now`. Default: nothing.
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        let _ = now;
+    }
+
+    /// Opens a connection to `target` (a transport-specific address such as
+    /// a `ws://` URL), already resolved to `addr`, and returns the address
+    /// under which the peer is reached with [`send`](Self::send).
+    /// Datagrams sent before the connection is up are queued. Datagram
+    /// transports have nothing to open and return `addr`.
+    fn open(&mut self, target: &str, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
+        let _ = target;
+        Ok(addr)
+    }
+
+    /// Whether the transport delivers reliably and in order (a stream
+    /// transport): the reactor then stops reading it, rather than dropping,
+    /// when the application falls behind. Default: false.
+    fn is_reliable(&self) -> bool {
         false
     }
 

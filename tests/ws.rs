@@ -1,0 +1,465 @@
+//! The WebSocket transport over loopback: ws:// and wss://, large messages,
+//! order, reconnection, limits, many connections, and interop with a client
+//! nobody here wrote (Python's `websockets`).
+//!
+//! Each transport runs on a thread of its own with a `mio::Poll`, as a
+//! reactor would drive it. Every test binds port 0.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use stt::transport::ws::{tls, ReconnectPolicy, WsConfig, WsStats, WsTransport};
+use stt::transport::{Transport, TransportError};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+enum Cmd {
+    Open(String, SocketAddr, Sender<Result<SocketAddr, String>>),
+    Send(SocketAddr, Vec<u8>, Sender<Result<(), String>>),
+    SendMany(SocketAddr, Vec<Vec<u8>>, Sender<usize>),
+}
+
+/// A transport on its own thread. Received datagrams go to `rx`; with
+/// `echo`, each is also sent back to where it came from.
+struct Running {
+    addr: SocketAddr,
+    cmds: Sender<Cmd>,
+    waker: Arc<mio::Waker>,
+    rx: Receiver<(SocketAddr, Vec<u8>)>,
+    stats: Arc<stt::transport::ws::WsCounters>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(mut t: WsTransport, echo: bool) -> Running {
+        let addr = t.local_addr();
+        let stats = t.ws_counters();
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Cmd>();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).unwrap());
+        let thread = std::thread::spawn(move || {
+            t.register(poll.registry(), mio::Token(0)).unwrap();
+            let mut events = mio::Events::with_capacity(16);
+            while !stop2.load(Ordering::Relaxed) {
+                let timeout = t
+                    .poll_timeout()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(5))
+                    .min(Duration::from_millis(5));
+                let _ = poll.poll(&mut events, Some(timeout));
+                while let Ok(cmd) = cmd_rx.try_recv() {
+                    match cmd {
+                        Cmd::Open(url, addr, reply) => {
+                            let _ = reply.send(t.open(&url, addr).map_err(|e| e.to_string()));
+                        }
+                        Cmd::Send(to, d, reply) => {
+                            let _ = reply.send(t.send(to, &d).map_err(|e| e.to_string()));
+                        }
+                        Cmd::SendMany(to, batch, reply) => {
+                            // As many as the transport takes now.
+                            let taken = batch.iter().take_while(|d| t.send(to, d).is_ok()).count();
+                            let _ = t.flush();
+                            let _ = reply.send(taken);
+                        }
+                    }
+                }
+                loop {
+                    let mut back = Vec::new();
+                    let n = t
+                        .recv(&mut |from, d| {
+                            if echo {
+                                back.push((from, d.to_vec()));
+                            }
+                            let _ = tx.send((from, d.to_vec()));
+                        })
+                        .unwrap_or(0);
+                    for (to, d) in back {
+                        let _ = t.send(to, &d);
+                    }
+                    let _ = t.flush();
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if t.poll_timeout().is_some_and(|d| d <= Instant::now()) {
+                    t.handle_timeout(Instant::now());
+                }
+                let _ = t.flush();
+            }
+        });
+        Running {
+            addr,
+            cmds: cmd_tx,
+            waker,
+            rx,
+            stats,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn open(&self, url: &str, addr: SocketAddr) -> Result<SocketAddr, String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.cmds.send(Cmd::Open(url.into(), addr, tx)).unwrap();
+        self.waker.wake().unwrap();
+        rx.recv().unwrap()
+    }
+
+    fn send(&self, to: SocketAddr, d: &[u8]) -> Result<(), String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.cmds.send(Cmd::Send(to, d.to_vec(), tx)).unwrap();
+        self.waker.wake().unwrap();
+        rx.recv().unwrap()
+    }
+
+    /// Sends, retrying while the transport reports backpressure.
+    fn send_all(&self, to: SocketAddr, d: &[u8]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.send(to, d) {
+                Ok(()) => return,
+                Err(e) if e.contains("queue full") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("send failed: {e}"),
+            }
+        }
+    }
+
+    /// Sends every datagram in order, in batches, waiting out backpressure.
+    fn send_many(&self, to: SocketAddr, all: Vec<Vec<u8>>) {
+        let deadline = Instant::now() + WAIT;
+        let mut rest = all;
+        while !rest.is_empty() {
+            assert!(Instant::now() < deadline, "backpressure never eased");
+            let chunk: Vec<Vec<u8>> = rest.iter().take(1000).cloned().collect();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            self.cmds.send(Cmd::SendMany(to, chunk, tx)).unwrap();
+            self.waker.wake().unwrap();
+            let taken = rx.recv().unwrap();
+            rest.drain(..taken);
+            if taken == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn take(&self, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let deadline = Instant::now() + WAIT;
+        let mut got = Vec::new();
+        while got.len() < n {
+            match self.rx.recv_deadline(deadline) {
+                Ok(x) => got.push(x),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    fn stats(&self) -> WsStats {
+        self.stats.snapshot()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn server(echo: bool) -> Running {
+    Running::start(
+        WsTransport::bind(loopback(), WsConfig::default()).unwrap(),
+        echo,
+    )
+}
+
+fn client(config: WsConfig) -> Running {
+    Running::start(WsTransport::client(config).unwrap(), false)
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/stt")
+}
+
+#[test]
+fn exchange_both_ways_and_statistics() {
+    let s = server(true);
+    let c = client(WsConfig::default());
+    let peer = c.open(&url(s.addr), s.addr).unwrap();
+    for i in 0..100u32 {
+        c.send_all(peer, &i.to_be_bytes());
+    }
+    let echoed = c.take(100);
+    let order: Vec<u32> = echoed
+        .iter()
+        .map(|(_, d)| u32::from_be_bytes(d[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(order, (0..100).collect::<Vec<_>>());
+    assert!(echoed.iter().all(|(from, _)| *from == s.addr));
+    let got = s.take(100);
+    assert_eq!(got.len(), 100);
+    assert_eq!(s.stats().connections_accepted, 1);
+    assert_eq!(s.stats().connections_open, 1);
+    assert_eq!(c.stats().connections_dialled, 1);
+}
+
+#[test]
+fn large_messages_pass_intact() {
+    let s = server(true);
+    let c = client(WsConfig::default());
+    let peer = c.open(&url(s.addr), s.addr).unwrap();
+    for size in [1 << 20, 8 << 20] {
+        let m: Vec<u8> = (0..size as u32).map(|i| (i * 31 % 251) as u8).collect();
+        c.send_all(peer, &m);
+        let back = c.take(1);
+        assert_eq!(back.len(), 1, "{size}");
+        assert!(back[0].1 == m, "{size}-byte message intact");
+    }
+}
+
+#[test]
+fn order_is_preserved_over_100k_messages() {
+    let s = server(false);
+    let c = client(WsConfig::default());
+    let peer = c.open(&url(s.addr), s.addr).unwrap();
+    const N: u32 = 100_000;
+    c.send_many(peer, (0..N).map(|i| i.to_be_bytes().to_vec()).collect());
+    let got = s.take(N as usize);
+    assert_eq!(got.len(), N as usize);
+    for (i, (_, d)) in got.iter().enumerate() {
+        assert_eq!(u32::from_be_bytes(d[..4].try_into().unwrap()), i as u32);
+    }
+}
+
+fn generated_tls() -> (WsConfig, rustls::pki_types::CertificateDer<'static>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config = WsConfig {
+        tls_server: Some(tls::server_config(vec![der.clone()], key).unwrap()),
+        ..WsConfig::default()
+    };
+    (config, der)
+}
+
+#[test]
+fn wss_with_a_generated_certificate_and_a_client_that_refuses_an_untrusted_one() {
+    let (server_config, ca) = generated_tls();
+    let s = Running::start(WsTransport::bind(loopback(), server_config).unwrap(), true);
+    let wss = format!("wss://localhost:{}/stt", s.addr.port());
+    // Trusting the generated CA: works.
+    let trusting = client(WsConfig {
+        tls_client: Some(tls::client_config_with_ca(vec![ca]).unwrap()),
+        ..WsConfig::default()
+    });
+    let peer = trusting.open(&wss, s.addr).unwrap();
+    trusting.send_all(peer, b"over tls");
+    assert_eq!(
+        trusting.take(1).first().map(|x| x.1.clone()),
+        Some(b"over tls".to_vec())
+    );
+    // The webpki roots do not know it: the handshake fails, nothing is
+    // delivered, and once the policy gives up, sending says so.
+    let wary = client(WsConfig {
+        reconnect: ReconnectPolicy::never(),
+        ..WsConfig::default()
+    });
+    let peer = wary.open(&wss, s.addr).unwrap();
+    wary.send_all(peer, b"must not arrive");
+    let deadline = Instant::now() + WAIT;
+    let err = loop {
+        match wary.send(peer, b"x") {
+            Err(e) if e.contains("gave up") => break e,
+            _ if Instant::now() > deadline => panic!("the client never gave up"),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    assert!(err.contains("gave up"), "{err}");
+    assert!(
+        s.take(2).len() == 1,
+        "only the trusting client's message arrived"
+    );
+    assert_eq!(wary.stats().connections_dialled, 0);
+}
+
+#[test]
+fn server_restart_client_reconnects_and_queued_frames_arrive() {
+    let s = server(false);
+    let addr = s.addr;
+    let c = client(WsConfig {
+        reconnect: ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            max_retries: None,
+            ..ReconnectPolicy::default()
+        },
+        ..WsConfig::default()
+    });
+    let peer = c.open(&url(addr), addr).unwrap();
+    c.send_all(peer, b"before");
+    assert_eq!(s.take(1).len(), 1);
+    drop(s);
+    // Sent while the server is down: queued.
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..10u8 {
+        c.send_all(peer, &[i]);
+    }
+    let s2 = Running::start(WsTransport::bind(addr, WsConfig::default()).unwrap(), false);
+    let got = s2.take(10);
+    assert_eq!(
+        got.iter().map(|(_, d)| d[0]).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<u8>>()
+    );
+    assert!(c.stats().reconnects >= 1);
+    assert_eq!(c.stats().connections_dialled, 2);
+}
+
+#[test]
+fn an_oversized_message_closes_only_its_connection() {
+    let s = server(true);
+    let big_limit = WsConfig {
+        max_message_size: 32 << 20,
+        reconnect: ReconnectPolicy::never(),
+        ..WsConfig::default()
+    };
+    let offender = client(big_limit);
+    let honest = client(WsConfig::default());
+    let p1 = offender.open(&url(s.addr), s.addr).unwrap();
+    let p2 = honest.open(&url(s.addr), s.addr).unwrap();
+    honest.send_all(p2, b"hello");
+    assert_eq!(honest.take(1).len(), 1);
+    // The server closes the connection mid-message: the sender may see the
+    // broken pipe, which is what closing it means.
+    let _ = offender.send(p1, &vec![0u8; (16 << 20) + 1]);
+    let deadline = Instant::now() + WAIT;
+    while s.stats().connections_closed == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(s.stats().connections_closed, 1);
+    honest.send_all(p2, b"still here");
+    assert_eq!(
+        honest.take(1).first().map(|x| x.1.clone()),
+        Some(b"still here".to_vec())
+    );
+}
+
+#[test]
+fn sending_over_the_limit_is_refused_before_the_wire() {
+    let mut t = WsTransport::client(WsConfig::default()).unwrap();
+    let r = t.send(loopback(), &vec![0u8; (16 << 20) + 1]);
+    assert!(matches!(r, Err(TransportError::TooLarge { .. })));
+}
+
+#[test]
+fn a_thousand_concurrent_connections() {
+    let s = server(true);
+    // Blocking clients from this thread: all open at once, then each sends
+    // and reads its echo.
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        let tcp = std::net::TcpStream::connect(s.addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let (ws, _) = tungstenite::client(url(s.addr), tcp).unwrap();
+        conns.push(ws);
+    }
+    // The server counts a connection once its upgrade response is out,
+    // which the client may read first: allow it a moment.
+    let deadline = Instant::now() + WAIT;
+    while s.stats().connections_open < 1000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.stats().connections_open, 1000, "{:?}", s.stats());
+    for (i, ws) in conns.iter_mut().enumerate() {
+        ws.send(tungstenite::Message::Binary(
+            (i as u32).to_be_bytes().to_vec().into(),
+        ))
+        .unwrap();
+    }
+    for (i, ws) in conns.iter_mut().enumerate() {
+        match ws.read().unwrap() {
+            tungstenite::Message::Binary(b) => assert_eq!(&b[..], &(i as u32).to_be_bytes()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn slow_loris_upgrades_are_closed_and_text_is_refused() {
+    let config = WsConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..WsConfig::default()
+    };
+    let s = Running::start(WsTransport::bind(loopback(), config).unwrap(), true);
+    use std::io::{Read, Write};
+    let mut loris = std::net::TcpStream::connect(s.addr).unwrap();
+    loris.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    loris.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = loris.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the server closed the half-finished upgrade");
+    // A text message closes that connection (stt speaks binary).
+    let tcp = std::net::TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let (mut ws, _) = tungstenite::client(url(s.addr), tcp).unwrap();
+    ws.send(tungstenite::Message::Text("hello".into())).unwrap();
+    let closed = loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    };
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1003));
+}
+
+/// Interop: Python's `websockets` (installed by .ci/run) talks to the stt
+/// server, an echo, and checks every binary message comes back intact.
+#[test]
+fn python_websockets_client_interoperates() {
+    let check = std::process::Command::new("python3")
+        .args(["-c", "import websockets"])
+        .output();
+    if !check.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPING python interop: `pip install websockets` (CI installs it)");
+        return;
+    }
+    let s = server(true);
+    let script = r#"
+import asyncio, os, sys
+from websockets.sync.client import connect
+url = sys.argv[1]
+with connect(url, max_size=None) as ws:
+    for size in [0, 1, 125, 126, 65535, 65536, 1 << 20]:
+        data = os.urandom(size)
+        ws.send(data)
+        back = ws.recv(timeout=20)
+        assert isinstance(back, bytes) and back == data, size
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &url(s.addr)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "python said: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
