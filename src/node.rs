@@ -43,6 +43,7 @@ pub use crate::reactor::{NodeError, NodeEvent, SessionInfo};
 use crate::session::{ConfigError, SessionConfig, SessionStats};
 use crate::stream::MemoryBudget;
 use crate::transport::udp::{self, UdpConfig, UdpConfigError, UdpSocketInfo};
+use crate::transport::ws::{self, WsConfig, WsCounters, WsStats, WsTransport, WsUrl};
 use crate::transport::{TransportCounters, TransportError, TransportStats};
 
 /// Everything a node needs to start. `NodeConfig::new` gives the defaults
@@ -168,6 +169,15 @@ impl TransportId {
     };
 }
 
+/// The node's WebSocket transports.
+#[derive(Debug, Default)]
+struct WsState {
+    servers: Vec<(TransportId, Arc<WsCounters>)>,
+    server_addr: Option<SocketAddr>,
+    client: Option<TransportId>,
+    client_counters: Option<Arc<WsCounters>>,
+}
+
 /// A running node. See the [module docs](self).
 pub struct Node {
     node_id: NodeId,
@@ -180,6 +190,7 @@ pub struct Node {
     running: AtomicBool,
     server_mode: bool,
     connect_timeout: Duration,
+    ws: Mutex<WsState>,
 }
 
 impl Node {
@@ -251,6 +262,7 @@ impl Node {
             running: AtomicBool::new(true),
             server_mode: config.server_mode,
             connect_timeout: session.handshake_timeout + Duration::from_secs(1),
+            ws: Mutex::new(WsState::default()),
         })
     }
 
@@ -330,6 +342,14 @@ impl Node {
         transport: Box<dyn crate::transport::Transport>,
     ) -> Result<TransportId, NodeError> {
         let reactor = self.next_reactor.fetch_add(1, Ordering::Relaxed) % self.reactors.len();
+        self.add_transport_to(reactor, transport)
+    }
+
+    fn add_transport_to(
+        &self,
+        reactor: usize,
+        transport: Box<dyn crate::transport::Transport>,
+    ) -> Result<TransportId, NodeError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(
             reactor,
@@ -362,11 +382,158 @@ impl Node {
             Command::Connect {
                 transport: transport.index,
                 peer,
+                target: None,
                 reply: tx,
             },
         )?;
         rx.recv_timeout(self.connect_timeout)
             .map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Starts accepting WebSocket connections on `addr` (port 0: any free
+    /// port), `ws://`, or `wss://` when `config.tls_server` is set. Works on
+    /// a running node. Each reactor gets a listener of a `SO_REUSEPORT`
+    /// group, so the kernel spreads connections across cores. Returns the
+    /// bound address.
+    pub fn start_websocket_server(
+        &self,
+        addr: SocketAddr,
+        config: WsConfig,
+    ) -> Result<SocketAddr, NodeError> {
+        let listeners = ws::bind_listener_group(addr, self.reactors.len())
+            .map_err(|e| NodeError::Transport(e.to_string()))?;
+        let bound = listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .ok_or_else(|| NodeError::Transport("no listener bound".into()))?;
+        for (reactor, listener) in listeners.into_iter().enumerate() {
+            let t = WsTransport::from_listener(Some(listener), config.clone())
+                .map_err(|e| NodeError::Transport(e.to_string()))?;
+            let ws_counters = t.ws_counters();
+            let id = self.add_transport_to(reactor, Box::new(t))?;
+            self.ws_lock().servers.push((id, ws_counters));
+        }
+        self.ws_lock().server_addr = Some(bound);
+        Ok(bound)
+    }
+
+    /// The address the WebSocket server listens on, once started.
+    pub fn websocket_local_addr(&self) -> Option<SocketAddr> {
+        self.ws_lock().server_addr
+    }
+
+    /// Opens a session over WebSocket to `url` (`ws://host:port/path` or
+    /// `wss://…`; a host name resolves). Dialled connections come back by
+    /// `config`'s reconnect policy. Blocks until the handshake completes or
+    /// times out.
+    pub fn connect_websocket(&self, url: &str) -> Result<SessionInfo, NodeError> {
+        self.connect_websocket_with(url, WsConfig::default())
+    }
+
+    /// [`connect_websocket`](Self::connect_websocket) with a WebSocket
+    /// configuration for the node's dialling transport (used when it is
+    /// created: the first WebSocket dial of the node).
+    pub fn connect_websocket_with(
+        &self,
+        url: &str,
+        config: WsConfig,
+    ) -> Result<SessionInfo, NodeError> {
+        let parsed = WsUrl::parse(url).map_err(|e| NodeError::Transport(e.to_string()))?;
+        let peer = parsed
+            .authority()
+            .to_socket_addrs()
+            .map_err(|e| NodeError::Transport(format!("resolving {}: {e}", parsed.authority())))?
+            .next()
+            .ok_or_else(|| {
+                NodeError::Transport(format!("{} resolves to no address", parsed.authority()))
+            })?;
+        let transport = {
+            let existing = self.ws_lock().client;
+            match existing {
+                Some(id) => id,
+                None => {
+                    let t = WsTransport::client(config)
+                        .map_err(|e| NodeError::Transport(e.to_string()))?;
+                    let counters = t.ws_counters();
+                    let id = self.add_transport(Box::new(t))?;
+                    let mut ws = self.ws_lock();
+                    ws.client = Some(id);
+                    ws.client_counters = Some(counters);
+                    id
+                }
+            }
+        };
+        let reactor = transport.reactor.unwrap_or(0);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(
+            reactor,
+            Command::Connect {
+                transport: transport.index,
+                peer,
+                target: Some(parsed.to_string()),
+                reply: tx,
+            },
+        )?;
+        rx.recv_timeout(self.connect_timeout)
+            .map_err(|_| NodeError::Stopped)?
+    }
+
+    /// WebSocket statistics: the transports' traffic (summed over the
+    /// server's per-reactor transports and the dialling one) and their
+    /// connection counters.
+    pub fn websocket_stats(&self) -> Option<(TransportStats, WsStats)> {
+        let (ids, counters): (Vec<TransportId>, Vec<Arc<WsCounters>>) = {
+            let ws = self.ws_lock();
+            let mut ids: Vec<TransportId> = ws.servers.iter().map(|(id, _)| *id).collect();
+            let mut counters: Vec<Arc<WsCounters>> =
+                ws.servers.iter().map(|(_, c)| c.clone()).collect();
+            if let (Some(id), Some(c)) = (ws.client, &ws.client_counters) {
+                ids.push(id);
+                counters.push(c.clone());
+            }
+            (ids, counters)
+        };
+        let traffic: Vec<TransportStats> = ids
+            .iter()
+            .filter_map(|id| self.transport_stats(*id))
+            .collect();
+        let total = TransportStats::sum(&traffic)?;
+        let mut conns = WsStats::default();
+        for c in counters {
+            let s = c.snapshot();
+            conns.connections_open += s.connections_open;
+            conns.connections_accepted += s.connections_accepted;
+            conns.connections_dialled += s.connections_dialled;
+            conns.connections_closed += s.connections_closed;
+            conns.connections_refused += s.connections_refused;
+            conns.reconnects += s.reconnects;
+        }
+        Some((total, conns))
+    }
+
+    /// Traffic statistics of one transport.
+    pub fn transport_stats(&self, transport: TransportId) -> Option<TransportStats> {
+        match transport.reactor {
+            None => self.udp_stats(),
+            Some(r) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                self.command(
+                    r,
+                    Command::TransportStats {
+                        transport: transport.index,
+                        reply: tx,
+                    },
+                )
+                .ok()?;
+                rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
+            }
+        }
+    }
+
+    fn ws_lock(&self) -> std::sync::MutexGuard<'_, WsState> {
+        // Only ever holds plain ids and counters: a panic elsewhere cannot
+        // leave it inconsistent.
+        self.ws.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Opens a session over UDP to `addr` (a host name resolves; `localhost`

@@ -169,6 +169,8 @@ pub(crate) enum Command {
     Connect {
         transport: usize,
         peer: SocketAddr,
+        /// A target the transport must open first (a WebSocket URL).
+        target: Option<String>,
         reply: Sender<Result<SessionInfo, NodeError>>,
     },
     Send {
@@ -195,6 +197,10 @@ pub(crate) enum Command {
     AddTransport {
         transport: Box<dyn Transport>,
         reply: Sender<Result<usize, NodeError>>,
+    },
+    TransportStats {
+        transport: usize,
+        reply: Sender<Option<crate::transport::TransportStats>>,
     },
     Stop,
 }
@@ -474,8 +480,26 @@ impl Reactor {
                 Command::Connect {
                     transport,
                     peer,
+                    target,
                     reply,
-                } => self.core.connect(transport, peer, reply, now),
+                } => {
+                    let peer = match (target, self.transports.get_mut(transport)) {
+                        (_, None) => {
+                            let _ =
+                                reply.send(Err(NodeError::Transport("no such transport".into())));
+                            continue;
+                        }
+                        (None, Some(_)) => peer,
+                        (Some(target), Some(t)) => match t.open(&target, peer) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                let _ = reply.send(Err(NodeError::Transport(e.to_string())));
+                                continue;
+                            }
+                        },
+                    };
+                    self.core.connect(transport, peer, reply, now)
+                }
                 Command::Send {
                     session,
                     stream_id,
@@ -508,6 +532,9 @@ impl Reactor {
                 } => self.core.on_datagram(transport, from, &mut datagram, now),
                 Command::AddTransport { transport, reply } => {
                     let _ = reply.send(self.add_transport(transport));
+                }
+                Command::TransportStats { transport, reply } => {
+                    let _ = reply.send(self.core.counters.get(transport).map(|c| c.snapshot()));
                 }
             }
         }

@@ -70,3 +70,60 @@ fn unknown_sessions_and_a_stopped_node_give_typed_errors() {
         Err(NodeError::UnknownSession(_) | NodeError::Stopped)
     ));
 }
+
+fn udp_node(seed: &str, reactors: usize) -> Node {
+    let udp = stt::transport::udp::UdpConfig::bound_to("127.0.0.1:0".parse().unwrap());
+    Node::start(
+        NodeConfig::new(format!("{seed:-<40}").as_bytes(), SHARED)
+            .with_udp(udp)
+            .with_reactors(reactors),
+    )
+    .unwrap()
+}
+
+#[test]
+fn two_clients_on_different_transports_talk_to_one_server() {
+    let server = udp_node("dual-server", 2);
+    let ws_addr = server
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    assert_eq!(server.websocket_local_addr(), Some(ws_addr));
+    let via_udp = udp_node("dual-udp-client", 1);
+    let via_ws = udp_node("dual-ws-client", 1);
+    let s1 = via_udp
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap();
+    let s2 = via_ws
+        .connect_websocket(&format!("ws://{ws_addr}/stt"))
+        .unwrap();
+    assert_eq!(s2.transport, "ws");
+    assert_eq!(s2.peer_node, server.node_id());
+    via_udp.send(s1.id, b"from udp").unwrap();
+    via_ws.send(s2.id, b"from ws").unwrap();
+    let mut got = vec![
+        next_message(&server).unwrap(),
+        next_message(&server).unwrap(),
+    ];
+    got.sort();
+    assert_eq!(got, vec![b"from udp".to_vec(), b"from ws".to_vec()]);
+    // 5 MiB over WebSocket travels as one frame.
+    let big: Vec<u8> = (0..5u32 << 20).map(|i| (i % 253) as u8).collect();
+    via_ws.send(s2.id, &big).unwrap();
+    assert!(next_message(&server) == Some(big));
+    let (traffic, conns) = server.websocket_stats().unwrap();
+    assert_eq!(conns.connections_open, 1);
+    assert!(traffic.packets_received >= 4, "{traffic:?}");
+}
+
+#[test]
+fn websocket_urls_are_checked_before_dialling() {
+    let node = udp_node("bad-urls", 1);
+    for (url, hint) in [
+        ("http://127.0.0.1:80/", "ws://127.0.0.1:80/"),
+        ("ws://127.0.0.1/", "ws://127.0.0.1:80/"),
+        ("tcp://127.0.0.1:9", "ws://host:port/"),
+    ] {
+        let e = node.connect_websocket(url).unwrap_err().to_string();
+        assert!(e.contains(hint), "{url}: {e}");
+    }
+}

@@ -19,11 +19,17 @@
 //! - **Receive header** (`RecvRing::msghdr`): a boxed `msghdr` template the
 //!   multishot request points at; it lives as long as the ring.
 //! - **Send slots** ([`SendSlots`]): a fixed `Box<[UnsafeCell<SendSlot>]>`
-//!   (2 × `batch_size` slots). A slot holds the `msghdr`, `iovec`, address,
-//!   `UDP_SEGMENT` control message and a *copy* of the datagram bytes (the
-//!   send queue's buffer is reused and may reallocate, so it cannot be lent
-//!   to the kernel). A slot is in flight from the push of its `SendMsg` until
-//!   its CQE; only free slots are ever written.
+//!   (2 × `batch_size` slots). A slot holds the `msghdr`, `iovec`, address
+//!   and `UDP_SEGMENT` control message of one `SendMsg`. A slot is in flight
+//!   from the push of its `SendMsg` until its CQE; only free slots are ever
+//!   written.
+//! - **Send bytes**: when every queued entry gets a slot in one flush (the
+//!   usual case), the send queue's whole buffer is *lent*: moved out of the
+//!   queue (which starts a fresh one) into `SendSlots::lent`, where it is
+//!   neither written, grown nor dropped until the last slot pointing into it
+//!   completes. Otherwise (more entries than free slots) each slot copies
+//!   its bytes into a buffer of its own, since the queue keeps growing and
+//!   may reallocate.
 //! - **Teardown**: `Drop` cancels every request (`ASYNC_CANCEL_ANY`), then
 //!   waits for the last CQE of each (the counted `in_flight` reaches zero)
 //!   before the ring, the socket and the memory are freed. Closing the ring
@@ -31,7 +37,7 @@
 //!   asynchronously after `close` returns. If the wait fails or times out,
 //!   the memory is leaked rather than freed.
 //!
-//! ## One ring, one loop
+//! ## One ring, one loop, one thread
 //!
 //! Receive and send completions share the ring; the ring fd turns readable
 //! when a CQE lands, so both wake the reactor. `flush` may have to reap the
@@ -39,6 +45,11 @@
 //! deliver (it has no callback): it keeps them for the next `recv` and
 //! submits a `Nop` whose completion makes the ring fd readable again, so the
 //! edge-triggered poll does not lose the wake-up.
+//!
+//! The kernel runs a multishot receive's work on the thread that submitted
+//! it. The transport is built by the thread that starts the node and driven
+//! by a reactor thread, so the first `recv` on another thread cancels the
+//! receive and arms it again from there.
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
@@ -103,7 +114,10 @@ const UD_NOP: u64 = u64::MAX - 1;
 const UD_CANCEL: u64 = u64::MAX - 2;
 // Any other `user_data` is the index of a send slot.
 
-/// The io_uring UDP backend. See the [module docs](self).
+/// The io_uring UDP backend: queued datagrams go out as a batch of `SendMsg`
+/// entries in one `io_uring_enter`, datagrams come in through a multishot
+/// `RecvMsg` into provided buffers, and the ring's fd is what the reactor
+/// polls. Chosen by [`UdpBackend`](super::UdpBackend) where the kernel allows.
 pub struct UringUdp {
     // Field order matters for drop: the ring goes first (after `Drop::drop`
     // has waited for every request), then the socket, then the memory.
@@ -125,6 +139,8 @@ pub struct UringUdp {
     in_flight: usize,
     /// The multishot receive is pushed and has not ended.
     recv_armed: bool,
+    /// The thread that pushed it (see [`thread_marker`]).
+    armed_on: usize,
 }
 
 // SAFETY: the raw pointers inside (`RecvRing`, `SendSlot`) point only into
@@ -218,6 +234,7 @@ impl UringUdp {
             cqes: Vec::with_capacity(cq),
             in_flight: 0,
             recv_armed: false,
+            armed_on: 0,
         };
         t.recv
             .register(&t.ring)
@@ -240,6 +257,28 @@ impl UringUdp {
         // is owned by `self` and closed only after the ring.
         unsafe { self.push_owned(&sqe)? };
         self.recv_armed = true;
+        self.armed_on = thread_marker();
+        self.submit()
+    }
+
+    /// Moves the multishot receive to the calling thread if another one
+    /// armed it. The kernel runs a request's deferred work (the receive
+    /// itself, when a datagram wakes the socket) on the thread that
+    /// submitted it, and cancels the request when that thread exits. The
+    /// transport is built on the thread that starts the node and driven by
+    /// a reactor thread: the first `recv` there cancels the receive, and
+    /// `recv` re-arms it from the reactor.
+    fn adopt_recv(&mut self) -> io::Result<()> {
+        let here = thread_marker();
+        if !self.recv_armed || self.armed_on == here {
+            return Ok(());
+        }
+        self.armed_on = here; // cancel once
+        let cancel = opcode::AsyncCancel::new(UD_RECV)
+            .build()
+            .user_data(UD_CANCEL);
+        // SAFETY: a cancel request points at no memory.
+        unsafe { self.push_owned(&cancel)? };
         self.submit()
     }
 
@@ -386,37 +425,34 @@ impl UringUdp {
         let count = u64::from(s.count);
         if result >= 0 {
             TransportCounters::add(&self.counters.packets_sent, count);
-            TransportCounters::add(&self.counters.bytes_sent, s.data.len() as u64);
+            TransportCounters::add(&self.counters.bytes_sent, s.len as u64);
         } else {
-            match -result {
-                // No room now (the kernel normally waits for room itself):
-                // send it again, first.
-                libc::EAGAIN => requeue_front(
+            let errno = -result;
+            // The route cannot segment: send singles from now on, as the
+            // mmsg backend does.
+            let split = matches!(errno, libc::EIO | libc::EINVAL) && s.count > 1;
+            if split || errno == libc::EAGAIN {
+                // (No room now, `EAGAIN`: the kernel normally waits for
+                // room itself.) Send it again, first.
+                self.gso &= !split;
+                let bytes = s.bytes(&self.sends.lent);
+                requeue_front(
                     &mut self.queue,
                     requeued,
                     s.to,
-                    &s.data,
+                    bytes,
                     s.segment,
                     s.count,
-                    false,
-                ),
-                // The route cannot segment: send singles from now on, as
-                // the mmsg backend does.
-                libc::EIO | libc::EINVAL if s.count > 1 => {
-                    self.gso = false;
-                    requeue_front(
-                        &mut self.queue,
-                        requeued,
-                        s.to,
-                        &s.data,
-                        s.segment,
-                        s.count,
-                        true,
-                    );
-                }
-                libc::ECANCELED => TransportCounters::add(&self.counters.packets_dropped, count),
-                _ => TransportCounters::add(&self.counters.errors_send, count),
+                    split,
+                );
+            } else if errno == libc::ECANCELED {
+                TransportCounters::add(&self.counters.packets_dropped, count);
+            } else {
+                TransportCounters::add(&self.counters.errors_send, count);
             }
+        }
+        if let Some(i) = s.lent.take() {
+            self.sends.release(i);
         }
         self.sends.free.push(slot as u16);
         self.in_flight = self.in_flight.saturating_sub(1);
@@ -510,6 +546,7 @@ impl Transport for UringUdp {
         if !self.ring.submission().is_empty() {
             self.submit()?; // left over from a busy kernel
         }
+        self.adopt_recv()?;
         let mut arms = 0;
         for _ in 0..RECV_ROUNDS {
             let (reaped, delivered) = self.reap(&mut Sink::Deliver(&mut *on_datagram));
@@ -553,10 +590,32 @@ impl Transport for UringUdp {
             self.reap(&mut Sink::Stash);
         }
         let fd = Fd(self.socket.as_raw_fd());
+        let pending = self.queue.pending().len();
         let mut taken = 0;
         let mut pushed = 0;
+        let mut sq = self.ring.submission();
+        // When every pending entry gets a slot now (the usual case), the
+        // queue's buffer itself is lent to the kernel and the queue starts
+        // a fresh one: no copy. Otherwise each slot copies its bytes.
+        let fits =
+            pending > 0 && pending <= self.sends.free.len() && pending < sq.capacity() - sq.len();
+        let lent = if fits {
+            let spare = mem::take(&mut self.sends.spare);
+            match self.sends.lend(mem::replace(&mut self.queue.buf, spare)) {
+                Ok(i) => Some(i),
+                Err(buf) => {
+                    self.sends.spare = mem::replace(&mut self.queue.buf, buf);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         {
-            let mut sq = self.ring.submission();
+            let buf: &[u8] = match lent {
+                Some(i) => &self.sends.lent[usize::from(i)].buf,
+                None => &self.queue.buf,
+            };
             for e in self.queue.pending() {
                 if sq.is_full() {
                     break;
@@ -564,36 +623,65 @@ impl Transport for UringUdp {
                 let Some(slot) = self.sends.free.pop() else {
                     break;
                 };
-                let data = &self.queue.buf[e.start..e.start + e.len];
-                let msg = self.sends.fill(usize::from(slot), e, data);
+                let msg = self.sends.fill(usize::from(slot), e, buf, lent);
                 let sqe = opcode::SendMsg::new(fd, msg)
                     .build()
                     .user_data(u64::from(slot));
                 // SAFETY: `msg` and everything it points at (address,
-                // iovec, control message, the data copy) live in send slot
-                // `slot`, which stays allocated, unmoved and untouched until
-                // the completion carrying this `user_data` is reaped
-                // (`complete_send`), or until `Drop` has waited for it.
+                // iovec, control message) live in send slot `slot`, and the
+                // bytes in its own copy or in lent buffer `lent`. The slot
+                // stays allocated, unmoved and unwritten until the
+                // completion carrying this `user_data` is reaped
+                // (`complete_send`), and a lent buffer is not touched until
+                // its last slot's completion (`SendSlots::release`); `Drop`
+                // waits for every completion before freeing either.
                 if unsafe { sq.push(&sqe) }.is_err() {
                     self.sends.free.push(slot);
                     break;
                 }
                 taken += 1;
-                pushed += 1;
-            }
-            if self.stash.len() > stashed {
-                // Receive completions were reaped here and wait for `recv`:
-                // a completion posted after this keeps the edge-triggered
-                // poll from sleeping on them.
-                let nop = opcode::Nop::new().build().user_data(UD_NOP);
-                // SAFETY: a `Nop` points at no memory.
-                if unsafe { sq.push(&nop) }.is_ok() {
-                    pushed += 1;
-                }
             }
         }
+        pushed += taken;
+        if self.stash.len() > stashed {
+            // Receive completions were reaped here and wait for `recv`: a
+            // completion posted after this keeps the edge-triggered poll
+            // from sleeping on them.
+            let nop = opcode::Nop::new().build().user_data(UD_NOP);
+            // SAFETY: a `Nop` points at no memory.
+            if unsafe { sq.push(&nop) }.is_ok() {
+                pushed += 1;
+            }
+        }
+        drop(sq);
         self.in_flight += pushed;
-        self.queue.advance(taken);
+        if let Some(i) = lent {
+            self.sends.lent[usize::from(i)].refs = taken as u32;
+            if taken < pending {
+                // Not reached (room was checked): the unsent entries' bytes
+                // are in the lent buffer; copy them back into the queue.
+                let rest: Vec<Entry> = self.queue.pending()[taken..].to_vec();
+                self.queue.advance(pending);
+                let lent_buf = &self.sends.lent[usize::from(i)].buf;
+                for e in rest {
+                    let start = self.queue.buf.len();
+                    self.queue
+                        .buf
+                        .extend_from_slice(&lent_buf[e.start..e.start + e.len]);
+                    self.queue.entries.push(Entry { start, ..e });
+                    self.queue.datagrams += e.count as usize;
+                }
+                if taken == 0 {
+                    self.sends.lent[usize::from(i)].refs = 1;
+                    self.sends.release(i);
+                }
+            } else {
+                self.queue.advance(taken);
+            }
+        } else {
+            self.queue.advance(taken);
+            compact(&mut self.queue);
+        }
         if pushed > 0 || leftover {
             self.submit()?;
         }
@@ -621,10 +709,37 @@ impl Drop for UringUdp {
             // cancel for seconds).
             self.recv.leak();
             mem::forget(mem::take(&mut self.sends.slots));
+            mem::forget(mem::take(&mut self.sends.lent));
         }
         // The fields drop next: the ring (its fd closed, nothing left in
         // flight), the socket, then the memory.
     }
+}
+
+/// Drops sent datagrams from the front of `queue` once they outnumber the
+/// pending ones. `SendQueue` reclaims its memory only when it empties, which
+/// a queue topped up between flushes of a few slots' worth never does: its
+/// buffer would grow without bound. Moving the pending rest to the front
+/// when the sent prefix is at least as long keeps the cost amortised O(1) a
+/// datagram.
+fn compact(queue: &mut SendQueue) {
+    let pending = queue.entries.len() - queue.head;
+    if queue.head < 64 || queue.head < pending {
+        return;
+    }
+    // Requeued entries sit at the front with their bytes at the end of the
+    // buffer: cut at the lowest start still pending.
+    let cut = queue.entries[queue.head..]
+        .iter()
+        .map(|e| e.start)
+        .min()
+        .unwrap_or(queue.buf.len());
+    queue.buf.drain(..cut);
+    queue.entries.drain(..queue.head);
+    for e in &mut queue.entries {
+        e.start -= cut;
+    }
+    queue.head = 0;
 }
 
 /// Puts a datagram (or GSO run) whose send must be retried back at the
@@ -863,11 +978,36 @@ struct SendSlot {
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
     control: [u64; CONTROL_LEN / 8],
-    /// A copy of the datagram (or GSO run).
+    /// A copy of the datagram (or GSO run), when it is not lent.
     data: Vec<u8>,
+    /// The lent queue buffer (`SendSlots::lent`) holding the bytes, at
+    /// `start..start + len`.
+    lent: Option<u16>,
+    start: usize,
+    len: usize,
     to: SocketAddr,
     segment: usize,
     count: u32,
+}
+
+impl SendSlot {
+    /// The bytes this slot sends.
+    fn bytes<'a>(&'a self, lent: &'a [Lent]) -> &'a [u8] {
+        match self.lent {
+            Some(i) => &lent[usize::from(i)].buf[self.start..self.start + self.len],
+            None => &self.data,
+        }
+    }
+}
+
+/// A send queue buffer lent to the kernel whole: the slots of one flush
+/// point into it. It is not touched (so its heap memory neither moves nor
+/// changes) until the last of them completes.
+#[derive(Default)]
+struct Lent {
+    buf: Vec<u8>,
+    /// Slots in flight that point into `buf`.
+    refs: u32,
 }
 
 /// The send slots and which are free. See the [module docs](self).
@@ -876,6 +1016,12 @@ struct SendSlots {
     slots: Box<[UnsafeCell<SendSlot>]>,
     /// Indices of the free slots (capacity reserved for all).
     free: Vec<u16>,
+    /// Lent queue buffers, one per slot at most (each holds a slot).
+    lent: Box<[Lent]>,
+    /// Indices of the unused `lent` entries.
+    lent_free: Vec<u16>,
+    /// An emptied lent buffer, kept to become the next queue buffer.
+    spare: Vec<u8>,
 }
 
 impl SendSlots {
@@ -893,6 +1039,9 @@ impl SendSlots {
                     addr: unsafe { mem::zeroed() },
                     control: [0; CONTROL_LEN / 8],
                     data: Vec::new(),
+                    lent: None,
+                    start: 0,
+                    len: 0,
                     to: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
                     segment: 0,
                     count: 0,
@@ -902,25 +1051,63 @@ impl SendSlots {
         SendSlots {
             slots,
             free: (0..count as u16).rev().collect(),
+            lent: (0..count).map(|_| Lent::default()).collect(),
+            lent_free: (0..count as u16).rev().collect(),
+            spare: Vec::new(),
         }
     }
 
-    /// Fills free slot `slot` for entry `e` with bytes `data`; returns the
-    /// message header to submit.
-    fn fill(&self, slot: usize, e: &Entry, data: &[u8]) -> *const libc::msghdr {
+    /// Lends `buf` (the whole send queue buffer) to the slots about to be
+    /// filled; returns its index, or gives it back if none is free.
+    fn lend(&mut self, buf: Vec<u8>) -> Result<u16, Vec<u8>> {
+        let Some(i) = self.lent_free.pop() else {
+            return Err(buf);
+        };
+        self.lent[usize::from(i)] = Lent { buf, refs: 0 };
+        Ok(i)
+    }
+
+    /// Drops a slot's hold on lent buffer `i`; the last one frees it.
+    fn release(&mut self, i: u16) {
+        let l = &mut self.lent[usize::from(i)];
+        l.refs = l.refs.saturating_sub(1);
+        if l.refs == 0 {
+            let mut buf = mem::take(&mut l.buf);
+            buf.clear();
+            if buf.capacity() > self.spare.capacity() {
+                self.spare = buf;
+            }
+            self.lent_free.push(i);
+        }
+    }
+
+    /// Fills free slot `slot` for entry `e`, whose bytes are `buf[e.start..]`:
+    /// pointing into `buf` when it is lent buffer `lent` (the caller counts
+    /// the reference), or copying them. Returns the message header to submit.
+    fn fill(&self, slot: usize, e: &Entry, buf: &[u8], lent: Option<u16>) -> *const libc::msghdr {
         // SAFETY: `slot` was just taken from the free list: no queued or
         // in-flight entry points at it, so we have the only access.
         let s = unsafe { &mut *self.slots[slot].get() };
-        s.data.clear();
-        s.data.extend_from_slice(data);
+        let data = &buf[e.start..e.start + e.len];
+        s.lent = lent;
+        s.start = e.start;
+        s.len = e.len;
+        let base = match lent {
+            Some(_) => data.as_ptr(),
+            None => {
+                s.data.clear();
+                s.data.extend_from_slice(data);
+                s.data.as_ptr()
+            }
+        };
         s.to = e.to;
         s.segment = e.segment;
         s.count = e.count;
         let (addr, addr_len) = to_sockaddr(&e.to);
         s.addr = addr;
         s.iov = libc::iovec {
-            iov_base: s.data.as_mut_ptr().cast(),
-            iov_len: s.data.len(),
+            iov_base: base.cast_mut().cast(),
+            iov_len: e.len,
         };
         // SAFETY: plain old data; all-zero is valid.
         s.hdr = unsafe { mem::zeroed() };
@@ -978,6 +1165,13 @@ impl Drop for Region {
             unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
         }
     }
+}
+
+/// A number that tells the calling thread from every other live thread (the
+/// address of a thread-local), cheaper than `thread::current().id()`.
+fn thread_marker() -> usize {
+    thread_local!(static MARKER: u8 = const { 0 });
+    MARKER.with(|m| m as *const u8 as usize)
 }
 
 fn page_size() -> usize {
@@ -1184,6 +1378,14 @@ mod tests {
             );
         }
         assert!(!a.wants_write() && !b.wants_write());
+        for t in [&a, &b] {
+            assert_eq!(t.sends.free.len(), t.sends.slots.len(), "every slot back");
+            assert_eq!(
+                t.sends.lent_free.len(),
+                t.sends.lent.len(),
+                "every lent buffer back"
+            );
+        }
     }
 
     #[test]
@@ -1265,6 +1467,58 @@ mod tests {
             (s.packets_sent, s.bytes_sent, s.errors_send),
             (41, 40 * 1000 + 300, 0)
         );
+    }
+
+    #[test]
+    fn gso_refused_by_the_kernel_resends_singles() {
+        skip_unless_supported!();
+        // The run's bytes in the slot's own copy, then in a lent buffer.
+        for lend in [false, true] {
+            let mut t = open(&config(v4()));
+            if !t.gso {
+                eprintln!("SKIPPED: GSO unavailable");
+                return;
+            }
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let to = rx.local_addr().unwrap();
+            for i in 0..4u8 {
+                t.send(to, &[i; 500]).unwrap();
+            }
+            t.send(to, &[4; 100]).unwrap();
+            assert_eq!(t.queue.pending().len(), 1);
+            // Fill a slot with the run as `flush` would, then complete it
+            // as a route without segmentation offload does (EIO).
+            let run = t.queue.pending()[0];
+            let slot = t.sends.free.pop().unwrap();
+            if lend {
+                let i = t.sends.lend(mem::take(&mut t.queue.buf)).ok().unwrap();
+                let buf = &t.sends.lent[usize::from(i)].buf;
+                t.sends.fill(usize::from(slot), &run, buf, Some(i));
+                t.sends.lent[usize::from(i)].refs = 1;
+            } else {
+                t.sends.fill(usize::from(slot), &run, &t.queue.buf, None);
+            }
+            t.queue.advance(1);
+            t.in_flight += 1;
+            t.complete_send(u64::from(slot), -libc::EIO, &mut 0);
+            assert!(!t.gso, "GSO turned off");
+            assert_eq!(t.queue.pending().len(), 5, "five singles back in front");
+            assert_eq!(
+                t.sends.lent_free.len(),
+                t.sends.lent.len(),
+                "lent buffer released"
+            );
+            assert_eq!(t.counters.snapshot().errors_send, 0);
+            t.send(to, &[5; 500]).unwrap();
+            t.flush().unwrap();
+            let mut buf = [0u8; 2048];
+            for i in 0..6u8 {
+                let (n, _) = rx.recv_from(&mut buf).unwrap();
+                assert_eq!(n, if i == 4 { 100 } else { 500 });
+                assert!(buf[..n].iter().all(|&b| b == i), "datagram {i} in order");
+            }
+        }
     }
 
     #[test]
@@ -1445,6 +1699,79 @@ mod tests {
     }
 
     #[test]
+    fn built_on_one_thread_driven_on_another() {
+        skip_unless_supported!();
+        // As a node does: the transport is built (and its receive armed) by
+        // the thread that starts the node, then driven by a reactor thread.
+        // Once with the builder gone (the kernel cancels its requests), once
+        // with it alive but asleep (its task work would wait for it).
+        for builder_lingers in [false, true] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let builder = std::thread::spawn(move || {
+                let a = open(&config(v4()));
+                let b = open(&config(v4()));
+                tx.send((a, b)).unwrap();
+                if builder_lingers {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            });
+            let (a, b) = rx.recv().unwrap();
+            let mut builder = Some(builder);
+            if !builder_lingers {
+                builder.take().unwrap().join().unwrap();
+            }
+            let started = Instant::now();
+            // The first `recv` here moves the receive to this thread.
+            let (mut a, mut b) = (a, b);
+            while !(a.recv_armed && a.armed_on == thread_marker()) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "receive not adopted"
+                );
+                a.recv(&mut |_, _| {}).unwrap();
+                b.recv(&mut |_, _| {}).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            exchange(a, b, 300);
+            assert!(
+                started.elapsed() < Duration::from_millis(1500),
+                "the exchange waited for the builder thread"
+            );
+            if let Some(b) = builder {
+                b.join().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn compact_keeps_the_pending_datagrams() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut q = SendQueue::default();
+        for i in 0..200u8 {
+            q.push(to, &[i; 10], false);
+        }
+        q.advance(150);
+        let mut requeued = 0;
+        requeue_front(&mut q, &mut requeued, to, &[255; 7], 7, 1, false);
+        compact(&mut q);
+        assert_eq!(q.head, 0);
+        assert_eq!(q.entries.len(), 51);
+        assert!(q.buf.len() <= 50 * 10 + 7, "sent bytes dropped");
+        let got: Vec<Vec<u8>> = q
+            .pending()
+            .iter()
+            .map(|e| q.buf[e.start..e.start + e.len].to_vec())
+            .collect();
+        assert_eq!(got[0], vec![255; 7]);
+        for (k, d) in got[1..].iter().enumerate() {
+            assert_eq!(d, &vec![150 + k as u8; 10]);
+        }
+        q.push(to, &[1; 10], false);
+        assert_eq!(q.pending().len(), 52);
+        assert_eq!(q.advance(52), (52, 7 + 51 * 10));
+    }
+
+    #[test]
     fn requeue_front_splits_and_keeps_order() {
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut q = SendQueue::default();
@@ -1491,8 +1818,10 @@ mod tests {
     }
 
     /// Throughput: 1,000,000 × 1200-byte datagrams over loopback, io_uring
-    /// vs mmsg, with and without GSO. Run with
-    /// `cargo test --release --lib uring::tests::throughput -- --ignored --nocapture`.
+    /// vs mmsg, with and without GSO; sender and receiver on their own
+    /// threads, CPU time from `/proc/thread-self/schedstat`. Run with
+    /// `cargo test --release --lib uring::tests::throughput -- --ignored --nocapture`
+    /// (`STT_BENCH=IoUring-false` etc. runs one case).
     #[test]
     #[ignore = "measurement, not a test"]
     fn throughput() {
@@ -1553,7 +1882,13 @@ mod tests {
             let start = Instant::now();
             let cpu0 = thread_cpu();
             let mut queued = 0u64;
-            while tx.counters().snapshot().packets_sent + tx.counters().snapshot().errors_send < N {
+            let mut done = 0;
+            // As the reactor: poll (without sleeping while there is
+            // progress), receive (which reaps completions), queue, flush.
+            while done < N {
+                let timeout = if tx.wants_write() { 1 } else { 0 };
+                poll_once(&mut poll, &mut events, Duration::from_millis(timeout));
+                tx.recv(&mut |_, _| {}).unwrap();
                 while queued < N {
                     match tx.send(to, &buf) {
                         Ok(()) => queued += 1,
@@ -1562,10 +1897,8 @@ mod tests {
                     }
                 }
                 tx.flush().unwrap();
-                tx.recv(&mut |_, _| {}).unwrap();
-                if tx.wants_write() {
-                    poll_once(&mut poll, &mut events, Duration::from_millis(1));
-                }
+                let s = tx.counters().snapshot();
+                done = s.packets_sent + s.errors_send;
             }
             let send_secs = start.elapsed().as_secs_f64();
             let send_cpu = (thread_cpu() - cpu0).as_secs_f64();
@@ -1578,8 +1911,12 @@ mod tests {
                 recv_cpu,
             )
         }
+        let only = std::env::var("STT_BENCH").unwrap_or_default();
         for gso in [false, true] {
             for backend in [UdpBackend::IoUring, UdpBackend::Mio] {
+                if !only.is_empty() && only != format!("{backend:?}-{gso}") {
+                    continue;
+                }
                 let mut runs: Vec<_> = (0..3).map(|_| run(backend, gso)).collect();
                 for r in &runs {
                     eprintln!(

@@ -235,6 +235,54 @@ impl WsCounters {
     }
 }
 
+/// Binds `count` TCP listeners to `addr` in a `SO_REUSEPORT` group (one per
+/// reactor: the kernel spreads incoming connections over them). As for UDP,
+/// a probe bind without `SO_REUSEPORT` first refuses a port some other group
+/// holds, and picks the port when 0 is asked.
+pub fn bind_listener_group(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<TcpListener>, TransportError> {
+    let new = || {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.nonblocking().cloexec(),
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(|e| TransportError::io("creating a TCP listener", e))?;
+        if addr.is_ipv6() {
+            let _ = s.set_only_v6(true);
+        }
+        let _ = s.set_reuse_address(true);
+        Ok::<_, TransportError>(s)
+    };
+    let in_use = |at: SocketAddr, e: io::Error| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            TransportError::AddrInUse { addr: at }
+        } else {
+            TransportError::io(format!("binding the WebSocket listener to {at}"), e)
+        }
+    };
+    let mut at = addr;
+    let probe = new()?;
+    probe.bind(&at.into()).map_err(|e| in_use(at, e))?;
+    if let Some(bound) = probe.local_addr().ok().and_then(|a| a.as_socket()) {
+        at.set_port(bound.port());
+    }
+    drop(probe);
+    let mut out = Vec::with_capacity(count.max(1));
+    for _ in 0..count.max(1) {
+        let s = new()?;
+        s.set_reuse_port(true)
+            .map_err(|e| TransportError::io("setting SO_REUSEPORT", e))?;
+        s.bind(&at.into()).map_err(|e| in_use(at, e))?;
+        s.listen(1024)
+            .map_err(|e| TransportError::io("listening", e))?;
+        out.push(TcpListener::from_std(s.into()));
+    }
+    Ok(out)
+}
+
 /// A TCP stream, with or without TLS.
 #[derive(Debug)]
 enum Stream {
