@@ -216,6 +216,21 @@ pub struct WsStats {
     pub reconnects: u64,
 }
 
+impl WsConnectionStats {
+    fn new(peer: SocketAddr, dialled: bool) -> Self {
+        WsConnectionStats {
+            peer,
+            dialled,
+            open: false,
+            age_ms: 0,
+            messages_sent: 0,
+            messages_received: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+}
+
 impl WsCounters {
     /// A copy of the counters.
     pub fn snapshot(&self) -> WsStats {
@@ -346,6 +361,29 @@ struct Conn {
     deadline: Option<Instant>,
     /// The URL a dialled connection was opened with (for the Host header).
     url: Option<WsUrl>,
+    opened: Instant,
+    stats: WsConnectionStats,
+}
+
+/// Traffic of one WebSocket connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WsConnectionStats {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Whether this side dialled it.
+    pub dialled: bool,
+    /// Whether the upgrade completed.
+    pub open: bool,
+    /// Milliseconds since the TCP connection began.
+    pub age_ms: u64,
+    /// Binary messages sent.
+    pub messages_sent: u64,
+    /// Binary messages received.
+    pub messages_received: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
 }
 
 /// A peer this transport dials, kept across reconnections.
@@ -465,6 +503,18 @@ impl WsTransport {
         self.conns.len()
     }
 
+    /// Per-connection statistics.
+    pub fn connection_stats(&self) -> Vec<WsConnectionStats> {
+        self.conns
+            .values()
+            .map(|c| WsConnectionStats {
+                open: matches!(c.state, State::Open(_)),
+                age_ms: c.opened.elapsed().as_millis() as u64,
+                ..c.stats
+            })
+            .collect()
+    }
+
     fn unit_random(&mut self) -> f64 {
         // xorshift64*: jitter needs spread, not secrecy.
         self.rng ^= self.rng >> 12;
@@ -530,6 +580,8 @@ impl WsTransport {
                 last_send: now,
                 deadline: Some(now + self.config.handshake_timeout),
                 url: None,
+                opened: now,
+                stats: WsConnectionStats::new(peer, false),
             };
             self.conns.insert(token, conn);
             self.by_peer.insert(peer, token);
@@ -643,6 +695,8 @@ impl WsTransport {
                 last_send: now,
                 deadline: Some(now + self.config.connect_timeout),
                 url: Some(url),
+                opened: now,
+                stats: WsConnectionStats::new(peer, true),
             },
         );
         self.by_peer.insert(peer, token);
@@ -782,6 +836,8 @@ impl WsTransport {
                 match ws.read() {
                     Ok(Message::Binary(bytes)) => {
                         conn.last_recv = now;
+                        conn.stats.messages_received += 1;
+                        conn.stats.bytes_received += bytes.len() as u64;
                         TransportCounters::add(&self.counters.packets_received, 1);
                         TransportCounters::add(&self.counters.bytes_received, bytes.len() as u64);
                         let mut datagram: Vec<u8> = bytes.into();
@@ -898,6 +954,8 @@ impl WsTransport {
             }
         }
         conn.last_send = Instant::now();
+        conn.stats.messages_sent += 1;
+        conn.stats.bytes_sent += datagram.len() as u64;
         TransportCounters::add(&self.counters.packets_sent, 1);
         TransportCounters::add(&self.counters.bytes_sent, datagram.len() as u64);
         Ok(())
