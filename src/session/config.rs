@@ -50,7 +50,7 @@ pub struct SessionConfig {
     /// [`max_message_size`](ReassemblyConfig::max_message_size) on send).
     pub reassembly: ReassemblyConfig,
     /// Packets per sending key before a key update, or `None` for the AEAD's
-    /// own limit ([`Algorithm::update_interval`]).
+    /// own limit ([`Algorithm::update_interval`](crate::crypto::Algorithm::update_interval)).
     pub key_update_interval: Option<u64>,
 }
 

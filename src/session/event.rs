@@ -34,7 +34,7 @@ pub enum SessionState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// This side called [`Session::close`].
+    /// This side called [`Session::close`](crate::session::Session::close).
     Local {
         /// Close code sent.
         code: u16,

@@ -181,7 +181,7 @@ impl Session {
     /// [`poll_transmit`](Self::poll_transmit).
     ///
     /// A message 1 from a node without the shared seed fails here with
-    /// [`HandshakeError::Authentication`], before any Diffie-Hellman: no
+    /// [`HandshakeError::Authentication`](crate::crypto::HandshakeError::Authentication), before any Diffie-Hellman: no
     /// session exists, nothing is sent back.
     pub fn accept(
         config: SessionConfig,

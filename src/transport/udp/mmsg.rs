@@ -135,7 +135,7 @@ impl SendQueue {
     }
 }
 
-/// The readiness UDP backend. See the [module docs](self).
+/// The readiness UDP backend. It drives a non-blocking socket with `sendmmsg`/`recvmmsg` batches and GSO/GRO.
 #[derive(Debug)]
 pub struct MmsgUdp {
     socket: mio::net::UdpSocket,

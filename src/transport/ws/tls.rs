@@ -4,7 +4,7 @@
 //! client verifies servers against the webpki roots (Mozilla's set) or
 //! against a CA the application gives. Both sides speak TLS 1.3 and 1.2.
 //!
-//! [`TlsStream`] adapts a rustls connection to a *non-blocking* socket:
+//! `TlsStream` adapts a rustls connection to a *non-blocking* socket:
 //! `WouldBlock` passes through unchanged so tungstenite can resume, and the
 //! plaintext rustls buffers is bounded so a slow peer shows as backpressure.
 
