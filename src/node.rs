@@ -25,7 +25,7 @@
 //! # }
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,7 +38,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{Identity, NetworkKey, NodeId, SeedError};
 use crate::frame::{close_code, FrameType, SessionId};
-use crate::reactor::{Command, Reactor, ReactorHandle, Shared};
+use crate::reactor::{Command, Dispatch, Reactor, ReactorHandle, Shared};
 pub use crate::reactor::{NodeError, NodeEvent, SessionInfo};
 use crate::session::{ConfigError, SessionConfig, SessionStats};
 use crate::stream::MemoryBudget;
@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub udp: Option<UdpConfig>,
     /// Reactor threads. Default: one per available core.
     pub reactors: usize,
+    /// Worker threads that run `on_frame` callbacks and handlers (started
+    /// when the first one is registered). Default: one per available core.
+    pub workers: usize,
     /// Capacity of the channel that hands received messages to the
     /// application. Default 65,536: about 80 MB of 1200-byte messages, a
     /// quarter of a second at 256k messages/s.
@@ -83,6 +86,7 @@ impl NodeConfig {
             shared_seed: Zeroizing::new(shared_seed.to_vec()),
             udp: Some(UdpConfig::default()),
             reactors: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_depth: 65_536,
             session: SessionConfig::default(),
             server_mode: true,
@@ -191,6 +195,55 @@ pub struct Node {
     server_mode: bool,
     connect_timeout: Duration,
     ws: Mutex<WsState>,
+    work: Receiver<NodeEvent>,
+    callbacks: Arc<RwLock<Callbacks>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    worker_count: usize,
+}
+
+/// A message as a callback sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The session it arrived on.
+    pub session: SessionId,
+    /// The stream it was sent on.
+    pub stream_id: u32,
+    /// DATA or an application type (0x80–0xFF).
+    pub frame_type: FrameType,
+    /// The message.
+    pub payload: Vec<u8>,
+}
+
+/// A callback for received messages: the message and the peer's address.
+pub type FrameCallback = Arc<dyn Fn(Frame, SocketAddr) + Send + Sync>;
+
+#[derive(Default)]
+struct Callbacks {
+    on_frame: Option<FrameCallback>,
+    handlers: HashMap<u8, FrameCallback>,
+}
+
+/// A node's state and counters at one moment (see [`Node::stats`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStats {
+    /// The node id, hex.
+    pub node_id: String,
+    /// Whether the node runs.
+    pub running: bool,
+    /// Started in server mode.
+    pub server_mode: bool,
+    /// Accepting incoming handshakes now.
+    pub accepting_connections: bool,
+    /// Sessions open (any state).
+    pub sessions: usize,
+    /// UDP traffic, summed over the reactors.
+    pub udp: Option<TransportStats>,
+    /// WebSocket traffic, summed over the node's WebSocket transports.
+    pub websocket: Option<TransportStats>,
+    /// WebSocket connection counters (open, accepted, dialled, closed…).
+    pub websocket_connections: Option<WsStats>,
+    /// Reassembly memory held by all sessions, bytes.
+    pub reassembly_bytes: usize,
 }
 
 impl Node {
@@ -223,7 +276,8 @@ impl Node {
             }
             udp_state = Some((info, counters));
         }
-        let (deliveries, events) = crossbeam_channel::bounded(config.queue_depth);
+        let (events_tx, events) = crossbeam_channel::bounded(config.queue_depth);
+        let (work_tx, work) = crossbeam_channel::bounded(config.queue_depth);
         let shared = Arc::new(Shared {
             node_id: identity.node_id(),
             identity,
@@ -232,7 +286,10 @@ impl Node {
             accepting: AtomicBool::new(config.server_mode),
             max_sessions_per_reactor: config.max_sessions.div_ceil(count).max(1),
             budget: MemoryBudget::new(config.reassembly_budget),
-            deliveries,
+            events: events_tx,
+            work: work_tx,
+            dispatch: Dispatch::default(),
+            stopping: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             live: (0..count).map(|_| RwLock::new(HashSet::new())).collect(),
         });
@@ -263,6 +320,10 @@ impl Node {
             server_mode: config.server_mode,
             connect_timeout: session.handshake_timeout + Duration::from_secs(1),
             ws: Mutex::new(WsState::default()),
+            work,
+            callbacks: Arc::new(RwLock::new(Callbacks::default())),
+            workers: Mutex::new(Vec::new()),
+            worker_count: config.workers.max(1),
         })
     }
 
@@ -555,6 +616,168 @@ impl Node {
         self.connect(TransportId::UDP, peer)
     }
 
+    /// Runs `callback` on a worker thread for every message that has no
+    /// handler of its own (see [`register_handler`](Self::register_handler)).
+    /// Messages then no longer reach [`events`](Self::events), which keeps
+    /// the session events. A slow callback slows no reactor: the workers'
+    /// queue is bounded, and when it is full UDP messages are dropped and
+    /// counted, WebSocket reading pauses.
+    pub fn on_frame(&self, callback: impl Fn(Frame, SocketAddr) + Send + Sync + 'static) {
+        self.callbacks_lock().on_frame = Some(Arc::new(callback));
+        self.start_workers();
+        self.shared.dispatch.on_frame.store(true, Ordering::Relaxed);
+    }
+
+    /// Routes messages of the application-defined type `frame_type`
+    /// (0x80–0xFF) to `handler`, on a worker thread.
+    pub fn register_handler(
+        &self,
+        frame_type: u8,
+        handler: impl Fn(Frame, SocketAddr) + Send + Sync + 'static,
+    ) -> Result<(), NodeError> {
+        if frame_type < FrameType::APPLICATION_MIN {
+            return Err(NodeError::Transport(format!(
+                "frame type 0x{frame_type:02x} is stt's own: handlers take application types 0x80..=0xFF"
+            )));
+        }
+        self.callbacks_lock()
+            .handlers
+            .insert(frame_type, Arc::new(handler));
+        self.start_workers();
+        self.shared.dispatch.set_handler(frame_type);
+        Ok(())
+    }
+
+    fn callbacks_lock(&self) -> std::sync::RwLockWriteGuard<'_, Callbacks> {
+        // Holds only callbacks: a panic elsewhere cannot leave it half-made.
+        self.callbacks.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start_workers(&self) {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if !workers.is_empty() || !self.is_running() {
+            return;
+        }
+        for i in 0..self.worker_count {
+            let work = self.work.clone();
+            let callbacks = self.callbacks.clone();
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("stt-worker-{i}"))
+                .spawn(move || worker(work, callbacks, shared));
+            if let Ok(t) = spawned {
+                workers.push(t);
+            }
+        }
+    }
+
+    /// Sends one message to many sessions: sealed once per session, the
+    /// datagrams of each reactor leaving in one batch. Returns each session's
+    /// result, in the order given.
+    pub fn send_to_sessions(
+        &self,
+        sessions: &[SessionId],
+        payload: &[u8],
+    ) -> Vec<(SessionId, Result<(), NodeError>)> {
+        let max = self.shared.session_config.reassembly.max_message_size;
+        if payload.len() > max {
+            let e = NodeError::Session(crate::session::SessionError::MessageTooLarge {
+                len: payload.len(),
+                max,
+            });
+            return sessions.iter().map(|s| (*s, Err(e.clone()))).collect();
+        }
+        let payload: Arc<[u8]> = Arc::from(payload);
+        let mut results: HashMap<SessionId, Result<(), NodeError>> =
+            HashMap::with_capacity(sessions.len());
+        let mut per_reactor: Vec<Vec<SessionId>> = vec![Vec::new(); self.reactors.len()];
+        for &s in sessions {
+            match self.reactor_of(s) {
+                Some(r) => per_reactor[r].push(s),
+                None => {
+                    results.insert(s, Err(NodeError::UnknownSession(s)));
+                }
+            }
+        }
+        let mut pending = Vec::new();
+        for (r, ids) in per_reactor.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let command = Command::SendMany {
+                sessions: ids.clone(),
+                stream_id: 0,
+                frame_type: FrameType::Data,
+                payload: payload.clone(),
+                reply: tx,
+            };
+            match self.command(r, command) {
+                Ok(()) => pending.push((ids, rx)),
+                Err(e) => {
+                    for id in ids {
+                        results.insert(id, Err(e.clone()));
+                    }
+                }
+            }
+        }
+        for (ids, rx) in pending {
+            match rx.recv() {
+                Ok(list) => results.extend(list),
+                Err(_) => {
+                    for id in ids {
+                        results.insert(id, Err(NodeError::Stopped));
+                    }
+                }
+            }
+        }
+        sessions
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    results
+                        .get(s)
+                        .cloned()
+                        .unwrap_or(Err(NodeError::UnknownSession(*s))),
+                )
+            })
+            .collect()
+    }
+
+    /// Sends one message to every established session.
+    pub fn send_to_all(&self, payload: &[u8]) -> Vec<(SessionId, Result<(), NodeError>)> {
+        let all = self.sessions();
+        self.send_to_sessions(&all, payload)
+    }
+
+    /// The established sessions.
+    pub fn sessions(&self) -> Vec<SessionId> {
+        let mut all = Vec::new();
+        for set in &self.shared.live {
+            if let Ok(set) = set.read() {
+                all.extend(set.iter().copied());
+            }
+        }
+        all
+    }
+
+    /// The node's state and counters.
+    pub fn stats(&self) -> NodeStats {
+        let ws = self.websocket_stats();
+        NodeStats {
+            node_id: self.node_id.to_hex(),
+            running: self.is_running(),
+            server_mode: self.server_mode,
+            accepting_connections: self.accepting_connections(),
+            sessions: self.session_count(),
+            udp: self.udp_stats(),
+            websocket: ws.map(|(t, _)| t),
+            websocket_connections: ws.map(|(_, c)| c),
+            reassembly_bytes: self.shared.budget.used(),
+        }
+    }
+
     /// Sends `payload` as a DATA message on stream 0.
     pub fn send(&self, session: SessionId, payload: &[u8]) -> Result<(), NodeError> {
         self.send_on(session, 0, payload)
@@ -663,6 +886,7 @@ impl Node {
     /// queued, and joins every thread. Idempotent.
     pub fn stop(&self) {
         self.running.store(false, Ordering::Relaxed);
+        self.shared.stopping.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         if threads.is_empty() {
             return;
@@ -672,6 +896,11 @@ impl Node {
         }
         for t in threads {
             let _ = t.join();
+        }
+        // Workers see `running` false within their poll interval.
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in workers {
+            let _ = w.join();
         }
     }
 
@@ -715,5 +944,63 @@ impl fmt::Debug for Node {
             .field("reactors", &self.reactors.len())
             .field("running", &self.is_running())
             .finish_non_exhaustive()
+    }
+}
+
+/// A worker thread: runs callbacks for the messages the reactors route to
+/// it; what no callback takes (a callback removed meanwhile) goes on to the
+/// application's channel.
+fn worker(work: Receiver<NodeEvent>, callbacks: Arc<RwLock<Callbacks>>, shared: Arc<Shared>) {
+    loop {
+        let event = match work.recv_timeout(Duration::from_millis(100)) {
+            Ok(e) => e,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if shared.stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        let NodeEvent::Message {
+            session,
+            stream_id,
+            frame_type,
+            payload,
+            peer,
+        } = event
+        else {
+            let _ = shared.events.send(event);
+            continue;
+        };
+        let callback = {
+            let cbs = callbacks.read().unwrap_or_else(|e| e.into_inner());
+            let by_type = match frame_type {
+                FrameType::Application(t) => cbs.handlers.get(&t).cloned(),
+                _ => None,
+            };
+            by_type.or_else(|| cbs.on_frame.clone())
+        };
+        let frame = Frame {
+            session,
+            stream_id,
+            frame_type,
+            payload,
+        };
+        match callback {
+            Some(f) => {
+                // A panicking callback must not take the worker down with it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(frame, peer)));
+            }
+            None => {
+                let _ = shared.events.send(NodeEvent::Message {
+                    session: frame.session,
+                    stream_id: frame.stream_id,
+                    frame_type: frame.frame_type,
+                    payload: frame.payload,
+                    peer,
+                });
+            }
+        }
     }
 }

@@ -38,7 +38,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -157,11 +157,62 @@ pub(crate) struct Shared {
     pub accepting: AtomicBool,
     pub max_sessions_per_reactor: usize,
     pub budget: MemoryBudget,
-    pub deliveries: Sender<NodeEvent>,
+    /// The application's event channel (`Node::events`).
+    pub events: Sender<NodeEvent>,
+    /// The worker threads' channel: messages for registered callbacks.
+    pub work: Sender<NodeEvent>,
+    /// Which messages go to the workers.
+    pub dispatch: Dispatch,
+    /// The node is stopping (workers exit).
+    pub stopping: AtomicBool,
     pub sessions: AtomicUsize,
     /// Established sessions, per reactor: lets `Node::send` refuse an
     /// unknown session at once. Written only on establish and close.
     pub live: Vec<RwLock<HashSet<SessionId>>>,
+}
+
+/// Which messages the reactors hand to the worker threads (where callbacks
+/// run) instead of the application's channel. Read on every message, so
+/// plain atomics: a callback registered while messages are in flight takes
+/// effect for the next ones.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatch {
+    /// An `on_frame` callback is set: every message goes to the workers.
+    pub on_frame: AtomicBool,
+    /// Bit `t - 0x80`: a handler is registered for application type `t`.
+    pub handlers: [AtomicU64; 2],
+}
+
+impl Dispatch {
+    /// Whether a message of this type goes to the workers.
+    pub(crate) fn to_workers(&self, frame_type: FrameType) -> bool {
+        if self.on_frame.load(Ordering::Relaxed) {
+            return true;
+        }
+        match frame_type {
+            FrameType::Application(t) => {
+                let bit = (t - FrameType::APPLICATION_MIN) as usize;
+                self.handlers[bit / 64].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn set_handler(&self, t: u8) {
+        let bit = (t.saturating_sub(FrameType::APPLICATION_MIN)) as usize;
+        self.handlers[bit / 64].fetch_or(1 << (bit % 64), Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// Where a message of this type goes: the workers or the application.
+    pub(crate) fn channel_for(&self, frame_type: FrameType) -> &Sender<NodeEvent> {
+        if self.dispatch.to_workers(frame_type) {
+            &self.work
+        } else {
+            &self.events
+        }
+    }
 }
 
 /// A command from the application (or another reactor) to a reactor.
@@ -184,6 +235,13 @@ pub(crate) enum Command {
         session: SessionId,
         code: u16,
         reason: String,
+    },
+    SendMany {
+        sessions: Vec<SessionId>,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: Arc<[u8]>,
+        reply: Sender<Vec<(SessionId, Result<(), NodeError>)>>,
     },
     SessionStats {
         session: SessionId,
@@ -427,12 +485,9 @@ impl Reactor {
             }
             paused = false;
             let full = !self.core.drain_overflow() || {
-                let backlog = self.core.shared.deliveries.len();
-                self.core
-                    .shared
-                    .deliveries
-                    .capacity()
-                    .is_some_and(|cap| backlog * 4 >= cap * 3)
+                let crowded =
+                    |c: &Sender<NodeEvent>| c.capacity().is_some_and(|cap| c.len() * 4 >= cap * 3);
+                crowded(&self.core.shared.events) || crowded(&self.core.shared.work)
             };
             for i in 0..self.transports.len() {
                 if !self.ready[i] {
@@ -521,6 +576,21 @@ impl Reactor {
                         e.session.close(now, code, &reason);
                     }
                     self.core.after_activity(session, now);
+                }
+                Command::SendMany {
+                    sessions,
+                    stream_id,
+                    frame_type,
+                    payload,
+                    reply,
+                } => {
+                    // One seal per session; the datagrams leave together in
+                    // this turn's batched flush.
+                    let results = sessions
+                        .into_iter()
+                        .map(|id| (id, self.send(id, stream_id, frame_type, &payload, now)))
+                        .collect();
+                    let _ = reply.send(results);
                 }
                 Command::SessionStats { session, reply } => {
                     let _ = reply.send(self.core.sessions.get(&session).map(|e| e.session.stats()));
@@ -844,7 +914,7 @@ impl Core {
                     }
                     let _ = self
                         .shared
-                        .deliveries
+                        .events
                         .try_send(NodeEvent::SessionEstablished(info));
                 }
                 Event::Message {
@@ -859,16 +929,15 @@ impl Core {
                         payload,
                         peer: entry.peer,
                     };
+                    let channel = self.shared.channel_for(frame_type);
                     if self.reliable[entry.transport] {
                         // Never dropped: queued behind anything waiting.
                         if !self.overflow.is_empty() {
                             self.overflow.push_back(ev);
-                        } else if let Err(TrySendError::Full(ev)) =
-                            self.shared.deliveries.try_send(ev)
-                        {
+                        } else if let Err(TrySendError::Full(ev)) = channel.try_send(ev) {
                             self.overflow.push_back(ev);
                         }
-                    } else if let Err(TrySendError::Full(_)) = self.shared.deliveries.try_send(ev) {
+                    } else if let Err(TrySendError::Full(_)) = channel.try_send(ev) {
                         TransportCounters::add(&self.counters[entry.transport].packets_dropped, 1);
                     }
                 }
@@ -880,7 +949,7 @@ impl Core {
                             reason: reason.clone(),
                         }));
                     }
-                    let _ = self.shared.deliveries.try_send(NodeEvent::SessionClosed {
+                    let _ = self.shared.events.try_send(NodeEvent::SessionClosed {
                         session: id,
                         reason,
                     });
@@ -905,8 +974,12 @@ impl Core {
     /// Hands waiting reliable messages over; returns whether none is left.
     fn drain_overflow(&mut self) -> bool {
         while let Some(ev) = self.overflow.pop_front() {
+            let channel = match &ev {
+                NodeEvent::Message { frame_type, .. } => self.shared.channel_for(*frame_type),
+                _ => &self.shared.events,
+            };
             if let Err(TrySendError::Full(ev) | TrySendError::Disconnected(ev)) =
-                self.shared.deliveries.try_send(ev)
+                channel.try_send(ev)
             {
                 self.overflow.push_front(ev);
                 return false;

@@ -127,3 +127,136 @@ fn websocket_urls_are_checked_before_dialling() {
         assert!(e.contains(hint), "{url}: {e}");
     }
 }
+
+#[test]
+fn callbacks_run_on_workers_and_handlers_take_their_types() {
+    let server = udp_node("callbacks-server", 1);
+    let client = udp_node("callbacks-client", 1);
+    let session = client
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let tx2 = tx.clone();
+    server.on_frame(move |frame, _peer| {
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        let _ = tx.send(("on_frame", frame.payload, thread));
+    });
+    server
+        .register_handler(0x90, move |frame, _peer| {
+            let _ = tx2.send(("0x90", frame.payload, String::new()));
+        })
+        .unwrap();
+    assert!(
+        server.register_handler(0x05, |_, _| {}).is_err(),
+        "stt's own types are refused"
+    );
+    client.send(session.id, b"plain").unwrap();
+    client
+        .send_typed(
+            session.id,
+            0,
+            stt::frame::FrameType::Application(0x90),
+            b"typed",
+        )
+        .unwrap();
+    client
+        .send_typed(
+            session.id,
+            0,
+            stt::frame::FrameType::Application(0x91),
+            b"other type",
+        )
+        .unwrap();
+    let mut got: Vec<(&str, Vec<u8>, String)> = (0..3)
+        .filter_map(|_| rx.recv_timeout(Duration::from_secs(10)).ok())
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 3);
+    assert_eq!((got[0].0, got[0].1.as_slice()), ("0x90", &b"typed"[..]));
+    assert!(got[1..]
+        .iter()
+        .all(|(who, _, thread)| *who == "on_frame" && thread.starts_with("stt-worker")));
+    // Session events still reach the channel.
+    assert!(server
+        .events()
+        .try_iter()
+        .any(|e| matches!(e, NodeEvent::SessionEstablished(_))));
+}
+
+#[test]
+fn send_to_sessions_reaches_100_sessions_with_per_session_results() {
+    let server = udp_node("fanout-server", 2);
+    let addr = server.udp_local_addr().unwrap();
+    let clients: Vec<Node> = (0..4)
+        .map(|i| udp_node(&format!("fanout-client-{i}"), 1))
+        .collect();
+    for c in &clients {
+        for _ in 0..25 {
+            c.connect_udp(addr).unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.sessions().len() < 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut targets = server.sessions();
+    assert_eq!(targets.len(), 100);
+    let ghost = stt::frame::SessionId(0xdead_beef);
+    targets.push(ghost);
+    let results = server.send_to_sessions(&targets, b"to everyone");
+    assert_eq!(results.len(), 101);
+    assert!(results[..100].iter().all(|(_, r)| r.is_ok()));
+    assert_eq!(results[100], (ghost, Err(NodeError::UnknownSession(ghost))));
+    for c in &clients {
+        for _ in 0..25 {
+            assert_eq!(next_message(c).as_deref(), Some(&b"to everyone"[..]));
+        }
+    }
+    let all = server.send_to_all(b"again");
+    assert_eq!(all.len(), 100);
+    let stats = server.stats();
+    assert_eq!(stats.sessions, 100);
+    assert!(stats.accepting_connections && stats.server_mode && stats.running);
+    let json = serde_json::to_value(&stats).unwrap();
+    for field in [
+        "node_id",
+        "running",
+        "server_mode",
+        "accepting_connections",
+        "udp",
+        "websocket_connections",
+    ] {
+        assert!(json.get(field).is_some(), "{field}");
+    }
+}
+
+#[test]
+fn disabling_accept_refuses_new_sessions_but_keeps_old_ones() {
+    let server = udp_node("accept-server", 1);
+    let client = udp_node("accept-client", 1);
+    let addr = server.udp_local_addr().unwrap();
+    let kept = client.connect_udp(addr).unwrap();
+    server.disable_accept_connections();
+    assert!(!server.accepting_connections());
+    let refused = {
+        let mut config = NodeConfig::new(&[9u8; 40], SHARED)
+            .with_udp(stt::transport::udp::UdpConfig::bound_to(
+                "127.0.0.1:0".parse().unwrap(),
+            ))
+            .with_reactors(1);
+        config.session.handshake_timeout = Duration::from_millis(500);
+        config.session.initial_rto = Duration::from_millis(100);
+        Node::start(config).unwrap().connect_udp(addr)
+    };
+    assert!(
+        matches!(refused, Err(NodeError::ConnectFailed { .. })),
+        "{refused:?}"
+    );
+    client.send(kept.id, b"old session works").unwrap();
+    assert_eq!(
+        next_message(&server).as_deref(),
+        Some(&b"old session works"[..])
+    );
+    server.enable_accept_connections();
+    assert!(client.connect_udp(addr).is_ok());
+}

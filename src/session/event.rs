@@ -192,6 +192,8 @@ pub struct SessionStats {
     pub key_updates: u64,
     /// Handshake messages retransmitted.
     pub retransmits: u64,
+    /// Smoothed round-trip time, once measured (handshake and pings).
+    pub rtt: Option<Duration>,
 }
 
 /// Round-trip time estimate (RFC 6298 smoothing).

@@ -313,6 +313,7 @@ impl Session {
         let mut s = self.stats;
         s.messages_expired = self.reassembler.stats().expired;
         s.key_updates = self.keys.as_ref().map_or(0, |k| k.send.generation());
+        s.rtt = self.rtt.smoothed;
         s
     }
 
