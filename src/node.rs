@@ -293,20 +293,58 @@ impl Node {
             sessions: AtomicUsize::new(0),
             live: (0..count).map(|_| RwLock::new(HashSet::new())).collect(),
         });
-        let mut built = Vec::with_capacity(count);
-        let mut handles = Vec::with_capacity(count);
-        for (i, transports) in per_reactor.into_iter().enumerate() {
-            let (reactor, handle) = Reactor::new(i, count, shared.clone(), transports)?;
-            built.push(reactor);
-            handles.push(handle);
-        }
+        // Each reactor is built on its own thread, so that its transports
+        // register (and an io_uring backend submits its first requests) on
+        // the thread that will drive them. The threads report their handles,
+        // then wait for everyone's before they run.
         let mut threads = Vec::with_capacity(count);
-        for (i, mut reactor) in built.into_iter().enumerate() {
-            reactor.set_peers(handles.clone());
+        let mut ready = Vec::with_capacity(count);
+        let mut go = Vec::with_capacity(count);
+        for (i, transports) in per_reactor.into_iter().enumerate() {
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let (go_tx, go_rx) = crossbeam_channel::bounded::<Vec<ReactorHandle>>(1);
+            let shared = shared.clone();
             let t = std::thread::Builder::new()
                 .name(format!("stt-reactor-{i}"))
-                .spawn(move || reactor.run())?;
+                .spawn(move || match Reactor::new(i, count, shared, transports) {
+                    Ok((mut reactor, handle)) => {
+                        let _ = ready_tx.send(Ok(handle));
+                        if let Ok(peers) = go_rx.recv() {
+                            reactor.set_peers(peers);
+                            reactor.run();
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                })?;
             threads.push(t);
+            ready.push(ready_rx);
+            go.push(go_tx);
+        }
+        let mut handles = Vec::with_capacity(count);
+        let mut failure = None;
+        for r in ready {
+            match r.recv() {
+                Ok(Ok(h)) => handles.push(h),
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => {
+                    failure = Some(std::io::Error::other(
+                        "a reactor thread died while starting",
+                    ))
+                }
+            }
+        }
+        if let Some(e) = failure {
+            // Dropping the go senders lets every started thread exit.
+            drop(go);
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(e.into());
+        }
+        for g in &go {
+            let _ = g.send(handles.clone());
         }
         Ok(Node {
             node_id: shared.node_id,
