@@ -816,6 +816,27 @@ impl Node {
         }
     }
 
+    /// Sends over `primary`, or over `fallback` when `primary` cannot take
+    /// the message (its session closed — e.g. UDP is blocked and it timed
+    /// out — or its transport refused). Returns the session that took it.
+    ///
+    /// The usual pairing: a UDP session for speed and a WebSocket session to
+    /// the same peer for when UDP does not get through.
+    pub fn send_with_failover(
+        &self,
+        primary: SessionId,
+        fallback: SessionId,
+        payload: &[u8],
+    ) -> Result<SessionId, NodeError> {
+        match self.send(primary, payload) {
+            Ok(()) => Ok(primary),
+            Err(NodeError::UnknownSession(_) | NodeError::Transport(_) | NodeError::Session(_)) => {
+                self.send(fallback, payload).map(|()| fallback)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends `payload` as a DATA message on stream 0.
     pub fn send(&self, session: SessionId, payload: &[u8]) -> Result<(), NodeError> {
         self.send_on(session, 0, payload)
@@ -930,7 +951,7 @@ impl Node {
             return;
         }
         for r in &self.reactors {
-            let _ = r.send(Command::Stop);
+            r.stop();
         }
         for t in threads {
             let _ = t.join();

@@ -51,7 +51,7 @@ use crate::session::{
     CloseReason, Event, Session, SessionConfig, SessionError, SessionStats, Transmits,
 };
 use crate::stream::MemoryBudget;
-use crate::transport::{Transport, TransportCounters};
+use crate::transport::{Transport, TransportCounters, TransportError};
 
 const WAKER: Token = Token(usize::MAX);
 /// Commands queued for one reactor before senders wait: deep enough for a
@@ -64,6 +64,10 @@ const COMMAND_QUEUE: usize = 16_384;
 /// application sending without pause cannot keep the reactor from flushing,
 /// receiving and running timers.
 const COMMANDS_PER_TURN: usize = 256;
+
+/// Datagrams held for slow reliable transports before the reactor stops
+/// taking commands.
+const HELD_LIMIT: usize = 1024;
 
 /// How soon a reactor that paused reading a reliable transport looks again.
 const PAUSE_RECHECK: Duration = Duration::from_millis(1);
@@ -269,6 +273,7 @@ pub(crate) struct ReactorHandle {
     commands: Sender<Command>,
     waker: Arc<Waker>,
     notified: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 impl ReactorHandle {
@@ -300,6 +305,16 @@ impl ReactorHandle {
         queued
     }
 
+    /// Asks the reactor to stop: flagged, then queued.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if self.commands.try_send(Command::Stop).is_err() {
+            // A full queue: the flag alone is enough once it wakes.
+            let _ = self.waker.wake();
+        }
+        let _ = self.wake();
+    }
+
     fn wake(&self) -> Result<(), NodeError> {
         if !self.notified.swap(true, Ordering::AcqRel) {
             self.waker.wake().map_err(|_| NodeError::Stopped)?;
@@ -315,6 +330,8 @@ struct Entry {
     connect: Option<Sender<Result<SessionInfo, NodeError>>>,
     /// The earliest deadline this session has in the timer heap.
     timer: Option<Instant>,
+    /// Listed in `Shared::live` (established, not closing).
+    live: bool,
 }
 
 /// A datagram waiting for the transports to be free to take it.
@@ -331,9 +348,13 @@ pub(crate) struct Reactor {
     poll: Poll,
     commands: Receiver<Command>,
     notified: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
     peers: Vec<ReactorHandle>,
     transports: Vec<Box<dyn Transport>>,
     ready: Vec<bool>,
+    /// Per transport: datagrams a reliable transport could not take yet.
+    held: Vec<VecDeque<(SocketAddr, Vec<u8>)>>,
+    held_total: usize,
     core: Core,
 }
 
@@ -379,10 +400,12 @@ impl Reactor {
         }
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let notified = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let handle = ReactorHandle {
             commands: tx,
             waker,
             notified: notified.clone(),
+            stop: stop.clone(),
         };
         let counters = transports.iter().map(|t| t.counters().clone()).collect();
         let kinds = transports.iter().map(|t| t.kind()).collect();
@@ -390,6 +413,7 @@ impl Reactor {
         let max_datagram = transports.iter().map(|t| t.max_datagram_size()).collect();
         let reliable = transports.iter().map(|t| t.is_reliable()).collect();
         let ready = vec![true; transports.len()];
+        let held = (0..transports.len()).map(|_| VecDeque::new()).collect();
         Ok((
             Reactor {
                 index,
@@ -397,9 +421,12 @@ impl Reactor {
                 poll,
                 commands: rx,
                 notified,
+                stop,
                 peers: Vec::new(),
                 transports,
                 ready,
+                held,
+                held_total: 0,
                 core: Core {
                     index,
                     count,
@@ -433,6 +460,7 @@ impl Reactor {
         let mut events = Events::with_capacity(256);
         let mut busy = true;
         let mut paused = false;
+        let mut throttled = false;
         loop {
             let now = Instant::now();
             let timeout = if busy {
@@ -447,9 +475,9 @@ impl Reactor {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                if paused {
+                if paused || throttled {
                     // A reliable transport waits for the application to drain
-                    // its queue: look again shortly.
+                    // its queue, or for its peer to read: look again shortly.
                     next = Some(next.map_or(now + PAUSE_RECHECK, |t| t.min(now + PAUSE_RECHECK)));
                 }
                 next.map(|t| t.saturating_duration_since(now))
@@ -473,15 +501,23 @@ impl Reactor {
             }
             let now = Instant::now();
             busy = false;
+            // Reliable peers reading slowly: take no more sends until they
+            // catch up (the application's sends block meanwhile); a stop
+            // still gets through.
+            throttled = self.held_total > HELD_LIMIT;
             if woken || !self.commands.is_empty() {
                 self.notified.store(false, Ordering::Release);
-                match self.drain_commands(now) {
+                match self.drain_commands(now, throttled) {
                     Drained::Stop => break,
                     // More wait: come back without sleeping, after this
                     // turn's datagrams have gone out.
                     Drained::More => busy = true,
                     Drained::All => {}
                 }
+            }
+            if self.stop.load(Ordering::Acquire) && self.commands.is_empty() {
+                // Stopped while the queue was too full to take the command.
+                break;
             }
             paused = false;
             let full = !self.core.drain_overflow() || {
@@ -525,7 +561,17 @@ impl Reactor {
     }
 
     /// Handles up to [`COMMANDS_PER_TURN`] queued commands.
-    fn drain_commands(&mut self, now: Instant) -> Drained {
+    /// While `throttled`, only a `Stop` is taken (sends wait in the queue).
+    fn drain_commands(&mut self, now: Instant, throttled: bool) -> Drained {
+        if throttled {
+            // A stop is also flagged beside the queue, so it is seen without
+            // taking the sends queued before it.
+            return if self.stop.load(Ordering::Acquire) {
+                Drained::Stop
+            } else {
+                Drained::All
+            };
+        }
         for _ in 0..COMMANDS_PER_TURN {
             let Ok(cmd) = self.commands.try_recv() else {
                 return Drained::All;
@@ -627,6 +673,7 @@ impl Reactor {
         self.core.max_datagram.push(transport.max_datagram_size());
         self.core.reliable.push(transport.is_reliable());
         self.ready.push(true);
+        self.held.push(VecDeque::new());
         self.transports.push(transport);
         Ok(index)
     }
@@ -649,14 +696,72 @@ impl Reactor {
             .session
             .send_typed(now, frame_type, stream_id, payload, &mut core.transmits)?;
         let (ti, peer) = (entry.transport, entry.peer);
-        let transport = &mut self.transports[ti];
-        for d in core.transmits.iter() {
-            transport
-                .send(peer, d)
-                .map_err(|e| NodeError::Transport(e.to_string()))?;
+        let transmits = std::mem::take(&mut self.core.transmits);
+        let mut result = Ok(());
+        for d in transmits.iter() {
+            if let Err(e) = self.transport_send(ti, peer, d) {
+                result = Err(NodeError::Transport(e.to_string()));
+                break;
+            }
         }
-        core.after_activity(id, now);
-        Ok(())
+        self.core.transmits = transmits;
+        self.core.after_activity(id, now);
+        result
+    }
+
+    /// Hands a datagram to a transport. A reliable transport that cannot
+    /// take it now (its write buffer is full: the peer reads slowly) gets it
+    /// later, in order: it waits in `held`, and while too much waits, the
+    /// reactor stops taking commands, so `Node::send` blocks — backpressure
+    /// reaches the application and nothing is dropped.
+    fn transport_send(
+        &mut self,
+        ti: usize,
+        to: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), TransportError> {
+        let Some(t) = self.transports.get_mut(ti) else {
+            return Err(TransportError::io(
+                "sending",
+                io::ErrorKind::NotFound.into(),
+            ));
+        };
+        if !self.core.reliable[ti] {
+            return t.send(to, datagram);
+        }
+        if !self.held[ti].is_empty() {
+            self.held[ti].push_back((to, datagram.to_vec()));
+            self.held_total += 1;
+            return Ok(());
+        }
+        match t.send(to, datagram) {
+            Err(TransportError::QueueFull(_)) => {
+                self.held[ti].push_back((to, datagram.to_vec()));
+                self.held_total += 1;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Offers held datagrams to their transports again, in order.
+    fn release_held(&mut self) {
+        for ti in 0..self.held.len() {
+            if self.held[ti].is_empty() {
+                continue;
+            }
+            let t = &mut self.transports[ti];
+            let _ = t.flush();
+            while let Some((to, d)) = self.held[ti].front() {
+                match t.send(*to, d) {
+                    Err(TransportError::QueueFull(_)) => break,
+                    Ok(()) => {}
+                    Err(_) => TransportCounters::add(&self.core.counters[ti].errors_send, 1),
+                }
+                self.held[ti].pop_front();
+                self.held_total -= 1;
+            }
+        }
     }
 
     fn forward(&mut self) {
@@ -675,13 +780,15 @@ impl Reactor {
     }
 
     fn flush(&mut self) {
-        for o in self.core.outbox.drain(..) {
-            if let Some(t) = self.transports.get_mut(o.transport) {
-                if t.send(o.to, &o.datagram).is_err() {
-                    TransportCounters::add(&self.core.counters[o.transport].errors_send, 1);
-                }
+        self.release_held();
+        let outbox = std::mem::take(&mut self.core.outbox);
+        for o in &outbox {
+            if self.transport_send(o.transport, o.to, &o.datagram).is_err() {
+                TransportCounters::add(&self.core.counters[o.transport].errors_send, 1);
             }
         }
+        self.core.outbox = outbox;
+        self.core.outbox.clear();
         for (i, t) in self.transports.iter_mut().enumerate() {
             if t.flush().is_err() {
                 TransportCounters::add(&self.core.counters[i].errors_send, 1);
@@ -785,6 +892,7 @@ impl Core {
                         peer,
                         connect: Some(reply),
                         timer: None,
+                        live: false,
                     },
                 );
                 self.after_activity(id, now);
@@ -876,6 +984,7 @@ impl Core {
                         peer: from,
                         connect: None,
                         timer: None,
+                        live: false,
                     },
                 );
                 self.after_activity(id, now);
@@ -909,6 +1018,7 @@ impl Core {
                         initiator: entry.connect.is_some(),
                     };
                     set_live(&self.shared, self.index, id, true);
+                    entry.live = true;
                     if let Some(reply) = entry.connect.take() {
                         let _ = reply.send(Ok(info.clone()));
                     }
@@ -956,6 +1066,11 @@ impl Core {
                     closed = true;
                 }
             }
+        }
+        if entry.live && !entry.session.is_established() {
+            // Closing: no more sends are taken for it.
+            set_live(&self.shared, self.index, id, false);
+            entry.live = false;
         }
         if closed {
             self.sessions.remove(&id);

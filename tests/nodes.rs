@@ -260,3 +260,120 @@ fn disabling_accept_refuses_new_sessions_but_keeps_old_ones() {
     server.enable_accept_connections();
     assert!(client.connect_udp(addr).is_ok());
 }
+
+#[test]
+fn stopping_a_websocket_server_closes_its_peers_sessions() {
+    let server = Node::start(
+        NodeConfig {
+            udp: None,
+            ..NodeConfig::new(&[3u8; 40], SHARED)
+        }
+        .with_reactors(2),
+    )
+    .unwrap();
+    let addr = server
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    let client = Node::start(
+        NodeConfig {
+            udp: None,
+            ..NodeConfig::new(&[4u8; 40], SHARED)
+        }
+        .with_reactors(1),
+    )
+    .unwrap();
+    let s = client.connect_websocket(&format!("ws://{addr}/")).unwrap();
+    server.stop();
+    let events = client.events();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut closed = None;
+    while let Ok(e) = events.recv_deadline(deadline) {
+        if let NodeEvent::SessionClosed { session, reason } = e {
+            closed = Some((session, reason));
+            break;
+        }
+    }
+    let (session, reason) = closed.unwrap_or_else(|| {
+        panic!(
+            "the client learns its session ended: client {:?} server {:?}",
+            client.websocket_stats(),
+            server.websocket_stats()
+        )
+    });
+    assert_eq!(session, s.id);
+    assert!(
+        matches!(
+            reason,
+            stt::session::CloseReason::Peer {
+                code: stt::frame::close_code::SHUTDOWN,
+                ..
+            }
+        ),
+        "{reason:?}"
+    );
+}
+
+#[test]
+fn websocket_loses_nothing_when_the_receiver_is_slow() {
+    let server = Node::start(
+        NodeConfig {
+            udp: None,
+            queue_depth: 64,
+            ..NodeConfig::new(&[5u8; 40], SHARED)
+        }
+        .with_reactors(1),
+    )
+    .unwrap();
+    let addr = server
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    let client = Node::start(
+        NodeConfig {
+            udp: None,
+            ..NodeConfig::new(&[6u8; 40], SHARED)
+        }
+        .with_reactors(1),
+    )
+    .unwrap();
+    // A small write buffer, so that the client's reactor must hold messages
+    // while the server is not reading.
+    let small = stt::transport::ws::WsConfig {
+        max_message_size: 1 << 20,
+        write_buffer_limit: 1 << 20,
+        ..Default::default()
+    };
+    let s = client
+        .connect_websocket_with(&format!("ws://{addr}/"), small)
+        .unwrap();
+    const N: u32 = 400;
+    let sender = std::thread::spawn(move || {
+        let mut m = vec![0u8; 64 << 10];
+        for i in 0..N {
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            client.send(s.id, &m).unwrap();
+        }
+        client
+    });
+    let events = server.events();
+    let mut next = 0u32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < N && Instant::now() < deadline {
+        if let Ok(NodeEvent::Message { payload, .. }) = events.recv_timeout(Duration::from_secs(1))
+        {
+            assert_eq!(
+                u32::from_be_bytes(payload[..4].try_into().unwrap()),
+                next,
+                "in order"
+            );
+            next += 1;
+            if next % 20 == 0 {
+                // A slow application: the queue fills, reading pauses.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    let client = sender.join().unwrap();
+    assert_eq!(next, N, "every message arrived");
+    let (traffic, _) = client.websocket_stats().unwrap();
+    assert_eq!(traffic.packets_dropped, 0);
+}

@@ -2,38 +2,45 @@
 //!
 //! Runs the same workload against stt and its peers on this machine, over
 //! real loopback sockets, several times interleaved (so that noise hits every
-//! contender alike), and writes a Markdown table with medians, spreads,
+//! contender alike), and writes Markdown tables with medians, spreads,
 //! ratios and the CPU each contender burned to `perf/RESULTS.md`.
 //!
 //! ```text
-//! cargo run --release -p stt-perf -- udp [--seconds S] [--runs N] [--size BYTES] [--out FILE]
+//! cargo run --release -p stt-perf -- udp|ws|all [--seconds S] [--runs N] [--size BYTES]
+//!                                               [--pings N] [--only TEXT] [--out FILE | --no-out]
 //! ```
 //!
-//! Workload `udp`: one sender, one receiver, `size`-byte messages sent as fast
-//! as the sender can for `seconds`. The figure is what the receiver got:
-//! messages delivered per second between the first and the last arrival.
-//! Contenders: a plain `std::net::UdpSocket` `send_to`/`recv_from` loop
-//! (unsealed: what people write by hand) and stt over each UDP backend
-//! (sealed, AES-256-GCM or ChaCha20-Poly1305 as negotiated).
+//! - `udp` ([`udp`]): one UDP sender → one receiver, sealed stt against a
+//!   plain socket loop.
+//! - `ws` ([`ws`]): stt over WebSocket (sealed) against tokio-tungstenite
+//!   (unsealed): throughput and round-trip latency, 64 B and 64 KiB.
+//! - `all`: `udp`, then `ws`.
+//!
+//! Each workload's section is kept in `results/<workload>.md` beside the
+//! results file, which is rebuilt from every section present (see
+//! [`common::write_results`]).
 
-use std::fmt::Write as _;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
+mod udp;
+mod ws;
 
-use stt::node::{Node, NodeConfig, NodeEvent};
-use stt::transport::udp::{self, UdpBackend, UdpConfig};
+use std::path::Path;
 
-/// Socket buffers for every contender alike.
-const BUFFER: usize = 4 << 20;
-
-struct Args {
-    seconds: f64,
-    runs: usize,
-    size: usize,
-    out: Option<String>,
+pub struct Args {
+    pub seconds: f64,
+    pub runs: usize,
+    /// Message size of the `udp` workload.
+    pub size: usize,
+    /// Round trips of each `ws` latency run.
+    pub pings: usize,
+    /// `ws` only: run just the contenders and sizes whose label
+    /// ("<contender>, <size>") contains this (a profiling aid).
+    pub only: Option<String>,
+    pub out: Option<String>,
 }
+
+const USAGE: &str = "usage: stt-perf udp|ws|all [--seconds S] [--runs N] [--size BYTES (udp)] \
+                     [--pings N (ws)] [--only TEXT (ws)] [--out FILE | --no-out]";
 
 fn parse_args() -> Result<(String, Args), String> {
     let mut it = std::env::args().skip(1);
@@ -42,6 +49,8 @@ fn parse_args() -> Result<(String, Args), String> {
         seconds: 2.0,
         runs: 5,
         size: 1200,
+        pings: 20_000,
+        only: None,
         out: Some("perf/RESULTS.md".into()),
     };
     while let Some(flag) = it.next() {
@@ -52,6 +61,8 @@ fn parse_args() -> Result<(String, Args), String> {
             }
             "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--size" => args.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
+            "--pings" => args.pings = value()?.parse().map_err(|e| format!("--pings: {e}"))?,
+            "--only" => args.only = Some(value()?),
             "--out" => args.out = Some(value()?),
             "--no-out" => args.out = None,
             other => return Err(format!("unknown flag {other}")),
@@ -60,347 +71,43 @@ fn parse_args() -> Result<(String, Args), String> {
     if args.runs == 0 || args.seconds <= 0.0 || !(16..=1400).contains(&args.size) {
         return Err("need --runs >= 1, --seconds > 0, --size 16..=1400".into());
     }
+    if args.pings == 0 {
+        return Err("need --pings >= 1".into());
+    }
     Ok((workload, args))
-}
-
-/// One measurement: delivered rate and CPU burned.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    rate: f64,
-    cores: f64,
-    delivered: u64,
-    sent: u64,
-}
-
-/// Process CPU time (user + system), from getrusage.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes one rusage into the zeroed struct we own.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; RUSAGE_SELF is always valid.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-/// Counts arrivals: first and last arrival times and how many.
-struct Tally {
-    first: Option<Instant>,
-    last: Option<Instant>,
-    count: u64,
-}
-
-impl Tally {
-    fn new() -> Self {
-        Tally {
-            first: None,
-            last: None,
-            count: 0,
-        }
-    }
-
-    fn hit(&mut self) {
-        let now = Instant::now();
-        self.first.get_or_insert(now);
-        self.last = Some(now);
-        self.count += 1;
-    }
-
-    fn rate(&self) -> f64 {
-        match (self.first, self.last) {
-            (Some(a), Some(b)) if b > a && self.count > 1 => {
-                (self.count - 1) as f64 / (b - a).as_secs_f64()
-            }
-            _ => 0.0,
-        }
-    }
-}
-
-/// A plain socket with the same buffers stt gets (std cannot set them, so
-/// setsockopt does).
-fn big_std_socket() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        let v = BUFFER as libc::c_int;
-        // SAFETY: passes a live c_int and its size.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&s),
-                libc::SOL_SOCKET,
-                opt,
-                &v as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-    }
-    s
-}
-
-/// A plain blocking `send_to` / `recv_from` loop, unsealed.
-fn run_std(seconds: f64, size: usize) -> Sample {
-    let rx = big_std_socket();
-    let tx = big_std_socket();
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let to: SocketAddr = rx.local_addr().expect("addr");
-    let receiver = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 2048];
-        let mut tally = Tally::new();
-        while rx.recv_from(&mut buf).is_ok() {
-            tally.hit();
-        }
-        tally
-    });
-    let payload = vec![0xABu8; size];
-    let cpu0 = cpu_time();
-    let t0 = Instant::now();
-    let end = t0 + Duration::from_secs_f64(seconds);
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        for _ in 0..64 {
-            if tx.send_to(&payload, to).is_ok() {
-                sent += 1;
-            }
-        }
-    }
-    let tally = receiver.join().expect("receiver");
-    let wall = t0.elapsed().as_secs_f64();
-    Sample {
-        rate: tally.rate(),
-        cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-        delivered: tally.count,
-        sent,
-    }
-}
-
-/// stt: two nodes with one reactor each, sealed messages over `backend`.
-fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Option<Sample> {
-    const SHARED: &[u8] = b"stt-perf benchmark network shared seed";
-    let udp = UdpConfig {
-        bind_address: "127.0.0.1".parse().expect("literal"),
-        backend,
-        gso: offload,
-        gro: offload,
-        receive_buffer_size: BUFFER,
-        send_buffer_size: BUFFER,
-        ..UdpConfig::default()
-    };
-    let server = Node::start(
-        NodeConfig::new(b"stt-perf benchmark server node seed!!", SHARED)
-            .with_udp(udp.clone())
-            .with_reactors(1),
-    )
-    .ok()?;
-    let client = Node::start(
-        NodeConfig::new(b"stt-perf benchmark client node seed!!", SHARED)
-            .with_udp(udp)
-            .with_reactors(1)
-            .with_server_mode(false),
-    )
-    .ok()?;
-    let session = client.connect_udp(server.udp_local_addr()?).ok()?;
-    let events = server.events();
-    let done = Arc::new(AtomicBool::new(false));
-    let done2 = done.clone();
-    let receiver = std::thread::spawn(move || {
-        let mut tally = Tally::new();
-        loop {
-            match events.recv_timeout(Duration::from_millis(200)) {
-                Ok(NodeEvent::Message { .. }) => tally.hit(),
-                Ok(_) => {}
-                Err(_) if done2.load(Ordering::Relaxed) => break,
-                Err(_) => {}
-            }
-        }
-        tally
-    });
-    let payload = vec![0xABu8; size];
-    let cpu0 = cpu_time();
-    let t0 = Instant::now();
-    let end = t0 + Duration::from_secs_f64(seconds);
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        for _ in 0..64 {
-            if client.send(session.id, &payload).is_ok() {
-                sent += 1;
-            }
-        }
-    }
-    done.store(true, Ordering::Relaxed);
-    let tally = receiver.join().ok()?;
-    let wall = t0.elapsed().as_secs_f64();
-    let sample = Sample {
-        rate: tally.rate(),
-        cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-        delivered: tally.count,
-        sent,
-    };
-    if std::env::var_os("STT_PERF_DEBUG").is_some() {
-        eprintln!(
-            "  client {:?}\n  server {:?}",
-            client.udp_stats(),
-            server.udp_stats()
-        );
-    }
-    client.stop();
-    server.stop();
-    Some(sample)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores ({cpu}), Linux {kernel}")
-}
-
-/// One contender: runs one measurement, or `None` if it could not start.
-type Contender<'a> = Box<dyn Fn() -> Option<Sample> + 'a>;
-
-fn udp_workload(args: &Args) -> String {
-    let uring_ok = udp::bind(&UdpConfig {
-        bind_address: "127.0.0.1".parse().expect("literal"),
-        backend: UdpBackend::IoUring,
-        ..UdpConfig::default()
-    })
-    .is_ok();
-    let mut contenders: Vec<(&str, Contender<'_>)> = vec![
-        (
-            "std `UdpSocket` loop (unsealed)",
-            Box::new(|| Some(run_std(args.seconds, args.size))),
-        ),
-        (
-            "stt, mio backend (sealed)",
-            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::Mio, true)),
-        ),
-        (
-            "stt, mio backend, no GSO/GRO (sealed)",
-            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::Mio, false)),
-        ),
-    ];
-    if uring_ok {
-        contenders.push((
-            "stt, io_uring backend (sealed)",
-            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::IoUring, true)),
-        ));
-        contenders.push((
-            "stt, io_uring backend, no GSO/GRO (sealed)",
-            Box::new(|| run_stt(args.seconds, args.size, UdpBackend::IoUring, false)),
-        ));
-    } else {
-        eprintln!("io_uring is not available here: its row is left out");
-    }
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); contenders.len()];
-    for run in 0..args.runs {
-        for (i, (name, f)) in contenders.iter().enumerate() {
-            match f() {
-                Some(s) => {
-                    eprintln!(
-                        "run {}/{}: {name}: {:.0} msg/s ({} of {} delivered), {:.2} cores",
-                        run + 1,
-                        args.runs,
-                        s.rate,
-                        s.delivered,
-                        s.sent,
-                        s.cores
-                    );
-                    samples[i].push(s);
-                }
-                None => eprintln!("run {}: {name} failed to start", run + 1),
-            }
-        }
-    }
-    let base = median(samples[0].iter().map(|s| s.rate).collect());
-    let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "| contender | messages/s (median) | min – max | vs std loop | goodput Gbit/s | cores busy | cores per Gbit/s | delivered / sent |"
-    );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|");
-    for (i, (name, _)) in contenders.iter().enumerate() {
-        let s = &samples[i];
-        if s.is_empty() {
-            continue;
-        }
-        let rates: Vec<f64> = s.iter().map(|x| x.rate).collect();
-        let rate = median(rates.clone());
-        let lo = rates.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = rates.iter().cloned().fold(0.0, f64::max);
-        let cores = median(s.iter().map(|x| x.cores).collect());
-        let gbit = rate * args.size as f64 * 8.0 / 1e9;
-        let delivered: u64 = s.iter().map(|x| x.delivered).sum();
-        let sent: u64 = s.iter().map(|x| x.sent).sum();
-        let _ = writeln!(
-            table,
-            "| {name} | {:.0} | {:.0} – {:.0} | {:.2}× | {:.2} | {:.2} | {:.2} | {:.1}% |",
-            rate,
-            lo,
-            hi,
-            if base > 0.0 { rate / base } else { 0.0 },
-            gbit,
-            cores,
-            if gbit > 0.0 { cores / gbit } else { 0.0 },
-            100.0 * delivered as f64 / sent.max(1) as f64
-        );
-    }
-    format!(
-        "## UDP, {size}-byte messages, one sender → one receiver over loopback\n\n\
-         Machine: {machine}. {runs} runs of {secs} s each, contenders interleaved; \
-         socket buffers {buf} MiB for all. \"messages/s\" is what the receiver got, \
-         first to last arrival; \"cores busy\" is the whole process's CPU time (sender, \
-         receiver and every stt thread) over the wall time.\n\n{table}",
-        size = args.size,
-        machine = machine(),
-        runs = args.runs,
-        secs = args.seconds,
-        buf = BUFFER >> 20,
-    )
 }
 
 fn main() {
     let (workload, args) = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}\nusage: stt-perf udp [--seconds S] [--runs N] [--size BYTES] [--out FILE | --no-out]");
+            eprintln!("error: {e}\n{USAGE}");
             std::process::exit(2);
         }
     };
-    let report = match workload.as_str() {
-        "udp" => udp_workload(&args),
+    let todo: &[&str] = match workload.as_str() {
+        "udp" => &["udp"],
+        "ws" => &["ws"],
+        "all" => &["udp", "ws"],
         other => {
-            eprintln!("error: unknown workload {other} (available: udp)");
+            eprintln!("error: unknown workload {other} (available: udp, ws, all)\n{USAGE}");
             std::process::exit(2);
         }
     };
-    println!("{report}");
+    let mut sections = Vec::new();
+    for (i, name) in todo.iter().enumerate() {
+        let report = match *name {
+            "udp" => udp::workload(&args),
+            _ => ws::workload(&args),
+        };
+        if i > 0 {
+            println!();
+        }
+        println!("{report}");
+        sections.push((*name, report));
+    }
     if let Some(path) = &args.out {
-        let text = format!(
-            "# stt performance results\n\nProduced by `cargo run --release -p stt-perf -- {workload}` \
-             (see perf/README.md). Re-run it to refresh; figures from a noisy 2-core machine \
-             are medians with their spread.\n\n{report}"
-        );
-        if let Err(e) = std::fs::write(path, text) {
+        if let Err(e) = common::write_results(Path::new(path), &sections) {
             eprintln!("could not write {path}: {e}");
         }
     }

@@ -83,7 +83,10 @@ impl fmt::Display for CloseReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The handshake completed.
+    /// The handshake completed: for the responder when message 3 arrived,
+    /// for the initiator when the responder's first sealed frame confirmed
+    /// it (the initiator may send from message 3 on; this event says the
+    /// responder is known to hold the keys).
     Established {
         /// The peer's authenticated node id.
         peer: NodeId,

@@ -220,11 +220,15 @@ impl Session {
         self.last_ping = now;
         if self.role == Role::Responder {
             self.retransmit_at = None;
+            self.events.push_back(Event::Established {
+                peer: outcome.peer,
+                algorithm: outcome.algorithm,
+            });
         }
-        self.events.push_back(Event::Established {
-            peer: outcome.peer,
-            algorithm: outcome.algorithm,
-        });
+        // The initiator reports `Established` once the responder confirms
+        // (its first sealed frame): by then both sides hold the keys, so
+        // nothing sent after the event can meet a responder still waiting
+        // for message 3.
     }
 
     fn handle_sealed(
@@ -260,6 +264,12 @@ impl Session {
         self.last_recv = now;
         if self.unconfirmed_msg3.take().is_some() {
             self.retransmit_at = None;
+            if let (Some(peer), Some(k)) = (self.peer, &self.keys) {
+                self.events.push_back(Event::Established {
+                    peer,
+                    algorithm: k.send.algorithm(),
+                });
+            }
         }
         if self.state == SessionState::Closing {
             // Only a CLOSE matters now; anything else is answered with CLOSE.

@@ -26,6 +26,7 @@
 //! without locks by any thread.
 
 pub mod memory;
+pub mod rate_limit;
 pub mod udp;
 pub mod ws;
 

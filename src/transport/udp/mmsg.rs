@@ -20,6 +20,10 @@ pub(crate) const MAX_GSO_SEGMENTS: u32 = 64;
 pub(crate) const MAX_GSO_BYTES: usize = 65_000;
 /// Receive batches per `recv` call before yielding to the reactor.
 const RECV_ROUNDS: usize = 16;
+/// Sent entries at the front of a [`SendQueue`] below which
+/// [`SendQueue::compact`] leaves them (moving a few bytes often buys
+/// nothing).
+const COMPACT_MIN: usize = 64;
 
 /// A queued send: one datagram, or a GSO run of datagrams to one peer that
 /// all have `segment` bytes except possibly the last.
@@ -132,6 +136,33 @@ impl SendQueue {
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.head == self.entries.len()
+    }
+
+    /// Drops sent datagrams from the front once they outnumber the pending
+    /// ones. [`advance`](Self::advance) reclaims the memory only when the
+    /// queue empties, which a queue topped up between partial flushes (the
+    /// socket buffer full, `EAGAIN`, while callers keep queueing) never
+    /// does: its buffer would grow without bound. Moving the pending rest to
+    /// the front when the sent prefix is at least as long keeps the cost
+    /// amortised O(1) a datagram. Call it after a flush.
+    pub fn compact(&mut self) {
+        let pending = self.entries.len() - self.head;
+        if self.head < COMPACT_MIN || self.head < pending {
+            return;
+        }
+        // Entries put back at the front (a retried send) may have their
+        // bytes at the end of the buffer: cut at the lowest start pending.
+        let cut = self.entries[self.head..]
+            .iter()
+            .map(|e| e.start)
+            .min()
+            .unwrap_or(self.buf.len());
+        self.buf.drain(..cut);
+        self.entries.drain(..self.head);
+        for e in &mut self.entries {
+            e.start -= cut;
+        }
+        self.head = 0;
     }
 }
 
@@ -361,6 +392,7 @@ impl Transport for MmsgUdp {
                 }
             }
         }
+        self.queue.compact();
         Ok(())
     }
 
@@ -407,6 +439,80 @@ mod tests {
         assert_eq!(q.advance(6), (6, 540));
         assert!(q.is_empty());
         assert!(q.buf.is_empty(), "memory reused once everything is sent");
+    }
+
+    #[test]
+    fn compact_drops_the_sent_prefix_and_keeps_the_rest() {
+        let mut q = SendQueue::default();
+        for i in 0..200u8 {
+            q.push(addr(1), &[i; 10], false);
+        }
+        q.advance(100);
+        q.compact();
+        assert_eq!((q.head, q.entries.len(), q.buf.len()), (0, 100, 1000));
+        q.compact(); // nothing sent since: nothing to do
+        assert_eq!((q.head, q.buf.len()), (0, 1000));
+        for (k, e) in q.pending().iter().enumerate() {
+            assert_eq!(e.start, k * 10);
+            assert_eq!(q.buf[e.start..e.start + e.len], [100 + k as u8; 10]);
+        }
+        assert_eq!(q.datagrams, 100);
+        q.push(addr(1), &[7; 10], false);
+        assert_eq!(q.advance(101), (101, 1010));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn compact_bounds_a_queue_that_never_empties() {
+        // As `flush` against a socket that keeps returning EAGAIN after a
+        // few datagrams, while callers keep queueing: the queue never
+        // empties, so only `compact` gives its memory back.
+        const BACKLOG: usize = 100;
+        let mut q = SendQueue::default();
+        let mut next = 0u32;
+        let mut push = |q: &mut SendQueue| {
+            q.push(addr(1), &next.to_le_bytes(), false);
+            next += 1;
+        };
+        for _ in 0..BACKLOG {
+            push(&mut q);
+        }
+        let mut high = 0;
+        for _ in 0..10_000 {
+            for _ in 0..8 {
+                push(&mut q);
+            }
+            q.advance(8); // what the socket took before EAGAIN
+            q.compact();
+            assert_eq!(q.datagrams, BACKLOG);
+            high = high.max(q.buf.len());
+        }
+        // Without `compact`: 80,100 datagrams' worth.
+        assert!(high <= 4 * (2 * BACKLOG + 16), "buffer grew to {high}");
+        // Still in order, nothing lost.
+        let first = next - q.datagrams as u32;
+        for (k, e) in q.pending().iter().enumerate() {
+            let got = u32::from_le_bytes(q.buf[e.start..e.start + 4].try_into().unwrap());
+            assert_eq!(got, first + k as u32);
+        }
+    }
+
+    #[test]
+    fn compact_keeps_gso_runs_whole() {
+        let mut q = SendQueue::default();
+        for _ in 0..70 {
+            q.push(addr(1), &[1; 100], false);
+        }
+        for _ in 0..3 {
+            q.push(addr(2), &[2; 100], true);
+        }
+        q.advance(70);
+        q.compact();
+        let p = q.pending();
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].start, p[0].len, p[0].count), (0, 300, 3));
+        q.push(addr(2), &[2; 100], true); // joins the run after the move
+        assert_eq!(q.pending()[0].count, 4);
     }
 
     #[test]

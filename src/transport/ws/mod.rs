@@ -941,9 +941,10 @@ impl WsTransport {
         match ws.write(Message::Binary(datagram.to_vec().into())) {
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // Not sent, not dropped: the caller keeps it and tries again
+            // once the peer has read (the reactor holds it in order).
             Err(tungstenite::Error::WriteBufferFull(_)) => {
-                TransportCounters::add(&self.counters.packets_dropped, 1);
-                return Err(TransportError::QueueFull(1));
+                return Err(TransportError::QueueFull(1))
             }
             Err(e) => {
                 TransportCounters::add(&self.counters.errors_send, 1);

@@ -1,0 +1,98 @@
+//! A WebSocket client that rides out a server restart with exponential
+//! backoff.
+//!
+//! The server stops (its CLOSE frames tell the client its session ended) and
+//! comes back on the same port a moment later. The client notices the closed
+//! session, reconnects with exponential backoff and jitter
+//! (`ReconnectPolicy`), runs a fresh handshake and carries on.
+//!
+//! Run: `cargo run --release --example reconnecting_ws`
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stt::node::{Node, NodeConfig, NodeEvent, SessionInfo};
+use stt::transport::ws::{ReconnectPolicy, WsConfig};
+
+const SHARED: &[u8] = b"reconnecting ws example shared seed!";
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn server(addr: SocketAddr) -> Result<(Node, SocketAddr), Error> {
+    let node = Node::start(NodeConfig {
+        udp: None,
+        ..NodeConfig::new(b"reconnecting ws example server seed!", SHARED)
+    })?;
+    let bound = node.start_websocket_server(addr, WsConfig::default())?;
+    Ok((node, bound))
+}
+
+/// Connects, retrying by `policy` while the server is away.
+fn connect(client: &Node, url: &str, policy: &ReconnectPolicy) -> Result<SessionInfo, Error> {
+    let mut attempt = 0;
+    loop {
+        match client.connect_websocket(url) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                attempt += 1;
+                let jitter = (attempt as f64 * 0.618).fract();
+                let delay = policy
+                    .delay(attempt, jitter)
+                    .ok_or(format!("gave up after {attempt} attempts: {e}"))?;
+                println!("attempt {attempt} failed ({e}); retrying in {delay:?}");
+                std::thread::sleep(delay);
+            }
+        }
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let policy = ReconnectPolicy {
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+        max_retries: Some(20),
+        ..ReconnectPolicy::default()
+    };
+    let (first, addr) = server("127.0.0.1:0".parse()?)?;
+    let url = format!("ws://{addr}/");
+    let client = Node::start(NodeConfig {
+        udp: None,
+        ..NodeConfig::new(b"reconnecting ws example client seed!", SHARED)
+    })?;
+    let session = connect(&client, &url, &policy)?;
+    client.send(session.id, b"before the restart")?;
+    println!("sent on session {}", session.id);
+
+    // The server restarts: it stops, then comes back 500 ms later.
+    first.stop();
+    drop(first);
+    let restarted = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        server(addr)
+    });
+
+    // The client sees its session end, and reconnects by the policy.
+    let events = client.events();
+    loop {
+        let ev = events.recv_timeout(Duration::from_secs(5))?;
+        eprintln!("DBG {ev:?}");
+        if let NodeEvent::SessionClosed { reason, .. } = ev {
+            println!("session closed: {reason}");
+            break;
+        }
+    }
+    let session = connect(&client, &url, &policy)?;
+    let (second, _) = restarted.join().map_err(|_| "server thread panicked")??;
+    client.send(session.id, b"after the restart")?;
+    let events = second.events();
+    loop {
+        if let NodeEvent::Message { payload, .. } = events.recv_timeout(Duration::from_secs(5))? {
+            println!(
+                "restarted server got {:?}",
+                String::from_utf8_lossy(&payload)
+            );
+            break;
+        }
+    }
+    Ok(())
+}

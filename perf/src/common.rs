@@ -1,0 +1,128 @@
+//! What every workload shares: CPU accounting, arrival tallies, medians and
+//! spreads, the machine's description, and the results files.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// One contender: runs one measurement, or `None` if it could not start.
+pub type Contender<'a, T> = Box<dyn Fn() -> Option<T> + 'a>;
+
+/// Process CPU time (user + system), from getrusage.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes one rusage into the zeroed struct we own.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Counts arrivals: first and last arrival times and how many.
+pub struct Tally {
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    pub count: u64,
+}
+
+impl Tally {
+    pub fn new() -> Self {
+        Tally {
+            first: None,
+            last: None,
+            count: 0,
+        }
+    }
+
+    pub fn hit(&mut self) {
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        self.count += 1;
+    }
+
+    /// Arrivals per second between the first and the last.
+    pub fn rate(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(a), Some(b)) if b > a && self.count > 1 => {
+                (self.count - 1) as f64 / (b - a).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The smallest and the largest of `v` (`(inf, 0)` when empty).
+pub fn min_max(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(0.0, f64::max);
+    (lo, hi)
+}
+
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores ({cpu}), Linux {kernel}")
+}
+
+/// Every workload's section, in the order the results file lists them.
+pub const SECTIONS: [&str; 2] = ["udp", "ws"];
+
+/// Where the section of `workload` lives when the results file is `out`:
+/// `results/<workload>.md` beside it (`perf/results/udp.md` for the default
+/// `perf/RESULTS.md`).
+pub fn section_path(out: &Path, workload: &str) -> PathBuf {
+    out.parent()
+        .unwrap_or(Path::new(""))
+        .join("results")
+        .join(format!("{workload}.md"))
+}
+
+/// Stores the sections just measured, each in its own file, then rebuilds
+/// `out` from every section file present, so that running one workload
+/// refreshes its section and keeps the others'.
+pub fn write_results(out: &Path, sections: &[(&str, String)]) -> std::io::Result<()> {
+    for (workload, report) in sections {
+        let path = section_path(out, workload);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, report)?;
+    }
+    let mut text = String::from(
+        "# stt performance results\n\nProduced by `cargo run --release -p stt-perf -- all` \
+         (see perf/README.md); `-- udp` or `-- ws` alone refreshes only its own section \
+         (kept in `results/` beside this file). Re-run to refresh; figures from a noisy 2-core machine \
+         are medians with their spread.\n",
+    );
+    for workload in SECTIONS {
+        if let Ok(report) = std::fs::read_to_string(section_path(out, workload)) {
+            text.push('\n');
+            text.push_str(report.trim_end());
+            text.push('\n');
+        }
+    }
+    std::fs::write(out, text)
+}
