@@ -65,6 +65,10 @@ const COMMAND_QUEUE: usize = 16_384;
 /// receiving and running timers.
 const COMMANDS_PER_TURN: usize = 256;
 
+/// Largest coalesced frame on a stream transport (WebSocket): TLS-record
+/// sized, so one seal covers many small messages without delaying any.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
 /// Datagrams held for slow reliable transports before the reactor stops
 /// taking commands.
 const HELD_LIMIT: usize = 1024;
@@ -572,10 +576,50 @@ impl Reactor {
                 Drained::All
             };
         }
+        // Consecutive plain sends to one session and stream coalesce: the
+        // messages that queued while the reactor was busy share sealed
+        // frames (one seal, one datagram or WebSocket message, for many
+        // small messages). Nothing waits for company: only what is already
+        // queued is coalesced.
+        let mut batch: Option<(SessionId, u32, Vec<Arc<[u8]>>)> = None;
+        let result = self.drain_into(now, &mut batch);
+        if let Some((session, stream_id, messages)) = batch {
+            self.send_coalesced(session, stream_id, &messages, now);
+        }
+        result
+    }
+
+    fn drain_into(
+        &mut self,
+        now: Instant,
+        batch: &mut Option<(SessionId, u32, Vec<Arc<[u8]>>)>,
+    ) -> Drained {
         for _ in 0..COMMANDS_PER_TURN {
             let Ok(cmd) = self.commands.try_recv() else {
                 return Drained::All;
             };
+            if let Command::Send {
+                session,
+                stream_id,
+                frame_type: FrameType::Data,
+                payload,
+                reply: None,
+            } = cmd
+            {
+                match batch {
+                    Some((s, st, list)) if *s == session && *st == stream_id => list.push(payload),
+                    _ => {
+                        if let Some((s, st, list)) = batch.take() {
+                            self.send_coalesced(s, st, &list, now);
+                        }
+                        *batch = Some((session, stream_id, vec![payload]));
+                    }
+                }
+                continue;
+            }
+            if let Some((s, st, list)) = batch.take() {
+                self.send_coalesced(s, st, &list, now);
+            }
             match cmd {
                 Command::Stop => return Drained::Stop,
                 Command::Connect {
@@ -676,6 +720,48 @@ impl Reactor {
         self.held.push(VecDeque::new());
         self.transports.push(transport);
         Ok(index)
+    }
+
+    /// Sends queued messages of one session and stream, coalesced.
+    fn send_coalesced(
+        &mut self,
+        id: SessionId,
+        stream_id: u32,
+        messages: &[Arc<[u8]>],
+        now: Instant,
+    ) {
+        if let [only] = messages {
+            let _ = self.send(id, stream_id, FrameType::Data, only, now);
+            return;
+        }
+        let Some(entry) = self.core.sessions.get_mut(&id) else {
+            return;
+        };
+        let refs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
+        self.core.transmits.clear();
+        if entry
+            .session
+            .send_batch(
+                now,
+                stream_id,
+                &refs,
+                COALESCE_LIMIT,
+                &mut self.core.transmits,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let (ti, peer) = (entry.transport, entry.peer);
+        let transmits = std::mem::take(&mut self.core.transmits);
+        for d in transmits.iter() {
+            if self.transport_send(ti, peer, d).is_err() {
+                TransportCounters::add(&self.core.counters[ti].errors_send, 1);
+                break;
+            }
+        }
+        self.core.transmits = transmits;
+        self.core.after_activity(id, now);
     }
 
     fn send(

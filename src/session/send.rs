@@ -136,21 +136,25 @@ impl Session {
         };
         // Start offset of the batch frame being filled, if any.
         let mut open: Option<usize> = None;
-        for m in messages {
-            let record = BATCH_RECORD_OVERHEAD + m.len();
-            let shareable = DATA_OVERHEAD + record <= frame_limit;
+        let record = |m: &[u8]| BATCH_RECORD_OVERHEAD + m.len();
+        for (i, m) in messages.iter().enumerate() {
             if let Some(start) = open {
-                if !shareable || out.buf.len() - start + record + TAG_LEN > frame_limit {
+                if out.buf.len() - start + record(m) + TAG_LEN > frame_limit {
                     self.seal_frame(out, start, header)?;
                     open = None;
                 }
             }
-            if !shareable {
-                // Too big to share a frame: it goes alone, as `send` sends it.
-                self.send_inner(FrameType::Data, stream_id, m, out)?;
-                continue;
-            }
             if open.is_none() {
+                // Open a batch frame only if the next message can share it:
+                // a message alone goes as a plain DATA frame, without the
+                // record's length prefix.
+                let shares = messages
+                    .get(i + 1)
+                    .is_some_and(|next| DATA_OVERHEAD + record(m) + record(next) <= frame_limit);
+                if !shares {
+                    self.send_inner(FrameType::Data, stream_id, m, out)?;
+                    continue;
+                }
                 open = Some(out.begin_frame());
             }
             write_batch_record(&mut out.buf, m);
