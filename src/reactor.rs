@@ -65,6 +65,10 @@ const COMMAND_QUEUE: usize = 16_384;
 /// receiving and running timers.
 const COMMANDS_PER_TURN: usize = 256;
 
+/// Sends being gathered for one session and stream: (session, stream,
+/// messages in order).
+type Coalescing = (SessionId, u32, Vec<Arc<[u8]>>);
+
 /// Largest coalesced frame on a stream transport (WebSocket): TLS-record
 /// sized, so one seal covers many small messages without delaying any.
 const COALESCE_LIMIT: usize = 16 * 1024;
@@ -581,7 +585,7 @@ impl Reactor {
         // frames (one seal, one datagram or WebSocket message, for many
         // small messages). Nothing waits for company: only what is already
         // queued is coalesced.
-        let mut batch: Option<(SessionId, u32, Vec<Arc<[u8]>>)> = None;
+        let mut batch: Option<Coalescing> = None;
         let result = self.drain_into(now, &mut batch);
         if let Some((session, stream_id, messages)) = batch {
             self.send_coalesced(session, stream_id, &messages, now);
@@ -592,7 +596,7 @@ impl Reactor {
     fn drain_into(
         &mut self,
         now: Instant,
-        batch: &mut Option<(SessionId, u32, Vec<Arc<[u8]>>)>,
+        batch: &mut Option<Coalescing>,
     ) -> Drained {
         for _ in 0..COMMANDS_PER_TURN {
             let Ok(cmd) = self.commands.try_recv() else {
