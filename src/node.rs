@@ -346,6 +346,13 @@ impl Node {
         for g in &go {
             let _ = g.send(handles.clone());
         }
+        tracing::info!(
+            node_id = %shared.node_id,
+            udp = ?udp_state.as_ref().map(|(info, _)| info.local_addr),
+            reactors = count,
+            server_mode = config.server_mode,
+            "node started"
+        );
         Ok(Node {
             node_id: shared.node_id,
             shared,
@@ -513,6 +520,7 @@ impl Node {
             self.ws_lock().servers.push((id, ws_counters));
         }
         self.ws_lock().server_addr = Some(bound);
+        tracing::info!(addr = %bound, tls = config.tls_server.is_some(), "WebSocket server started");
         Ok(bound)
     }
 

@@ -549,7 +549,8 @@ impl Reactor {
                 match got {
                     Ok(n) if n > 0 => busy = true,
                     Ok(_) => self.ready[i] = false,
-                    Err(_) => {
+                    Err(e) => {
+                        tracing::warn!(transport = self.core.kinds[i], error = %e, "receive failed");
                         TransportCounters::add(&self.core.counters[i].errors_receive, 1);
                         self.ready[i] = false;
                     }
@@ -593,11 +594,7 @@ impl Reactor {
         result
     }
 
-    fn drain_into(
-        &mut self,
-        now: Instant,
-        batch: &mut Option<Coalescing>,
-    ) -> Drained {
+    fn drain_into(&mut self, now: Instant, batch: &mut Option<Coalescing>) -> Drained {
         for _ in 0..COMMANDS_PER_TURN {
             let Ok(cmd) = self.commands.try_recv() else {
                 return Drained::All;
@@ -1039,11 +1036,15 @@ impl Core {
                 // session.
                 Ok(true) => {
                     if entry.peer != from && entry.session.is_established() {
+                        tracing::info!(session = %id, from = %entry.peer, to = %from, "peer address changed");
                         entry.peer = from;
                     }
                 }
                 Ok(false) => {}
-                Err(_) => self.dropped(transport),
+                Err(e) => {
+                    tracing::trace!(session = %id, %from, error = %e, "datagram dropped");
+                    self.dropped(transport)
+                }
             }
             self.after_activity(id, now);
             return;
@@ -1079,7 +1080,10 @@ impl Core {
                 );
                 self.after_activity(id, now);
             }
-            Err(_) => self.dropped(transport),
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "handshake refused");
+                self.dropped(transport)
+            }
         }
     }
 
@@ -1109,6 +1113,14 @@ impl Core {
                     };
                     set_live(&self.shared, self.index, id, true);
                     entry.live = true;
+                    tracing::info!(
+                        session = %id,
+                        peer_node = ?peer,
+                        peer_addr = %entry.peer,
+                        transport = self.kinds[entry.transport],
+                        initiator = info.initiator,
+                        "session established"
+                    );
                     if let Some(reply) = entry.connect.take() {
                         let _ = reply.send(Ok(info.clone()));
                     }
@@ -1143,6 +1155,7 @@ impl Core {
                 }
                 Event::PeerError { .. } => {}
                 Event::Closed { reason } => {
+                    tracing::info!(session = %id, peer_addr = %entry.peer, %reason, "session closed");
                     if let Some(reply) = entry.connect.take() {
                         let _ = reply.send(Err(NodeError::ConnectFailed {
                             peer: entry.peer,

@@ -553,6 +553,7 @@ impl WsTransport {
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 26\r\nConnection: close\r\n\r\nconnection limit reached\r\n",
                 );
                 WsCounters::inc(&self.ws.connections_refused);
+                tracing::warn!(%peer, limit = self.config.max_connections, "WebSocket connection refused: limit reached");
                 continue;
             }
             let token = self.token();
@@ -609,7 +610,8 @@ impl WsTransport {
                 self.ws.connections_open.fetch_add(1, Ordering::Relaxed);
             }
             Err(HandshakeError::Interrupted(mid)) => conn.state = State::Accepting(mid),
-            Err(HandshakeError::Failure(_)) => {
+            Err(HandshakeError::Failure(e)) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "WebSocket upgrade refused");
                 WsCounters::inc(&self.ws.connections_refused);
                 self.remove(token, now);
             }
@@ -646,7 +648,8 @@ impl WsTransport {
                 }
             }
             Err(HandshakeError::Interrupted(mid)) => conn.state = State::Upgrading(mid),
-            Err(HandshakeError::Failure(_)) => {
+            Err(HandshakeError::Failure(e)) => {
+                tracing::warn!(peer = %conn.peer, error = %e, "WebSocket dial failed");
                 // Refused by the server, or its certificate by us: the
                 // policy decides whether to try again.
                 WsCounters::inc(&self.ws.connections_refused);
@@ -713,8 +716,10 @@ impl WsTransport {
             Some(delay) => {
                 d.retry_at = Some(now + delay);
                 WsCounters::inc(&self.ws.reconnects);
+                tracing::info!(url = %d.url, attempt = d.attempt, ?delay, "WebSocket reconnecting");
             }
             None => {
+                tracing::warn!(url = %d.url, attempts = d.attempt, dropped = d.queue.len(), "WebSocket reconnection gave up");
                 // The policy gave up: what waited is lost, and said so.
                 d.failed = true;
                 TransportCounters::add(&self.counters.packets_dropped, d.queue.len() as u64);
@@ -875,6 +880,7 @@ impl WsTransport {
             }
             conn.readable = !drained && !dead && close.is_none();
             if let Some((code, reason)) = close {
+                tracing::debug!(%peer, ?code, reason, "closing WebSocket connection");
                 let _ = ws.close(Some(CloseFrame {
                     code,
                     reason: reason.into(),
