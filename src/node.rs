@@ -607,13 +607,7 @@ impl Node {
         let total = TransportStats::sum(&traffic)?;
         let mut conns = WsStats::default();
         for c in counters {
-            let s = c.snapshot();
-            conns.connections_open += s.connections_open;
-            conns.connections_accepted += s.connections_accepted;
-            conns.connections_dialled += s.connections_dialled;
-            conns.connections_closed += s.connections_closed;
-            conns.connections_refused += s.connections_refused;
-            conns.reconnects += s.reconnects;
+            conns.add(&c.snapshot());
         }
         Some((total, conns))
     }
@@ -883,6 +877,17 @@ impl Node {
             }
             .into());
         }
+        self.send_command(session, stream_id, frame_type, payload, None)
+    }
+
+    fn send_command(
+        &self,
+        session: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+        reply: Option<crossbeam_channel::Sender<Result<(), NodeError>>>,
+    ) -> Result<(), NodeError> {
         let owner = self
             .reactor_of(session)
             .ok_or(NodeError::UnknownSession(session))?;
@@ -893,7 +898,7 @@ impl Node {
                 stream_id,
                 frame_type,
                 payload: Arc::from(payload),
-                reply: None,
+                reply,
             },
         )
     }
@@ -907,19 +912,7 @@ impl Node {
         payload: &[u8],
     ) -> Result<(), NodeError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let owner = self
-            .reactor_of(session)
-            .ok_or(NodeError::UnknownSession(session))?;
-        self.command(
-            owner,
-            Command::Send {
-                session,
-                stream_id,
-                frame_type: FrameType::Data,
-                payload: Arc::from(payload),
-                reply: Some(tx),
-            },
-        )?;
+        self.send_command(session, stream_id, FrameType::Data, payload, Some(tx))?;
         rx.recv().map_err(|_| NodeError::Stopped)?
     }
 

@@ -342,6 +342,24 @@ struct Entry {
     live: bool,
 }
 
+impl Entry {
+    fn new(
+        session: Session,
+        transport: usize,
+        peer: SocketAddr,
+        connect: Option<Sender<Result<SessionInfo, NodeError>>>,
+    ) -> Self {
+        Entry {
+            session,
+            transport,
+            peer,
+            connect,
+            timer: None,
+            live: false,
+        }
+    }
+}
+
 /// A datagram waiting for the transports to be free to take it.
 struct Outgoing {
     transport: usize,
@@ -971,17 +989,7 @@ impl Core {
             Some(self.shared.budget.clone()),
         ) {
             Ok(session) => {
-                self.insert(
-                    id,
-                    Entry {
-                        session,
-                        transport,
-                        peer,
-                        connect: Some(reply),
-                        timer: None,
-                        live: false,
-                    },
-                );
+                self.insert(id, Entry::new(session, transport, peer, Some(reply)));
                 self.after_activity(id, now);
             }
             Err(e) => {
@@ -1067,17 +1075,7 @@ impl Core {
             Some(self.shared.budget.clone()),
         ) {
             Ok(session) => {
-                self.insert(
-                    id,
-                    Entry {
-                        session,
-                        transport,
-                        peer: from,
-                        connect: None,
-                        timer: None,
-                        live: false,
-                    },
-                );
+                self.insert(id, Entry::new(session, transport, from, None));
                 self.after_activity(id, now);
             }
             Err(e) => {

@@ -216,6 +216,18 @@ pub struct WsStats {
     pub reconnects: u64,
 }
 
+impl WsStats {
+    /// Adds another transport's counters to these.
+    pub fn add(&mut self, other: &WsStats) {
+        self.connections_open += other.connections_open;
+        self.connections_accepted += other.connections_accepted;
+        self.connections_dialled += other.connections_dialled;
+        self.connections_closed += other.connections_closed;
+        self.connections_refused += other.connections_refused;
+        self.reconnects += other.reconnects;
+    }
+}
+
 impl WsConnectionStats {
     fn new(peer: SocketAddr, dialled: bool) -> Self {
         WsConnectionStats {
