@@ -554,22 +554,7 @@ impl Node {
             .ok_or_else(|| {
                 NodeError::Transport(format!("{} resolves to no address", parsed.authority()))
             })?;
-        let transport = {
-            let existing = self.ws_lock().client;
-            match existing {
-                Some(id) => id,
-                None => {
-                    let t = WsTransport::client(config)
-                        .map_err(|e| NodeError::Transport(e.to_string()))?;
-                    let counters = t.ws_counters();
-                    let id = self.add_transport(Box::new(t))?;
-                    let mut ws = self.ws_lock();
-                    ws.client = Some(id);
-                    ws.client_counters = Some(counters);
-                    id
-                }
-            }
-        };
+        let transport = self.ws_client(config)?;
         let reactor = transport.reactor.unwrap_or(0);
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(
@@ -582,6 +567,103 @@ impl Node {
             },
         )?;
         rx.recv_timeout(self.connect_timeout)
+            .map_err(|_| NodeError::Stopped)?
+    }
+
+    /// The node's dialling WebSocket transport, made on first use.
+    fn ws_client(&self, config: WsConfig) -> Result<TransportId, NodeError> {
+        if let Some(id) = self.ws_lock().client {
+            return Ok(id);
+        }
+        let t = WsTransport::client(config).map_err(|e| NodeError::Transport(e.to_string()))?;
+        let counters = t.ws_counters();
+        let id = self.add_transport(Box::new(t))?;
+        let mut ws = self.ws_lock();
+        ws.client = Some(id);
+        ws.client_counters = Some(counters);
+        Ok(id)
+    }
+
+    /// Moves an established session onto a WebSocket connection to `url`,
+    /// without a new handshake: the session id and keys stay, only the path
+    /// changes. The peer follows as soon as the first datagram over the new
+    /// path authenticates (a ping is sent at once). Use it to fail over from
+    /// UDP without losing the session; [`move_session_to_udp`] moves back.
+    ///
+    /// [`move_session_to_udp`]: Self::move_session_to_udp
+    pub fn move_session_to_websocket(
+        &self,
+        session: SessionId,
+        url: &str,
+    ) -> Result<(), NodeError> {
+        let parsed = WsUrl::parse(url).map_err(|e| NodeError::Transport(e.to_string()))?;
+        let addr = resolve(&parsed.authority())?;
+        let transport = self.ws_client(WsConfig::default())?;
+        let path = self.open_path(transport, &parsed.to_string(), addr)?;
+        self.set_path(session, path)
+    }
+
+    /// Moves an established session onto UDP to `addr`, without a new
+    /// handshake (see [`move_session_to_websocket`](Self::move_session_to_websocket)).
+    pub fn move_session_to_udp(
+        &self,
+        session: SessionId,
+        addr: SocketAddr,
+    ) -> Result<(), NodeError> {
+        if self.udp.is_none() {
+            return Err(NodeError::Transport(
+                "UDP is not enabled on this node".into(),
+            ));
+        }
+        let holder = self
+            .reactor_of(session)
+            .ok_or(NodeError::UnknownSession(session))?;
+        let path = self.open_path(
+            TransportId {
+                reactor: Some(holder),
+                index: TransportId::UDP.index,
+            },
+            "",
+            addr,
+        )?;
+        self.set_path(session, path)
+    }
+
+    fn open_path(
+        &self,
+        transport: TransportId,
+        target: &str,
+        addr: SocketAddr,
+    ) -> Result<crate::reactor::Path, NodeError> {
+        let reactor = transport.reactor.unwrap_or(0);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(
+            reactor,
+            Command::OpenPath {
+                transport: transport.index,
+                target: target.to_owned(),
+                addr,
+                reply: tx,
+            },
+        )?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| NodeError::Stopped)?
+    }
+
+    fn set_path(&self, session: SessionId, path: crate::reactor::Path) -> Result<(), NodeError> {
+        let holder = self
+            .reactor_of(session)
+            .ok_or(NodeError::UnknownSession(session))?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(
+            holder,
+            Command::SetPath {
+                session,
+                path,
+                reply: tx,
+            },
+        )?;
+        rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| NodeError::Stopped)?
     }
 
@@ -1063,4 +1145,13 @@ fn worker(work: Receiver<NodeEvent>, callbacks: Arc<RwLock<Callbacks>>, shared: 
             }
         }
     }
+}
+
+/// Resolves `host:port` to its first address.
+fn resolve(authority: &str) -> Result<SocketAddr, NodeError> {
+    authority
+        .to_socket_addrs()
+        .map_err(|e| NodeError::Transport(format!("resolving {authority}: {e}")))?
+        .next()
+        .ok_or_else(|| NodeError::Transport(format!("{authority} resolves to no address")))
 }

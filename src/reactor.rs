@@ -259,10 +259,34 @@ pub(crate) enum Command {
         session: SessionId,
         reply: Sender<Option<SessionStats>>,
     },
+    /// A datagram for a session this reactor owns, received elsewhere:
+    /// on this reactor's own socket of a sharded group (`path: None`), or on
+    /// a transport of another reactor (`path`: the way back).
     Forward {
         transport: usize,
         from: SocketAddr,
+        path: Option<Path>,
         datagram: Vec<u8>,
+    },
+    /// Datagrams of a session owned elsewhere, to send on a transport here.
+    PathSend {
+        transport: usize,
+        to: SocketAddr,
+        datagrams: Vec<Vec<u8>>,
+    },
+    /// Moves a session to another path (`Node::move_session_*`).
+    SetPath {
+        session: SessionId,
+        path: Path,
+        reply: Sender<Result<(), NodeError>>,
+    },
+    /// Opens a target (a WebSocket URL) on a transport here and returns
+    /// the path to it.
+    OpenPath {
+        transport: usize,
+        target: String,
+        addr: SocketAddr,
+        reply: Sender<Result<Path, NodeError>>,
     },
     AddTransport {
         transport: Box<dyn Transport>,
@@ -331,10 +355,26 @@ impl ReactorHandle {
     }
 }
 
+/// Where a session's datagrams go: a transport (on this reactor or on
+/// another: a WebSocket connection lives on the reactor that accepted or
+/// dialled it) and the peer's address on it.
+#[derive(Clone, Debug)]
+pub(crate) struct Path {
+    /// The reactor the transport lives on.
+    pub via: usize,
+    /// The transport's index on that reactor.
+    pub transport: usize,
+    /// The peer's address on that transport.
+    pub peer: SocketAddr,
+    pub kind: &'static str,
+    pub reliable: bool,
+    pub max_datagram: Option<usize>,
+    pub counters: Arc<TransportCounters>,
+}
+
 struct Entry {
     session: Session,
-    transport: usize,
-    peer: SocketAddr,
+    path: Path,
     connect: Option<Sender<Result<SessionInfo, NodeError>>>,
     /// The earliest deadline this session has in the timer heap.
     timer: Option<Instant>,
@@ -345,14 +385,12 @@ struct Entry {
 impl Entry {
     fn new(
         session: Session,
-        transport: usize,
-        peer: SocketAddr,
+        path: Path,
         connect: Option<Sender<Result<SessionInfo, NodeError>>>,
     ) -> Self {
         Entry {
             session,
-            transport,
-            peer,
+            path,
             connect,
             timer: None,
             live: false,
@@ -362,6 +400,7 @@ impl Entry {
 
 /// A datagram waiting for the transports to be free to take it.
 struct Outgoing {
+    via: usize,
     transport: usize,
     to: SocketAddr,
     datagram: Vec<u8>,
@@ -707,8 +746,48 @@ impl Reactor {
                 Command::Forward {
                     transport,
                     from,
+                    path,
                     mut datagram,
-                } => self.core.on_datagram(transport, from, &mut datagram, now),
+                } => {
+                    let path = path.unwrap_or_else(|| self.core.local_path(transport, from));
+                    self.core.on_datagram_via(path, &mut datagram, now)
+                }
+                Command::PathSend {
+                    transport,
+                    to,
+                    datagrams,
+                } => {
+                    for d in datagrams {
+                        if self.transport_send(transport, to, &d).is_err() {
+                            if let Some(c) = self.core.counters.get(transport) {
+                                TransportCounters::add(&c.errors_send, 1);
+                            }
+                        }
+                    }
+                }
+                Command::SetPath {
+                    session,
+                    path,
+                    reply,
+                } => {
+                    let r = self.core.set_path(session, path, now);
+                    let _ = reply.send(r);
+                }
+                Command::OpenPath {
+                    transport,
+                    target,
+                    addr,
+                    reply,
+                } => {
+                    let r = match self.transports.get_mut(transport) {
+                        None => Err(NodeError::Transport("no such transport".into())),
+                        Some(t) => t
+                            .open(&target, addr)
+                            .map(|peer| self.core.local_path(transport, peer))
+                            .map_err(|e| NodeError::Transport(e.to_string())),
+                    };
+                    let _ = reply.send(r);
+                }
                 Command::AddTransport { transport, reply } => {
                     let _ = reply.send(self.add_transport(transport));
                 }
@@ -771,15 +850,10 @@ impl Reactor {
         {
             return;
         }
-        let (ti, peer) = (entry.transport, entry.peer);
-        let transmits = std::mem::take(&mut self.core.transmits);
-        for d in transmits.iter() {
-            if self.transport_send(ti, peer, d).is_err() {
-                TransportCounters::add(&self.core.counters[ti].errors_send, 1);
-                break;
-            }
+        let path = entry.path.clone();
+        if self.send_transmits(&path).is_err() {
+            TransportCounters::add(&path.counters.errors_send, 1);
         }
-        self.core.transmits = transmits;
         self.core.after_activity(id, now);
     }
 
@@ -800,17 +874,39 @@ impl Reactor {
         entry
             .session
             .send_typed(now, frame_type, stream_id, payload, &mut core.transmits)?;
-        let (ti, peer) = (entry.transport, entry.peer);
+        let path = entry.path.clone();
+        let result = self.send_transmits(&path);
+        self.core.after_activity(id, now);
+        result
+    }
+
+    /// Sends what `core.transmits` holds along `path`: here, or through the
+    /// reactor the path's transport lives on.
+    fn send_transmits(&mut self, path: &Path) -> Result<(), NodeError> {
         let transmits = std::mem::take(&mut self.core.transmits);
         let mut result = Ok(());
-        for d in transmits.iter() {
-            if let Err(e) = self.transport_send(ti, peer, d) {
-                result = Err(NodeError::Transport(e.to_string()));
-                break;
+        if path.via == self.index {
+            for d in transmits.iter() {
+                if let Err(e) = self.transport_send(path.transport, path.peer, d) {
+                    result = Err(NodeError::Transport(e.to_string()));
+                    break;
+                }
+            }
+        } else {
+            let datagrams = transmits.iter().map(|d| d.to_vec()).collect();
+            let cmd = Command::PathSend {
+                transport: path.transport,
+                to: path.peer,
+                datagrams,
+            };
+            if !self.peers.get(path.via).is_some_and(|p| p.try_send(cmd)) {
+                TransportCounters::add(&path.counters.packets_dropped, transmits.len() as u64);
+                result = Err(NodeError::Transport(
+                    "the path's reactor is overloaded".into(),
+                ));
             }
         }
         self.core.transmits = transmits;
-        self.core.after_activity(id, now);
         result
     }
 
@@ -887,13 +983,22 @@ impl Reactor {
     fn flush(&mut self) {
         self.release_held();
         let outbox = std::mem::take(&mut self.core.outbox);
-        for o in &outbox {
-            if self.transport_send(o.transport, o.to, &o.datagram).is_err() {
-                TransportCounters::add(&self.core.counters[o.transport].errors_send, 1);
+        for o in outbox {
+            if o.via == self.index {
+                if self.transport_send(o.transport, o.to, &o.datagram).is_err() {
+                    TransportCounters::add(&self.core.counters[o.transport].errors_send, 1);
+                }
+            } else {
+                let cmd = Command::PathSend {
+                    transport: o.transport,
+                    to: o.to,
+                    datagrams: vec![o.datagram],
+                };
+                // A reactor never waits on another: an overloaded one loses
+                // the datagram, as a full socket buffer would.
+                let _ = self.peers.get(o.via).is_some_and(|p| p.try_send(cmd));
             }
         }
-        self.core.outbox = outbox;
-        self.core.outbox.clear();
         for (i, t) in self.transports.iter_mut().enumerate() {
             if t.flush().is_err() {
                 TransportCounters::add(&self.core.counters[i].errors_send, 1);
@@ -978,8 +1083,9 @@ impl Core {
             )));
             return;
         };
+        let path = self.local_path(transport, peer);
         let mut config = self.shared.session_config.clone();
-        config.max_datagram_size = self.max_datagram(transport);
+        config.max_datagram_size = path.max_datagram;
         match Session::connect_with_budget(
             config,
             &self.shared.identity,
@@ -989,7 +1095,7 @@ impl Core {
             Some(self.shared.budget.clone()),
         ) {
             Ok(session) => {
-                self.insert(id, Entry::new(session, transport, peer, Some(reply)));
+                self.insert(id, Entry::new(session, path, Some(reply)));
                 self.after_activity(id, now);
             }
             Err(e) => {
@@ -1011,6 +1117,30 @@ impl Core {
         TransportCounters::add(&self.counters[transport].packets_dropped, 1);
     }
 
+    /// The path to `peer` over this reactor's transport `transport`.
+    fn local_path(&self, transport: usize, peer: SocketAddr) -> Path {
+        Path {
+            via: self.index,
+            transport,
+            peer,
+            kind: self.kinds[transport],
+            reliable: self.reliable[transport],
+            max_datagram: self.max_datagram(transport),
+            counters: self.counters[transport].clone(),
+        }
+    }
+
+    /// The reactor holding established session `id`, if another one does.
+    fn holder(&self, id: SessionId) -> Option<usize> {
+        (0..self.count).find(|&r| {
+            r != self.index
+                && self.shared.live[r]
+                    .read()
+                    .map(|set| set.contains(&id))
+                    .unwrap_or(false)
+        })
+    }
+
     fn on_datagram(
         &mut self,
         transport: usize,
@@ -1023,49 +1153,96 @@ impl Core {
             Err(_) => return self.dropped(transport),
         };
         let id = header.session_id;
-        let owner = self.owner(id);
-        if self.sharded[transport] && owner != self.index && !self.sessions.contains_key(&id) {
-            self.forwards.push((
-                owner,
-                Command::Forward {
-                    transport,
-                    from,
-                    datagram: datagram.to_vec(),
-                },
-            ));
-            return;
+        if !self.sessions.contains_key(&id) {
+            let owner = self.owner(id);
+            if self.sharded[transport] && owner != self.index {
+                // A socket of the group that the steering program did not
+                // pick for this session: hand it to its owner, who answers
+                // from its own socket of the same group.
+                self.forwards.push((
+                    owner,
+                    Command::Forward {
+                        transport,
+                        from,
+                        path: None,
+                        datagram: datagram.to_vec(),
+                    },
+                ));
+                return;
+            }
+            let first_message =
+                header.frame_type == FrameType::Handshake && header.packet_number == 1;
+            if !first_message {
+                if let Some(holder) = self.holder(id) {
+                    // A session of another reactor arriving over a transport
+                    // of this one (it moved here, e.g. from UDP to a
+                    // WebSocket connection): hand it over with the way back.
+                    let path = self.local_path(transport, from);
+                    self.forwards.push((
+                        holder,
+                        Command::Forward {
+                            transport,
+                            from,
+                            path: Some(path),
+                            datagram: datagram.to_vec(),
+                        },
+                    ));
+                    return;
+                }
+            }
         }
+        let path = self.local_path(transport, from);
+        self.on_datagram_via(path, datagram, now);
+    }
+
+    /// A datagram that arrived along `path` (here, or on another reactor).
+    fn on_datagram_via(&mut self, path: Path, datagram: &mut [u8], now: Instant) {
+        let header = match Header::decode(datagram) {
+            Ok(h) => h,
+            Err(_) => return TransportCounters::add(&path.counters.packets_dropped, 1),
+        };
+        let id = header.session_id;
         if let Some(entry) = self.sessions.get_mut(&id) {
             match entry.session.handle_datagram(now, datagram) {
                 // The session id, not the address, finds the session: a
-                // datagram that authenticated from a new address means the
-                // peer moved (NAT rebinding). Only proof moves it: a replayed
-                // or forged datagram from elsewhere must not redirect the
-                // session.
+                // datagram that authenticated along a new path (a new address
+                // after NAT rebinding, or another transport) means the peer
+                // moved. Only proof moves it: a replayed or forged datagram
+                // from elsewhere must not redirect the session.
                 Ok(true) => {
-                    if entry.peer != from && entry.session.is_established() {
-                        tracing::info!(session = %id, from = %entry.peer, to = %from, "peer address changed");
-                        entry.peer = from;
+                    let moved = entry.path.peer != path.peer
+                        || entry.path.via != path.via
+                        || entry.path.transport != path.transport;
+                    if moved && entry.session.is_established() {
+                        tracing::info!(
+                            session = %id,
+                            from = %entry.path.peer,
+                            to = %path.peer,
+                            transport = path.kind,
+                            "session path changed"
+                        );
+                        let _ = entry.session.set_max_datagram_size(path.max_datagram);
+                        entry.path = path;
                     }
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::trace!(session = %id, %from, error = %e, "datagram dropped");
-                    self.dropped(transport)
+                    tracing::trace!(session = %id, from = %path.peer, error = %e, "datagram dropped");
+                    TransportCounters::add(&path.counters.packets_dropped, 1);
                 }
             }
             self.after_activity(id, now);
             return;
         }
         let first_message = header.frame_type == FrameType::Handshake && header.packet_number == 1;
-        if !first_message || !self.shared.accepting.load(Ordering::Relaxed) {
-            return self.dropped(transport);
-        }
-        if self.sessions.len() >= self.shared.max_sessions_per_reactor {
-            return self.dropped(transport);
+        if !first_message
+            || !self.shared.accepting.load(Ordering::Relaxed)
+            || self.sessions.len() >= self.shared.max_sessions_per_reactor
+        {
+            return TransportCounters::add(&path.counters.packets_dropped, 1);
         }
         let mut config = self.shared.session_config.clone();
-        config.max_datagram_size = self.max_datagram(transport);
+        config.max_datagram_size = path.max_datagram;
         match Session::accept_with_budget(
             config,
             &self.shared.identity,
@@ -1075,14 +1252,32 @@ impl Core {
             Some(self.shared.budget.clone()),
         ) {
             Ok(session) => {
-                self.insert(id, Entry::new(session, transport, from, None));
+                self.insert(id, Entry::new(session, path, None));
                 self.after_activity(id, now);
             }
             Err(e) => {
-                tracing::debug!(%from, error = %e, "handshake refused");
-                self.dropped(transport)
+                tracing::debug!(from = %path.peer, error = %e, "handshake refused");
+                TransportCounters::add(&path.counters.packets_dropped, 1);
             }
         }
+    }
+
+    /// Moves a session to `path` (the application asked), and pings along
+    /// it at once so that the peer learns the new path.
+    fn set_path(&mut self, id: SessionId, path: Path, now: Instant) -> Result<(), NodeError> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(NodeError::UnknownSession(id))?;
+        entry
+            .session
+            .set_max_datagram_size(path.max_datagram)
+            .map_err(|e| NodeError::Session(e.into()))?;
+        tracing::info!(session = %id, to = %path.peer, transport = path.kind, "session moved");
+        entry.path = path;
+        entry.session.send_ping(now);
+        self.after_activity(id, now);
+        Ok(())
     }
 
     /// After anything touched a session: queue its datagrams, deliver its
@@ -1093,8 +1288,9 @@ impl Core {
         };
         while let Some(d) = entry.session.poll_transmit() {
             self.outbox.push(Outgoing {
-                transport: entry.transport,
-                to: entry.peer,
+                via: entry.path.via,
+                transport: entry.path.transport,
+                to: entry.path.peer,
                 datagram: d,
             });
         }
@@ -1105,8 +1301,8 @@ impl Core {
                     let info = SessionInfo {
                         id,
                         peer_node: peer,
-                        peer_addr: entry.peer,
-                        transport: self.kinds[entry.transport],
+                        peer_addr: entry.path.peer,
+                        transport: entry.path.kind,
                         initiator: entry.connect.is_some(),
                     };
                     set_live(&self.shared, self.index, id, true);
@@ -1114,8 +1310,8 @@ impl Core {
                     tracing::info!(
                         session = %id,
                         peer_node = ?peer,
-                        peer_addr = %entry.peer,
-                        transport = self.kinds[entry.transport],
+                        peer_addr = %entry.path.peer,
+                        transport = entry.path.kind,
                         initiator = info.initiator,
                         "session established"
                     );
@@ -1137,10 +1333,10 @@ impl Core {
                         stream_id,
                         frame_type,
                         payload,
-                        peer: entry.peer,
+                        peer: entry.path.peer,
                     };
                     let channel = self.shared.channel_for(frame_type);
-                    if self.reliable[entry.transport] {
+                    if entry.path.reliable {
                         // Never dropped: queued behind anything waiting.
                         if !self.overflow.is_empty() {
                             self.overflow.push_back(ev);
@@ -1148,15 +1344,15 @@ impl Core {
                             self.overflow.push_back(ev);
                         }
                     } else if let Err(TrySendError::Full(_)) = channel.try_send(ev) {
-                        TransportCounters::add(&self.counters[entry.transport].packets_dropped, 1);
+                        TransportCounters::add(&entry.path.counters.packets_dropped, 1);
                     }
                 }
                 Event::PeerError { .. } => {}
                 Event::Closed { reason } => {
-                    tracing::info!(session = %id, peer_addr = %entry.peer, %reason, "session closed");
+                    tracing::info!(session = %id, peer_addr = %entry.path.peer, %reason, "session closed");
                     if let Some(reply) = entry.connect.take() {
                         let _ = reply.send(Err(NodeError::ConnectFailed {
-                            peer: entry.peer,
+                            peer: entry.path.peer,
                             reason: reason.clone(),
                         }));
                     }

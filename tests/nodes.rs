@@ -377,3 +377,74 @@ fn websocket_loses_nothing_when_the_receiver_is_slow() {
     let (traffic, _) = client.websocket_stats().unwrap();
     assert_eq!(traffic.packets_dropped, 0);
 }
+
+/// Waits for the next message on `node`, with the session it came on.
+fn next_message_on(node: &Node) -> Option<(stt::frame::SessionId, Vec<u8>, std::net::SocketAddr)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = node.events();
+    while let Ok(e) = events.recv_deadline(deadline) {
+        if let NodeEvent::Message {
+            session,
+            payload,
+            peer,
+            ..
+        } = e
+        {
+            return Some((session, payload, peer));
+        }
+    }
+    None
+}
+
+#[test]
+fn one_session_two_paths_udp_to_websocket_and_back_without_a_new_handshake() {
+    let server = udp_node("two-paths-server", 2);
+    let ws_addr = server
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    let client = udp_node("two-paths-client", 2);
+    let udp_addr = server.udp_local_addr().unwrap();
+    let s = client.connect_udp(udp_addr).unwrap();
+    client.send(s.id, b"over udp").unwrap();
+    let (id, m, from_udp) = next_message_on(&server).unwrap();
+    assert_eq!((id, m.as_slice()), (s.id, &b"over udp"[..]));
+
+    // Same session, now over WebSocket: no handshake, same id and keys.
+    client
+        .move_session_to_websocket(s.id, &format!("ws://{ws_addr}/"))
+        .unwrap();
+    client.send(s.id, b"over websocket").unwrap();
+    let (id, m, from_ws) = next_message_on(&server).unwrap();
+    assert_eq!((id, m.as_slice()), (s.id, &b"over websocket"[..]));
+    assert_ne!(from_ws, from_udp, "it came over the WebSocket connection");
+    // The server answers along the new path too.
+    server.send(s.id, b"reply").unwrap();
+    assert_eq!(
+        next_message_on(&client).map(|x| x.1),
+        Some(b"reply".to_vec())
+    );
+    // A large message now travels whole (no MTU on WebSocket).
+    let big = vec![9u8; 3 << 20];
+    client.send(s.id, &big).unwrap();
+    assert!(next_message_on(&server).map(|x| x.1) == Some(big));
+
+    // And back to UDP.
+    client.move_session_to_udp(s.id, udp_addr).unwrap();
+    client.send(s.id, b"udp again").unwrap();
+    let (id, m, from) = next_message_on(&server).unwrap();
+    assert_eq!((id, m.as_slice()), (s.id, &b"udp again"[..]));
+    assert_eq!(from, from_udp);
+    // One session on each side all along: no new handshake happened.
+    assert_eq!(server.session_count(), 1);
+    assert_eq!(client.session_count(), 1);
+    let established = server
+        .events()
+        .try_iter()
+        .filter(|e| matches!(e, NodeEvent::SessionEstablished(_)))
+        .count();
+    assert!(established <= 1);
+    assert_eq!(
+        server.session_stats(s.id).map(|st| st.messages_received),
+        Some(4)
+    );
+}

@@ -182,34 +182,37 @@ struct Relay {
     addr: SocketAddr,
     sizes: Arc<Mutex<Vec<usize>>>,
     stop: Arc<AtomicBool>,
+    back: Arc<Mutex<Arc<UdpSocket>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Relay {
     fn new(server: SocketAddr) -> Relay {
         let front = big_socket();
-        let back = big_socket();
+        let back = Arc::new(Mutex::new(Arc::new(big_socket())));
         let addr = front.local_addr().unwrap();
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let (f2, b2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
-        let (s1, st1, c1) = (sizes.clone(), stop.clone(), client.clone());
+        let f2 = front.try_clone().unwrap();
+        let (s1, st1, c1, back1) = (sizes.clone(), stop.clone(), client.clone(), back.clone());
         let forward = std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];
             while !st1.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = front.recv_from(&mut buf) {
                     *c1.lock().unwrap() = Some(from);
                     s1.lock().unwrap().push(n);
-                    let _ = back.send_to(&buf[..n], server);
+                    let out = back1.lock().unwrap().clone();
+                    let _ = out.send_to(&buf[..n], server);
                 }
             }
         });
-        let (s2, st2) = (sizes.clone(), stop.clone());
+        let (s2, st2, back2) = (sizes.clone(), stop.clone(), back.clone());
         let backward = std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];
             while !st2.load(Ordering::Relaxed) {
-                if let Ok((n, _)) = b2.recv_from(&mut buf) {
+                let sock = back2.lock().unwrap().clone();
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
                     s2.lock().unwrap().push(n);
                     if let Some(c) = *client.lock().unwrap() {
                         let _ = f2.send_to(&buf[..n], c);
@@ -221,8 +224,18 @@ impl Relay {
             addr,
             sizes,
             stop,
+            back,
             threads: vec![forward, backward],
         }
+    }
+
+    /// As a NAT that forgets its mapping: traffic to the server leaves from
+    /// a new port from now on.
+    fn rebind(&self) -> SocketAddr {
+        let fresh = Arc::new(big_socket());
+        let addr = fresh.local_addr().unwrap();
+        *self.back.lock().unwrap() = fresh;
+        addr
     }
 }
 
@@ -389,5 +402,49 @@ fn reuseport_reactors_deliver_every_flow() {
             // each reactor received exactly its own sessions' traffic.
             assert_eq!(server.udp_stats().unwrap().packets_dropped, 0);
         }
+    }
+}
+
+#[test]
+fn a_session_survives_nat_rebinding() {
+    for backend in backends() {
+        let server = node("nat-server", backend, 2);
+        let client = node("nat-client", backend, 1);
+        let relay = Relay::new(server.udp_local_addr().unwrap());
+        let session = client.connect_udp(relay.addr).unwrap();
+        client.send(session.id, b"before").unwrap();
+        let events = server.events();
+        let first_from = loop {
+            match events.recv_timeout(WAIT).unwrap() {
+                NodeEvent::Message { peer, .. } => break peer,
+                _ => continue,
+            }
+        };
+        let new_port = relay.rebind();
+        assert_ne!(first_from, new_port);
+        client.send(session.id, b"after").unwrap();
+        let (peer, payload) = loop {
+            match events.recv_timeout(WAIT).unwrap() {
+                NodeEvent::Message {
+                    peer,
+                    payload,
+                    session: s,
+                    ..
+                } => {
+                    assert_eq!(s, session.id, "the same session");
+                    break (peer, payload);
+                }
+                _ => continue,
+            }
+        };
+        assert_eq!(
+            (peer, payload.as_slice()),
+            (new_port, &b"after"[..]),
+            "{backend:?}"
+        );
+        // Replies follow the new address.
+        server.send(session.id, b"reply").unwrap();
+        assert_eq!(messages(&client, 1), vec![b"reply".to_vec()], "{backend:?}");
+        assert_eq!(server.session_count(), 1);
     }
 }
