@@ -448,3 +448,33 @@ fn a_session_survives_nat_rebinding() {
         assert_eq!(server.session_count(), 1);
     }
 }
+
+#[test]
+fn a_five_mib_message_over_udp_at_mtu_1472() {
+    for backend in backends() {
+        // The whole message leaves as one burst of 3,715 datagrams: the
+        // receiver's socket buffer must hold it (UDP has no flow control).
+        let big_buffers = |seed: &str| {
+            let mut c = config(seed, backend, "127.0.0.1", 1);
+            let udp = c.udp.as_mut().unwrap();
+            udp.receive_buffer_size = 4 << 20;
+            udp.send_buffer_size = 4 << 20;
+            Node::start(c).unwrap()
+        };
+        let server = big_buffers("five-mib-server");
+        let client = big_buffers("five-mib-client");
+        let granted = server.udp_socket_info().unwrap().receive_buffer_size;
+        if granted < 6 << 20 {
+            eprintln!("SKIPPING: the kernel grants only {granted} bytes of socket buffer (net.core.rmem_max); a 5 MiB burst cannot fit");
+            return;
+        }
+        let session = client
+            .connect_udp(server.udp_local_addr().unwrap())
+            .unwrap();
+        let big: Vec<u8> = (0..5u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
+        client.send(session.id, &big).unwrap();
+        let got = messages(&server, 1);
+        assert_eq!(got.len(), 1, "{backend:?}: {:?}", server.udp_stats());
+        assert!(got[0] == big, "{backend:?}: intact");
+    }
+}
