@@ -448,3 +448,40 @@ fn one_session_two_paths_udp_to_websocket_and_back_without_a_new_handshake() {
         Some(4)
     );
 }
+
+#[test]
+fn a_wrong_shared_seed_fails_the_handshake_and_the_server_keeps_nothing() {
+    let server = udp_node("seed-server", 1);
+    let mut config = NodeConfig::new(&[8u8; 40], b"another network's shared seed: 32+ b")
+        .with_udp(stt::transport::udp::UdpConfig::bound_to(
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .with_reactors(1);
+    config.session.handshake_timeout = Duration::from_millis(600);
+    config.session.initial_rto = Duration::from_millis(100);
+    let outsider = Node::start(config).unwrap();
+    let err = outsider
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            NodeError::ConnectFailed {
+                reason: stt::session::CloseReason::HandshakeTimeout,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("shared_seed"),
+        "the error names the likely cause: {err}"
+    );
+    assert_eq!(server.session_count(), 0, "no state for an outsider");
+    let stats = server.udp_stats().unwrap();
+    assert!(
+        stats.packets_dropped >= 1,
+        "its handshakes were counted as dropped"
+    );
+    assert_eq!(stats.packets_sent, 0, "and answered with silence");
+}
