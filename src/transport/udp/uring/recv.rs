@@ -3,16 +3,15 @@
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::ptr;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::types::{Fd, RecvMsgOut};
+use io_uring::types::RecvMsgOut;
 use io_uring::{cqueue, opcode, IoUring};
 
 use super::{
     page_size, thread_marker, Cqe, OnDatagram, Region, UringUdp, BUF_GROUP, CONTROL_LEN, NAME_LEN,
-    RECVMSG_OUT_LEN, UD_CANCEL, UD_RECV,
+    RECVMSG_OUT_LEN, SOCKET, UD_CANCEL, UD_RECV,
 };
 use crate::transport::udp::mmsg::deliver_segments;
 use crate::transport::udp::sys::from_sockaddr;
@@ -22,10 +21,9 @@ impl UringUdp {
     /// Pushes the multishot receive and submits it.
     pub(super) fn arm_recv(&mut self) -> io::Result<()> {
         self.recv.publish();
-        let sqe =
-            opcode::RecvMsgMulti::new(Fd(self.socket.as_raw_fd()), &*self.recv.msghdr, BUF_GROUP)
-                .build()
-                .user_data(UD_RECV);
+        let sqe = opcode::RecvMsgMulti::new(SOCKET, &*self.recv.msghdr, BUF_GROUP)
+            .build()
+            .user_data(UD_RECV);
         // SAFETY: the entry points at `self.recv.msghdr` (boxed, alive until
         // `Drop` has seen this request's last completion) and selects
         // buffers from group 0, whose memory lives as long; the socket fd

@@ -5,13 +5,11 @@ use std::cell::UnsafeCell;
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::ptr;
 
-use io_uring::opcode;
-use io_uring::types::Fd;
+use io_uring::{opcode, squeue};
 
-use super::{Sink, UringUdp, CONTROL_LEN, FLUSH_ROUNDS, UD_NOP};
+use super::{Sink, UringUdp, CONTROL_LEN, FLUSH_ROUNDS, SOCKET, UD_NOP};
 use crate::transport::udp::mmsg::{Entry, SendQueue};
 use crate::transport::udp::sys::to_sockaddr;
 use crate::transport::TransportCounters;
@@ -90,17 +88,22 @@ impl UringUdp {
         if self.sends.free.len() < self.queue.pending().len() {
             self.reap(&mut Sink::Stash);
         }
-        let fd = Fd(self.socket.as_raw_fd());
         let pending = self.queue.pending().len();
         let mut taken = 0;
         let mut pushed = 0;
         let mut sq = self.ring.submission();
-        // When every pending entry gets a slot now (the usual case), the
-        // queue's buffer itself is lent to the kernel and the queue starts
-        // a fresh one: no copy. Otherwise each slot copies its bytes.
-        let fits =
-            pending > 0 && pending <= self.sends.free.len() && pending < sq.capacity() - sq.len();
-        let lent = if fits {
+        // The queue's buffer itself is lent to the kernel, and the queue
+        // starts a fresh one, when at least half the pending entries get a
+        // slot now (the usual case: all of them): no copy for those, and
+        // the rest, if any, is copied back into the fresh buffer. Otherwise
+        // each slot copies its bytes.
+        let room = self
+            .sends
+            .free
+            .len()
+            .min((sq.capacity() - sq.len()).saturating_sub(1));
+        let lend = pending > 0 && room > 0 && 2 * room >= pending;
+        let lent = if lend {
             let spare = mem::take(&mut self.sends.spare);
             match self.sends.lend(mem::replace(&mut self.queue.buf, spare)) {
                 Ok(i) => Some(i),
@@ -124,13 +127,14 @@ impl UringUdp {
                 let Some(slot) = self.sends.free.pop() else {
                     break;
                 };
-                let msg = self.sends.fill(usize::from(slot), e, buf, lent);
-                let sqe = opcode::SendMsg::new(fd, msg)
-                    .build()
+                let sqe = self
+                    .sends
+                    .fill(usize::from(slot), e, buf, lent)
                     .user_data(u64::from(slot));
-                // SAFETY: `msg` and everything it points at (address,
-                // iovec, control message) live in send slot `slot`, and the
-                // bytes in its own copy or in lent buffer `lent`. The slot
+                // SAFETY: everything the entry points at (address, message
+                // header, iovec, control message) lives in send slot
+                // `slot`, and the bytes in its own copy or in lent buffer
+                // `lent`. The slot
                 // stays allocated, unmoved and unwritten until the
                 // completion carrying this `user_data` is reaped
                 // (`complete_send`), and a lent buffer is not touched until
@@ -159,8 +163,8 @@ impl UringUdp {
         if let Some(i) = lent {
             self.sends.lent[usize::from(i)].refs = taken as u32;
             if taken < pending {
-                // Not reached (room was checked): the unsent entries' bytes
-                // are in the lent buffer; copy them back into the queue.
+                // The unsent entries' bytes are in the lent buffer: copy
+                // them back into the queue.
                 let rest: Vec<Entry> = self.queue.pending()[taken..].to_vec();
                 self.queue.advance(pending);
                 let lent_buf = &self.sends.lent[usize::from(i)].buf;
@@ -347,14 +351,17 @@ impl SendSlots {
 
     /// Fills free slot `slot` for entry `e`, whose bytes are `buf[e.start..]`:
     /// pointing into `buf` when it is lent buffer `lent` (the caller counts
-    /// the reference), or copying them. Returns the message header to submit.
+    /// the reference), or copying them. Returns the entry to submit: a
+    /// `Send` with a destination address for one datagram (cheaper: the
+    /// kernel copies no message header), a `SendMsg` with a `UDP_SEGMENT`
+    /// control message for a GSO run.
     pub(super) fn fill(
         &self,
         slot: usize,
         e: &Entry,
         buf: &[u8],
         lent: Option<u16>,
-    ) -> *const libc::msghdr {
+    ) -> squeue::Entry {
         // SAFETY: `slot` was just taken from the free list: no queued or
         // in-flight entry points at it, so we have the only access.
         let s = unsafe { &mut *self.slots[slot].get() };
@@ -375,6 +382,12 @@ impl SendSlots {
         s.count = e.count;
         let (addr, addr_len) = to_sockaddr(&e.to);
         s.addr = addr;
+        if e.count <= 1 && !super::force_sendmsg() {
+            return opcode::Send::new(SOCKET, base, e.len as u32)
+                .dest_addr((&s.addr as *const libc::sockaddr_storage).cast())
+                .dest_addr_len(addr_len)
+                .build();
+        }
         s.iov = libc::iovec {
             iov_base: base.cast_mut().cast(),
             iov_len: e.len,
@@ -385,21 +398,19 @@ impl SendSlots {
         s.hdr.msg_namelen = addr_len;
         s.hdr.msg_iov = &mut s.iov;
         s.hdr.msg_iovlen = 1;
-        if e.count > 1 {
-            s.hdr.msg_control = s.control.as_mut_ptr().cast();
-            // SAFETY: CMSG_SPACE is a pure computation.
-            s.hdr.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as _;
-            // SAFETY: msg_control points at the slot's 32-byte, 8-aligned
-            // control area, larger than CMSG_SPACE(2), so CMSG_FIRSTHDR is
-            // non-null and its data area holds a u16.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&s.hdr);
-                (*c).cmsg_level = libc::SOL_UDP;
-                (*c).cmsg_type = libc::UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
-                ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, e.segment as u16);
-            }
+        s.hdr.msg_control = s.control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure computation.
+        s.hdr.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as _;
+        // SAFETY: msg_control points at the slot's 32-byte, 8-aligned
+        // control area, larger than CMSG_SPACE(2), so CMSG_FIRSTHDR is
+        // non-null and its data area holds a u16.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&s.hdr);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
+            ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, e.segment as u16);
         }
-        &s.hdr
+        opcode::SendMsg::new(SOCKET, &s.hdr).build()
     }
 }

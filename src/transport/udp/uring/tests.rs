@@ -409,7 +409,7 @@ fn receive_completions_reaped_by_flush_wake_the_poll() {
     skip_unless_supported!();
     let c = UdpConfig {
         gso: false,
-        batch_size: 2, // 4 send slots
+        batch_size: 2, // 8 send slots
         ..config(v4())
     };
     let mut t = open(&c);
@@ -428,7 +428,7 @@ fn receive_completions_reaped_by_flush_wake_the_poll() {
         }
         assert!(Instant::now() < deadline, "ring never readable");
     }
-    for _ in 0..8 {
+    for _ in 0..2 * t.sends.slots.len() {
         t.send(peer.local_addr().unwrap(), b"out").unwrap();
     }
     t.flush().unwrap();
