@@ -4,8 +4,72 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+
+/// Socket buffers (receive and send) for every UDP contender alike.
+pub const BUFFER: usize = 4 << 20;
+
+/// A plain UDP socket on 127.0.0.1 with the same buffers stt gets (std
+/// cannot set them, so setsockopt does).
+pub fn big_std_socket() -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        let v = BUFFER as libc::c_int;
+        // SAFETY: passes a live c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::SOL_SOCKET,
+                opt,
+                &v as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    s
+}
+
 /// One contender: runs one measurement, or `None` if it could not start.
 pub type Contender<'a, T> = Box<dyn Fn() -> Option<T> + 'a>;
+
+/// `Some(value)`, or `None` after saying what failed.
+pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Option<T> {
+    r.map_err(|e| eprintln!("  {what}: {e}")).ok()
+}
+
+/// One latency run's percentiles, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    pub const NAMES: [&'static str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
+
+    pub fn from_histogram(h: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            p50: us(h.value_at_quantile(0.5)),
+            p90: us(h.value_at_quantile(0.9)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+
+    pub fn values(&self) -> [f64; 5] {
+        [self.p50, self.p90, self.p99, self.p999, self.max]
+    }
+}
+
+/// Round trips in nanoseconds, 1 ns to 60 s, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
 
 /// Process CPU time (user + system), from getrusage.
 pub fn cpu_time() -> Duration {
@@ -34,10 +98,15 @@ impl Tally {
     }
 
     pub fn hit(&mut self) {
+        self.hits(1);
+    }
+
+    /// `n` arrivals at once (a batch read, a GRO super-datagram).
+    pub fn hits(&mut self, n: u64) {
         let now = Instant::now();
         self.first.get_or_insert(now);
         self.last = Some(now);
-        self.count += 1;
+        self.count += n;
     }
 
     /// Arrivals per second between the first and the last.
@@ -88,7 +157,7 @@ pub fn machine() -> String {
 }
 
 /// Every workload's section, in the order the results file lists them.
-pub const SECTIONS: [&str; 2] = ["udp", "ws"];
+pub const SECTIONS: [&str; 5] = ["udp", "latency", "scaling", "crypto", "ws"];
 
 /// Where the section of `workload` lives when the results file is `out`:
 /// `results/<workload>.md` beside it (`perf/results/udp.md` for the default
@@ -113,8 +182,9 @@ pub fn write_results(out: &Path, sections: &[(&str, String)]) -> std::io::Result
     }
     let mut text = String::from(
         "# stt performance results\n\nProduced by `cargo run --release -p stt-perf -- all` \
-         (see perf/README.md); `-- udp` or `-- ws` alone refreshes only its own section \
-         (kept in `results/` beside this file). Re-run to refresh; figures from a noisy 2-core machine \
+         (see perf/README.md); one workload alone (`-- udp`, `-- latency`, `-- scaling`, \
+         `-- crypto`, `-- ws`) refreshes only its own section (kept in `results/` beside \
+         this file). Re-run to refresh; figures from a noisy 2-core machine \
          are medians with their spread.\n",
     );
     for workload in SECTIONS {

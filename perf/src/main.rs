@@ -6,21 +6,30 @@
 //! ratios and the CPU each contender burned to `perf/RESULTS.md`.
 //!
 //! ```text
-//! cargo run --release -p stt-perf -- udp|ws|all [--seconds S] [--runs N] [--size BYTES]
-//!                                               [--pings N] [--only TEXT] [--out FILE | --no-out]
+//! cargo run --release -p stt-perf -- udp|latency|scaling|crypto|ws|all
+//!     [--seconds S] [--runs N] [--size BYTES] [--pings N] [--only TEXT] [--out FILE | --no-out]
 //! ```
 //!
-//! - `udp` ([`udp`]): one UDP sender → one receiver, sealed stt against a
-//!   plain socket loop.
+//! - `udp` ([`udp`]): one UDP sender → one receiver: stt (sealed) against
+//!   std, tokio and quinn-udp GSO/GRO loops (unsealed) and quinn datagrams
+//!   (sealed), with the one-core AES seal ceiling for scale.
+//! - `latency` ([`latency`]): UDP ping-pong, 64 B: blocking std (the
+//!   floor), stt, quinn datagrams.
+//! - `scaling` ([`scaling`]): stt over UDP with 1, 16 and 256 sessions.
+//! - `crypto` ([`crypto`]): the one-core AEAD ceiling (seal and open).
 //! - `ws` ([`ws`]): stt over WebSocket (sealed) against tokio-tungstenite
 //!   (unsealed): throughput and round-trip latency, 64 B and 64 KiB.
-//! - `all`: `udp`, then `ws`.
+//! - `all`: every workload, in the order above.
 //!
 //! Each workload's section is kept in `results/<workload>.md` beside the
 //! results file, which is rebuilt from every section present (see
 //! [`common::write_results`]).
 
 mod common;
+mod crypto;
+mod latency;
+mod quic;
+mod scaling;
 mod udp;
 mod ws;
 
@@ -29,9 +38,9 @@ use std::path::Path;
 pub struct Args {
     pub seconds: f64,
     pub runs: usize,
-    /// Message size of the `udp` workload.
+    /// Message size of the `udp`, `scaling` and `crypto` workloads.
     pub size: usize,
-    /// Round trips of each `ws` latency run.
+    /// Round trips of each `latency` and `ws` latency run.
     pub pings: usize,
     /// `ws` only: run just the contenders and sizes whose label
     /// ("<contender>, <size>") contains this (a profiling aid).
@@ -39,8 +48,9 @@ pub struct Args {
     pub out: Option<String>,
 }
 
-const USAGE: &str = "usage: stt-perf udp|ws|all [--seconds S] [--runs N] [--size BYTES (udp)] \
-                     [--pings N (ws)] [--only TEXT (ws)] [--out FILE | --no-out]";
+const USAGE: &str = "usage: stt-perf udp|latency|scaling|crypto|ws|all [--seconds S] [--runs N] \
+                     [--size BYTES (udp, scaling, crypto)] [--pings N (latency, ws)] \
+                     [--only TEXT (ws)] [--out FILE | --no-out]";
 
 fn parse_args() -> Result<(String, Args), String> {
     let mut it = std::env::args().skip(1);
@@ -88,9 +98,12 @@ fn main() {
     let todo: &[&str] = match workload.as_str() {
         "udp" => &["udp"],
         "ws" => &["ws"],
-        "all" => &["udp", "ws"],
+        "latency" => &["latency"],
+        "crypto" => &["crypto"],
+        "scaling" => &["scaling"],
+        "all" => &["udp", "latency", "scaling", "crypto", "ws"],
         other => {
-            eprintln!("error: unknown workload {other} (available: udp, ws, all)\n{USAGE}");
+            eprintln!("error: unknown workload {other} (available: udp, latency, scaling, crypto, ws, all)\n{USAGE}");
             std::process::exit(2);
         }
     };
@@ -98,6 +111,9 @@ fn main() {
     for (i, name) in todo.iter().enumerate() {
         let report = match *name {
             "udp" => udp::workload(&args),
+            "latency" => latency::workload(&args),
+            "crypto" => crypto::workload(&args),
+            "scaling" => scaling::workload(&args),
             _ => ws::workload(&args),
         };
         if i > 0 {

@@ -1,24 +1,35 @@
 //! Workload `udp`: one sender, one receiver, `size`-byte messages sent as
 //! fast as the sender can for `seconds`. The figure is what the receiver got:
 //! messages delivered per second between the first and the last arrival.
-//! Contenders: a plain `std::net::UdpSocket` `send_to`/`recv_from` loop
-//! (unsealed: what people write by hand) and stt over each UDP backend
-//! (sealed, AES-256-GCM or ChaCha20-Poly1305 as negotiated).
+//! Contenders, interleaved run by run:
+//!
+//! - unsealed: a plain `std::net::UdpSocket` `send_to`/`recv_from` loop
+//!   (what people write by hand), the same with tokio's `UdpSocket`, and
+//!   quinn-udp's batched I/O with GSO/GRO (the raw-I/O ceiling);
+//! - sealed: quinn's unreliable datagrams over QUIC (see [`crate::quic`])
+//!   and stt over each UDP backend, with and without GSO/GRO (AES-256-GCM
+//!   or ChaCha20-Poly1305 as negotiated).
+//!
+//! Before each run the one-core AES-256-GCM seal ceiling is measured too
+//! ([`crypto::seal_rate`]), and the sealed rows are reported as a share of it.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use stt::crypto::Algorithm;
 use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::udp::{self, UdpBackend, UdpConfig};
 
-use crate::common::{cpu_time, machine, median, Contender, Tally};
+use crate::common::{
+    big_std_socket, cpu_time, machine, median, min_max, ok, Contender, Tally, BUFFER,
+};
 use crate::Args;
-
-/// Socket buffers for every contender alike.
-const BUFFER: usize = 4 << 20;
+use crate::{crypto, quic};
 
 /// One measurement: delivered rate and CPU burned.
 #[derive(Debug, Clone, Copy)]
@@ -27,26 +38,6 @@ struct Sample {
     cores: f64,
     delivered: u64,
     sent: u64,
-}
-
-/// A plain socket with the same buffers stt gets (std cannot set them, so
-/// setsockopt does).
-fn big_std_socket() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        let v = BUFFER as libc::c_int;
-        // SAFETY: passes a live c_int and its size.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&s),
-                libc::SOL_SOCKET,
-                opt,
-                &v as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-    }
-    s
 }
 
 /// A plain blocking `send_to` / `recv_from` loop, unsealed.
@@ -86,8 +77,222 @@ fn run_std(seconds: f64, size: usize) -> Sample {
     }
 }
 
+/// tokio's `UdpSocket`: a sender task and a receiver task on a runtime with
+/// a worker per core, `send_to` / `recv_from`, unsealed.
+fn run_tokio(seconds: f64, size: usize) -> Option<Sample> {
+    let rt = ok(quic::runtime(), "building the tokio runtime")?;
+    let run = async move {
+        let rx = big_std_socket();
+        let tx = big_std_socket();
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        let rx = tokio::net::UdpSocket::from_std(rx)?;
+        let tx = tokio::net::UdpSocket::from_std(tx)?;
+        let to = rx.local_addr()?;
+        let receiver = tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut tally = Tally::new();
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(200), rx.recv_from(&mut buf)).await
+            {
+                tally.hit();
+            }
+            tally
+        });
+        let sender = tokio::spawn(async move {
+            let payload = vec![0xABu8; size];
+            let cpu0 = cpu_time();
+            let t0 = Instant::now();
+            let end = t0 + Duration::from_secs_f64(seconds);
+            let mut sent = 0u64;
+            while Instant::now() < end {
+                for _ in 0..64 {
+                    if tx.send_to(&payload, to).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            (cpu0, t0, sent)
+        });
+        let (cpu0, t0, sent) = sender.await?;
+        let tally = receiver.await?;
+        let wall = t0.elapsed().as_secs_f64();
+        Ok::<_, quic::BoxError>(Sample {
+            rate: tally.rate(),
+            cores: (cpu_time() - cpu0).as_secs_f64() / wall,
+            delivered: tally.count,
+            sent,
+        })
+    };
+    ok(rt.block_on(run), "tokio UdpSocket")
+}
+
+/// How long each run's one-core seal-ceiling measurement lasts.
+const CEILING_SECONDS: f64 = 0.5;
+
+/// Most GSO segments per `sendmsg` (40 × 1200 B stays under 64 KiB).
+const GSO_BATCH: usize = 40;
+
+/// quinn-udp's batched I/O, unsealed: the raw-I/O ceiling. The sender
+/// hands the kernel up to [`GSO_BATCH`] segments per `sendmsg` (GSO, one
+/// `Transmit` with `segment_size`); the receiver reads several GRO
+/// super-datagrams per `recvmmsg` into [`RECV_SLOTS`] 64 KiB buffers and
+/// counts the segments (`len / stride`). The sender's socket is set back to
+/// blocking (quinn-udp makes it non-blocking), as the std loop's is; the
+/// receiver stays non-blocking and waits in `poll(2)` (quinn-udp's
+/// `recvmmsg` would otherwise block until every slot is filled).
+fn run_quinn_udp(seconds: f64, size: usize) -> Option<Sample> {
+    const RECV_SLOTS: usize = 8;
+    let rx = big_std_socket();
+    let tx = big_std_socket();
+    let rx_state = ok(UdpSocketState::new((&rx).into()), "quinn-udp socket state")?;
+    let tx_state = ok(UdpSocketState::new((&tx).into()), "quinn-udp socket state")?;
+    ok(tx.set_nonblocking(false), "blocking sender")?;
+    let to: SocketAddr = rx.local_addr().ok()?;
+    let batch = tx_state.max_gso_segments().clamp(1, GSO_BATCH);
+    if std::env::var_os("STT_PERF_DEBUG").is_some() {
+        eprintln!(
+            "  quinn-udp: {batch} segments per send, GRO {} segments",
+            rx_state.gro_segments()
+        );
+    }
+    let receiver = std::thread::spawn(move || {
+        let mut storage = vec![vec![0u8; 64 << 10]; RECV_SLOTS];
+        let mut meta = [RecvMeta::default(); RECV_SLOTS];
+        let mut tally = Tally::new();
+        loop {
+            let mut bufs: Vec<IoSliceMut<'_>> =
+                storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            match rx_state.recv((&rx).into(), &mut bufs, &mut meta) {
+                Ok(n) => {
+                    let segments: usize = meta[..n]
+                        .iter()
+                        .map(|m| m.len.div_ceil(m.stride.max(1)))
+                        .sum();
+                    tally.hits(segments as u64);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut fd = libc::pollfd {
+                        fd: std::os::fd::AsRawFd::as_raw_fd(&rx),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one live pollfd, count 1.
+                    if unsafe { libc::poll(&mut fd, 1, 200) } <= 0 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("  quinn-udp recv: {e}");
+                    break;
+                }
+            }
+        }
+        tally
+    });
+    let payload = vec![0xABu8; size * batch];
+    let transmit = Transmit {
+        destination: to,
+        ecn: None,
+        contents: &payload,
+        segment_size: (batch > 1).then_some(size),
+        src_ip: None,
+    };
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs_f64(seconds);
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        for _ in 0..8 {
+            if tx_state.try_send((&tx).into(), &transmit).is_ok() {
+                sent += batch as u64;
+            }
+        }
+    }
+    let tally = receiver.join().ok()?;
+    let wall = t0.elapsed().as_secs_f64();
+    Some(Sample {
+        rate: tally.rate(),
+        cores: (cpu_time() - cpu0).as_secs_f64() / wall,
+        delivered: tally.count,
+        sent,
+    })
+}
+
+/// quinn: unreliable datagrams on one QUIC connection (sealed, TLS 1.3 keys,
+/// AES-GCM or ChaCha20-Poly1305 as rustls negotiates). The client sends with
+/// `send_datagram_wait`, which waits for room in quinn's datagram send
+/// buffer, as `Node::send` waits for room in stt's queue (plain
+/// `send_datagram` never waits: it discards the oldest unsent datagram to
+/// make room, so "as fast as it accepts" would spin and measure drops). The
+/// server's task reads with `read_datagram`.
+fn run_quinn(seconds: f64, size: usize) -> Option<Sample> {
+    let rt = ok(quic::runtime(), "building the tokio runtime")?;
+    let run = async move {
+        let pair = quic::connect().await?;
+        let max = pair.client.max_datagram_size().unwrap_or(0);
+        if max < size {
+            return Err(format!("quinn's largest datagram is {max} B, under {size} B").into());
+        }
+        let server = pair.server.clone();
+        let receiver = tokio::spawn(async move {
+            let mut tally = Tally::new();
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(200), server.read_datagram()).await
+            {
+                tally.hit();
+            }
+            tally
+        });
+        let client = pair.client.clone();
+        let sender = tokio::spawn(async move {
+            let payload = bytes::Bytes::from(vec![0xABu8; size]);
+            let cpu0 = cpu_time();
+            let t0 = Instant::now();
+            let end = t0 + Duration::from_secs_f64(seconds);
+            let mut sent = 0u64;
+            while Instant::now() < end {
+                for _ in 0..64 {
+                    if client.send_datagram_wait(payload.clone()).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            (cpu0, t0, sent)
+        });
+        let (cpu0, t0, sent) = sender.await?;
+        let tally = receiver.await?;
+        let wall = t0.elapsed().as_secs_f64();
+        let sample = Sample {
+            rate: tally.rate(),
+            cores: (cpu_time() - cpu0).as_secs_f64() / wall,
+            delivered: tally.count,
+            sent,
+        };
+        if std::env::var_os("STT_PERF_DEBUG").is_some() {
+            eprintln!(
+                "  quinn client {:?}\n  quinn server {:?}",
+                pair.client.stats(),
+                pair.server.stats()
+            );
+        }
+        pair.close().await;
+        Ok::<_, quic::BoxError>(sample)
+    };
+    ok(rt.block_on(run), "quinn datagrams")
+}
+
 /// stt: two nodes with one reactor each, sealed messages over `backend`.
-fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Option<Sample> {
+/// An stt node with `reactors` reactors and UDP on 127.0.0.1 over
+/// `backend`, GSO and GRO on or off, [`BUFFER`]-sized socket buffers; all
+/// nodes share one network seed, `seed` makes the node's identity.
+pub fn stt_udp_node(
+    seed: &str,
+    backend: UdpBackend,
+    offload: bool,
+    reactors: usize,
+    server_mode: bool,
+) -> Option<Node> {
     const SHARED: &[u8] = b"stt-perf benchmark network shared seed";
     let udp = UdpConfig {
         bind_address: "127.0.0.1".parse().expect("literal"),
@@ -98,19 +303,21 @@ fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Opt
         send_buffer_size: BUFFER,
         ..UdpConfig::default()
     };
-    let server = Node::start(
-        NodeConfig::new(b"stt-perf benchmark server node seed!!", SHARED)
-            .with_udp(udp.clone())
-            .with_reactors(1),
+    let seed = format!("stt-perf benchmark node seed: {seed}");
+    ok(
+        Node::start(
+            NodeConfig::new(seed.as_bytes(), SHARED)
+                .with_udp(udp)
+                .with_reactors(reactors)
+                .with_server_mode(server_mode),
+        ),
+        "starting an stt node",
     )
-    .ok()?;
-    let client = Node::start(
-        NodeConfig::new(b"stt-perf benchmark client node seed!!", SHARED)
-            .with_udp(udp)
-            .with_reactors(1)
-            .with_server_mode(false),
-    )
-    .ok()?;
+}
+
+fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Option<Sample> {
+    let server = stt_udp_node("udp server", backend, offload, 1, true)?;
+    let client = stt_udp_node("udp client", backend, offload, 1, false)?;
     let session = client.connect_udp(server.udp_local_addr()?).ok()?;
     let events = server.events();
     let done = Arc::new(AtomicBool::new(false));
@@ -173,6 +380,18 @@ pub fn workload(args: &Args) -> String {
             Box::new(|| Some(run_std(args.seconds, args.size))),
         ),
         (
+            "tokio `UdpSocket` (unsealed)",
+            Box::new(|| run_tokio(args.seconds, args.size)),
+        ),
+        (
+            "quinn-udp, GSO/GRO batches (unsealed)",
+            Box::new(|| run_quinn_udp(args.seconds, args.size)),
+        ),
+        (
+            "quinn datagrams over QUIC (sealed)",
+            Box::new(|| run_quinn(args.seconds, args.size)),
+        ),
+        (
             "stt, mio backend (sealed)",
             Box::new(|| run_stt(args.seconds, args.size, UdpBackend::Mio, true)),
         ),
@@ -194,7 +413,17 @@ pub fn workload(args: &Args) -> String {
         eprintln!("io_uring is not available here: its row is left out");
     }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); contenders.len()];
+    let mut ceiling: Vec<f64> = Vec::new();
     for run in 0..args.runs {
+        // The one-core AES-256-GCM seal ceiling, measured between the runs
+        // so that it sees the same machine noise.
+        let c = crypto::seal_rate(Algorithm::Aes256Gcm, args.size, CEILING_SECONDS);
+        eprintln!(
+            "run {}/{}: AES-256-GCM seal ceiling, one core: {c:.0} /s",
+            run + 1,
+            args.runs
+        );
+        ceiling.push(c);
         for (i, (name, f)) in contenders.iter().enumerate() {
             match f() {
                 Some(s) => {
@@ -214,12 +443,14 @@ pub fn workload(args: &Args) -> String {
         }
     }
     let base = median(samples[0].iter().map(|s| s.rate).collect());
+    let seal_ceiling = median(ceiling.clone());
+    let (ceiling_lo, ceiling_hi) = min_max(&ceiling);
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| contender | messages/s (median) | min – max | vs std loop | goodput Gbit/s | cores busy | cores per Gbit/s | delivered / sent |"
+        "| contender | messages/s (median) | min – max | vs std loop | goodput Gbit/s | cores busy | cores per Gbit/s | delivered / sent | % of one-core AES seal ceiling |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|");
     for (i, (name, _)) in contenders.iter().enumerate() {
         let s = &samples[i];
         if s.is_empty() {
@@ -235,7 +466,7 @@ pub fn workload(args: &Args) -> String {
         let sent: u64 = s.iter().map(|x| x.sent).sum();
         let _ = writeln!(
             table,
-            "| {name} | {:.0} | {:.0} – {:.0} | {:.2}× | {:.2} | {:.2} | {:.2} | {:.1}% |",
+            "| {name} | {:.0} | {:.0} – {:.0} | {:.2}× | {:.2} | {:.2} | {:.2} | {:.1}% | {} |",
             rate,
             lo,
             hi,
@@ -243,7 +474,12 @@ pub fn workload(args: &Args) -> String {
             gbit,
             cores,
             if gbit > 0.0 { cores / gbit } else { 0.0 },
-            100.0 * delivered as f64 / sent.max(1) as f64
+            100.0 * delivered as f64 / sent.max(1) as f64,
+            if name.contains("(sealed)") && seal_ceiling > 0.0 {
+                format!("{:.0}%", 100.0 * rate / seal_ceiling)
+            } else {
+                "–".into()
+            }
         );
     }
     format!(
@@ -251,11 +487,20 @@ pub fn workload(args: &Args) -> String {
          Machine: {machine}. {runs} runs of {secs} s each, contenders interleaved; \
          socket buffers {buf} MiB for all. \"messages/s\" is what the receiver got, \
          first to last arrival; \"cores busy\" is the whole process's CPU time (sender, \
-         receiver and every stt thread) over the wall time.\n\n{table}",
+         receiver and every stt thread) over the wall time.\n\n\
+         The last column, for the sealed contenders, divides the datagrams/s delivered by \
+         the one-core AES-256-GCM seal ceiling: {ceiling:.0} seals/s of {size}-byte payloads \
+         (median, {ceiling_lo:.0} – {ceiling_hi:.0}; stt's `SendKeys::seal` on one thread, no \
+         I/O, {ceiling_secs} s before each run; see the `crypto` section). Above 100% means \
+         the sealing is spread over more than one core (sender and reactor threads). quinn \
+         seals with rustls's QUIC packet protection on ring, most likely AES-256-GCM (the \
+         first TLS 1.3 suite rustls offers), plus header protection.\n\n{table}",
         size = args.size,
         machine = machine(),
         runs = args.runs,
         secs = args.seconds,
         buf = BUFFER >> 20,
+        ceiling = seal_ceiling,
+        ceiling_secs = CEILING_SECONDS,
     )
 }

@@ -31,14 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use stt::frame::SessionId;
 use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::ws::WsConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use crate::common::{cpu_time, machine, median, min_max, Contender, Tally};
+use crate::common::{cpu_time, histogram, machine, median, min_max, ok, Contender, Latency, Tally};
 use crate::Args;
 
 /// The message sizes measured.
@@ -60,45 +59,6 @@ struct Throughput {
     cores: f64,
     delivered: u64,
     sent: u64,
-}
-
-/// One latency run's percentiles, in microseconds.
-#[derive(Debug, Clone, Copy)]
-struct Latency {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-}
-
-impl Latency {
-    const NAMES: [&'static str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
-
-    fn from_histogram(h: &Histogram<u64>) -> Latency {
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Latency {
-            p50: us(h.value_at_quantile(0.5)),
-            p90: us(h.value_at_quantile(0.9)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
-        }
-    }
-
-    fn values(&self) -> [f64; 5] {
-        [self.p50, self.p90, self.p99, self.p999, self.max]
-    }
-}
-
-/// Round trips in nanoseconds, 1 ns to 60 s, 3 significant digits.
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
-}
-
-/// `Some(value)`, or `None` after saying what failed.
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Option<T> {
-    r.map_err(|e| eprintln!("  {what}: {e}")).ok()
 }
 
 // ---------------------------------------------------------------- stt ----
