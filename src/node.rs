@@ -492,8 +492,13 @@ impl Node {
                 reply: tx,
             },
         )?;
-        rx.recv_timeout(self.connect_timeout)
-            .map_err(|_| NodeError::Stopped)?
+        rx.recv_timeout(self.connect_timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => NodeError::Transport(format!(
+                "no answer from the node's reactor within {:?} (overloaded?)",
+                self.connect_timeout
+            )),
+            crossbeam_channel::RecvTimeoutError::Disconnected => NodeError::Stopped,
+        })?
     }
 
     /// Starts accepting WebSocket connections on `addr` (port 0: any free
@@ -566,8 +571,13 @@ impl Node {
                 reply: tx,
             },
         )?;
-        rx.recv_timeout(self.connect_timeout)
-            .map_err(|_| NodeError::Stopped)?
+        rx.recv_timeout(self.connect_timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => NodeError::Transport(format!(
+                "no answer from the node's reactor within {:?} (overloaded?)",
+                self.connect_timeout
+            )),
+            crossbeam_channel::RecvTimeoutError::Disconnected => NodeError::Stopped,
+        })?
     }
 
     /// The node's dialling WebSocket transport, made on first use.
@@ -1041,8 +1051,13 @@ impl Node {
         }
         // Workers see `running` false within their poll interval.
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().id();
         for w in workers {
-            let _ = w.join();
+            // A callback that stops the node runs on a worker: that one
+            // finishes by itself once the callback returns.
+            if w.thread().id() != me {
+                let _ = w.join();
+            }
         }
     }
 
@@ -1068,7 +1083,10 @@ impl Node {
         if !self.is_running() {
             return Err(NodeError::Stopped);
         }
-        self.reactors[reactor].send(command)
+        self.reactors
+            .get(reactor)
+            .ok_or_else(|| NodeError::Transport("no such transport on this node".into()))?
+            .send(command)
     }
 }
 

@@ -77,6 +77,14 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 /// taking commands.
 const HELD_LIMIT: usize = 1024;
 
+/// Commands waiting for a busy sibling reactor before further ones are
+/// dropped (logged).
+const TO_PEERS_LIMIT: usize = 65_536;
+
+/// Datagrams held for one slow reliable peer before further ones are
+/// dropped (counted and logged): a peer this far behind is not reading.
+const PEER_HELD_LIMIT: usize = 8192;
+
 /// How soon a reactor that paused reading a reliable transport looks again.
 const PAUSE_RECHECK: Duration = Duration::from_millis(1);
 
@@ -328,13 +336,14 @@ impl ReactorHandle {
     }
 
     /// Queues a command without waiting (between reactors, which must never
-    /// block on each other); a full queue drops it.
-    pub(crate) fn try_send(&self, command: Command) -> bool {
-        let queued = self.commands.try_send(command).is_ok();
-        if queued {
-            let _ = self.wake();
-        }
-        queued
+    /// block on each other); a full queue hands it back.
+    pub(crate) fn try_send_back(&self, command: Command) -> Result<(), Box<Command>> {
+        let result = match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => Err(Box::new(c)),
+        };
+        let _ = self.wake();
+        result
     }
 
     /// Asks the reactor to stop: flagged, then queued.
@@ -417,9 +426,15 @@ pub(crate) struct Reactor {
     peers: Vec<ReactorHandle>,
     transports: Vec<Box<dyn Transport>>,
     ready: Vec<bool>,
-    /// Per transport: datagrams a reliable transport could not take yet.
-    held: Vec<VecDeque<(SocketAddr, Vec<u8>)>>,
+    /// Per reliable transport and peer: datagrams the transport could not
+    /// take yet (that peer reads slowly), in order. Other peers of the same
+    /// transport are not held up behind them.
+    held: HashMap<(usize, SocketAddr), VecDeque<Vec<u8>>>,
     held_total: usize,
+    /// Commands for other reactors that found their queue full: retried in
+    /// order each turn (a reactor never blocks on another, and reliable
+    /// traffic must not be dropped on the way).
+    to_peers: VecDeque<(usize, Command)>,
     core: Core,
 }
 
@@ -478,7 +493,6 @@ impl Reactor {
         let max_datagram = transports.iter().map(|t| t.max_datagram_size()).collect();
         let reliable = transports.iter().map(|t| t.is_reliable()).collect();
         let ready = vec![true; transports.len()];
-        let held = (0..transports.len()).map(|_| VecDeque::new()).collect();
         Ok((
             Reactor {
                 index,
@@ -490,8 +504,9 @@ impl Reactor {
                 peers: Vec::new(),
                 transports,
                 ready,
-                held,
+                held: HashMap::new(),
                 held_total: 0,
+                to_peers: VecDeque::new(),
                 core: Core {
                     index,
                     count,
@@ -615,6 +630,12 @@ impl Reactor {
             }
             let now = Instant::now();
             for t in &mut self.transports {
+                // A reliable transport that is not being read (the
+                // application is behind) must not take its silence for a
+                // dead peer: its timers wait with it.
+                if paused && t.is_reliable() {
+                    continue;
+                }
                 if t.poll_timeout().is_some_and(|d| d <= now) {
                     t.handle_timeout(now);
                 }
@@ -749,8 +770,13 @@ impl Reactor {
                     path,
                     mut datagram,
                 } => {
-                    let path = path.unwrap_or_else(|| self.core.local_path(transport, from));
-                    self.core.on_datagram_via(path, &mut datagram, now)
+                    match path {
+                        Some(path) => self.core.on_datagram_via(path, &mut datagram, now),
+                        // From a sibling socket of the group: this reactor
+                        // owns the id, but the session may be held by a third
+                        // one (it arrived over another transport).
+                        None => self.core.on_datagram(transport, from, &mut datagram, now),
+                    }
                 }
                 Command::PathSend {
                     transport,
@@ -815,7 +841,6 @@ impl Reactor {
         self.core.max_datagram.push(transport.max_datagram_size());
         self.core.reliable.push(transport.is_reliable());
         self.ready.push(true);
-        self.held.push(VecDeque::new());
         self.transports.push(transport);
         Ok(index)
     }
@@ -837,17 +862,15 @@ impl Reactor {
         };
         let refs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
         self.core.transmits.clear();
-        if entry
-            .session
-            .send_batch(
-                now,
-                stream_id,
-                &refs,
-                COALESCE_LIMIT,
-                &mut self.core.transmits,
-            )
-            .is_err()
-        {
+        if let Err(e) = entry.session.send_batch(
+            now,
+            stream_id,
+            &refs,
+            COALESCE_LIMIT,
+            &mut self.core.transmits,
+        ) {
+            tracing::debug!(session = %id, error = %e, "coalesced send refused");
+            TransportCounters::add(&entry.path.counters.errors_send, 1);
             return;
         }
         let path = entry.path.clone();
@@ -899,12 +922,7 @@ impl Reactor {
                 to: path.peer,
                 datagrams,
             };
-            if !self.peers.get(path.via).is_some_and(|p| p.try_send(cmd)) {
-                TransportCounters::add(&path.counters.packets_dropped, transmits.len() as u64);
-                result = Err(NodeError::Transport(
-                    "the path's reactor is overloaded".into(),
-                ));
-            }
+            self.hand_to_peer(path.via, cmd);
         }
         self.core.transmits = transmits;
         result
@@ -930,53 +948,122 @@ impl Reactor {
         if !self.core.reliable[ti] {
             return t.send(to, datagram);
         }
-        if !self.held[ti].is_empty() {
-            self.held[ti].push_back((to, datagram.to_vec()));
-            self.held_total += 1;
-            return Ok(());
+        if let Some(queue) = self.held.get_mut(&(ti, to)) {
+            return Self::hold(
+                queue,
+                &mut self.held_total,
+                &self.core.counters[ti],
+                to,
+                datagram,
+            );
         }
         match t.send(to, datagram) {
             Err(TransportError::QueueFull(_)) => {
-                self.held[ti].push_back((to, datagram.to_vec()));
-                self.held_total += 1;
-                Ok(())
+                let queue = self.held.entry((ti, to)).or_default();
+                Self::hold(
+                    queue,
+                    &mut self.held_total,
+                    &self.core.counters[ti],
+                    to,
+                    datagram,
+                )
             }
             other => other,
         }
     }
 
-    /// Offers held datagrams to their transports again, in order.
+    /// Queues a datagram behind a slow peer's others. A peer that has not
+    /// read [`PEER_HELD_LIMIT`] datagrams is not reading at all: what is
+    /// beyond is dropped, counted and logged rather than held without bound.
+    fn hold(
+        queue: &mut VecDeque<Vec<u8>>,
+        total: &mut usize,
+        counters: &TransportCounters,
+        to: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), TransportError> {
+        if queue.len() >= PEER_HELD_LIMIT {
+            TransportCounters::add(&counters.packets_dropped, 1);
+            tracing::warn!(peer = %to, held = queue.len(), "peer is not reading: datagram dropped");
+            return Err(TransportError::QueueFull(queue.len()));
+        }
+        queue.push_back(datagram.to_vec());
+        *total += 1;
+        Ok(())
+    }
+
+    /// Offers held datagrams to their transports again, in order per peer.
     fn release_held(&mut self) {
-        for ti in 0..self.held.len() {
-            if self.held[ti].is_empty() {
+        if self.held.is_empty() {
+            return;
+        }
+        let keys: Vec<(usize, SocketAddr)> = self.held.keys().copied().collect();
+        let mut flushed = vec![false; self.transports.len()];
+        for (ti, to) in keys {
+            let Some(t) = self.transports.get_mut(ti) else {
                 continue;
+            };
+            if !flushed[ti] {
+                let _ = t.flush();
+                flushed[ti] = true;
             }
-            let t = &mut self.transports[ti];
-            let _ = t.flush();
-            while let Some((to, d)) = self.held[ti].front() {
-                match t.send(*to, d) {
+            let Some(queue) = self.held.get_mut(&(ti, to)) else {
+                continue;
+            };
+            while let Some(d) = queue.front() {
+                match t.send(to, d) {
                     Err(TransportError::QueueFull(_)) => break,
                     Ok(()) => {}
                     Err(_) => TransportCounters::add(&self.core.counters[ti].errors_send, 1),
                 }
-                self.held[ti].pop_front();
+                queue.pop_front();
                 self.held_total -= 1;
+            }
+            if queue.is_empty() {
+                self.held.remove(&(ti, to));
+            }
+        }
+    }
+
+    /// Hands a command to another reactor without waiting; what does not fit
+    /// now waits here, in order, and goes first next turn.
+    fn hand_to_peer(&mut self, reactor: usize, cmd: Command) {
+        if !self.to_peers.is_empty() {
+            if self.to_peers.len() >= TO_PEERS_LIMIT {
+                // The other reactor has been stuck for a long while: bound
+                // the memory rather than wait (waiting could deadlock two
+                // reactors that each wait on the other).
+                tracing::warn!(reactor, "reactor hand-off queue full: command dropped");
+                return;
+            }
+            self.to_peers.push_back((reactor, cmd));
+            return;
+        }
+        if let Some(cmd) = self.try_to_peer(reactor, cmd) {
+            self.to_peers.push_back((reactor, cmd));
+        }
+    }
+
+    /// Returns the command if the reactor's queue is full.
+    fn try_to_peer(&self, reactor: usize, cmd: Command) -> Option<Command> {
+        let peer = self.peers.get(reactor)?;
+        peer.try_send_back(cmd).err().map(|c| *c)
+    }
+
+    fn retry_to_peers(&mut self) {
+        while let Some((reactor, cmd)) = self.to_peers.pop_front() {
+            if let Some(cmd) = self.try_to_peer(reactor, cmd) {
+                self.to_peers.push_front((reactor, cmd));
+                return;
             }
         }
     }
 
     fn forward(&mut self) {
-        for (owner, cmd) in self.core.forwards.drain(..) {
-            let transport = match &cmd {
-                Command::Forward { transport, .. } => Some(*transport),
-                _ => None,
-            };
-            let sent = self.peers.get(owner).is_some_and(|p| p.try_send(cmd));
-            if let (false, Some(t)) = (sent, transport) {
-                // The owner is overloaded: lose the datagram, as a full
-                // socket buffer would.
-                TransportCounters::add(&self.core.counters[t].packets_dropped, 1);
-            }
+        self.retry_to_peers();
+        let forwards: Vec<(usize, Command)> = self.core.forwards.drain(..).collect();
+        for (owner, cmd) in forwards {
+            self.hand_to_peer(owner, cmd);
         }
     }
 
@@ -994,9 +1081,7 @@ impl Reactor {
                     to: o.to,
                     datagrams: vec![o.datagram],
                 };
-                // A reactor never waits on another: an overloaded one loses
-                // the datagram, as a full socket buffer would.
-                let _ = self.peers.get(o.via).is_some_and(|p| p.try_send(cmd));
+                self.hand_to_peer(o.via, cmd);
             }
         }
         for (i, t) in self.transports.iter_mut().enumerate() {
@@ -1172,6 +1257,11 @@ impl Core {
             }
             let first_message =
                 header.frame_type == FrameType::Handshake && header.packet_number == 1;
+            if first_message && self.holder(id).is_some() {
+                // An id already in use on this node: a replay, or a
+                // collision. It must not shadow the live session here.
+                return self.dropped(transport);
+            }
             if !first_message {
                 if let Some(holder) = self.holder(id) {
                     // A session of another reactor arriving over a transport
@@ -1356,10 +1446,14 @@ impl Core {
                             reason: reason.clone(),
                         }));
                     }
-                    let _ = self.shared.events.try_send(NodeEvent::SessionClosed {
-                        session: id,
-                        reason,
-                    });
+                    emit(
+                        &mut self.overflow,
+                        &self.shared.events,
+                        NodeEvent::SessionClosed {
+                            session: id,
+                            reason,
+                        },
+                    );
                     closed = true;
                 }
             }
@@ -1444,5 +1538,16 @@ fn set_live(shared: &Shared, reactor: usize, id: SessionId, live: bool) {
         set.insert(id);
     } else {
         set.remove(&id);
+    }
+}
+
+/// Hands a session event to the application; when its channel is full the
+/// event waits in order with the rest (an application that never learns a
+/// session closed would leak its own state for it).
+fn emit(overflow: &mut VecDeque<NodeEvent>, events: &Sender<NodeEvent>, ev: NodeEvent) {
+    if !overflow.is_empty() {
+        overflow.push_back(ev);
+    } else if let Err(TrySendError::Full(ev)) = events.try_send(ev) {
+        overflow.push_back(ev);
     }
 }
