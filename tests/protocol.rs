@@ -678,3 +678,25 @@ fn batches_respect_the_per_message_limit_not_the_frame_size() {
     p.drive_for(Duration::from_millis(50));
     assert_eq!(Pair::messages(&p.server_events).len(), 10);
 }
+
+#[test]
+fn only_the_newest_authenticated_datagram_may_move_a_session() {
+    let mut p = Pair::new(SessionConfig::default(), LinkConfig::default(), 33);
+    assert!(p.handshake(Duration::from_secs(1)));
+    let mut out = Transmits::new();
+    let now = p.now;
+    p.client.send(now, 0, b"older", &mut out).unwrap();
+    p.client.send(now, 0, b"newer", &mut out).unwrap();
+    let (mut older, mut newer) = (out.get(0).unwrap().to_vec(), out.get(1).unwrap().to_vec());
+    // Delivered out of order: the newer one proves the path, the late older
+    // one is accepted (reordering) but must not move the session back.
+    assert_eq!(p.server().handle_datagram(now, &mut newer), Ok(true));
+    assert_eq!(p.server().handle_datagram(now, &mut older), Ok(false));
+    assert_eq!(
+        Pair::messages(&p.server_events).len(),
+        0,
+        "events not drained yet"
+    );
+    p.collect();
+    assert_eq!(Pair::messages(&p.server_events).len(), 2, "both delivered");
+}

@@ -362,6 +362,11 @@ impl RecvKeys {
         self.generation
     }
 
+    /// The highest packet number received so far.
+    pub fn highest(&self) -> Option<u64> {
+        self.replay.highest()
+    }
+
     /// Frames that failed authentication so far.
     pub fn failures(&self) -> u64 {
         self.failures

@@ -131,6 +131,8 @@ pub struct Session {
     key_probe: Option<(u64, Instant)>,
     /// The last ping token handed out.
     last_token: u64,
+    /// The sealed frame just opened carried the highest packet number yet.
+    sealed_newest: bool,
     close_reason: Option<CloseReason>,
     rtt: RttStats,
     stats: SessionStats,
@@ -272,6 +274,7 @@ impl Session {
             close_frame_allowance: 0,
             key_probe: None,
             last_token: 0,
+            sealed_newest: false,
             close_reason: None,
             rtt: RttStats::default(),
             stats: SessionStats::default(),

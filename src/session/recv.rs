@@ -20,11 +20,14 @@ impl Session {
     /// datagram and its error is returned (count it as dropped). Frames before
     /// it stay processed.
     ///
-    /// Returns `Ok(true)` when the datagram proved to come from the peer: a
-    /// sealed frame opened, or a handshake message verified. Only such a
-    /// datagram may move the session to a new peer address (NAT rebinding);
-    /// `Ok(false)` means it was harmless but proves nothing (e.g. a
-    /// duplicate handshake message, which anyone could have replayed).
+    /// Returns `Ok(true)` when the datagram proved to come from the peer and
+    /// is its newest: a sealed frame with the highest packet number so far
+    /// opened, or a handshake message verified. Only such a datagram may move
+    /// the session to a new path (NAT rebinding, another transport): a late
+    /// but genuine datagram from the old path must not move it back.
+    /// `Ok(false)` means it was harmless but proves nothing new (a duplicate
+    /// handshake message, which anyone could have replayed, or an older
+    /// packet).
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -98,7 +101,7 @@ impl Session {
             }),
             _ => self
                 .handle_sealed(now, header, header_bytes, payload)
-                .map(|()| true),
+                .map(|()| std::mem::take(&mut self.sealed_newest)),
         }
     }
 
@@ -250,6 +253,7 @@ impl Session {
                 state: self.state,
             });
         }
+        let newest = keys.recv.highest().is_none_or(|h| header.packet_number > h);
         let opened = keys.recv.open(header, header_bytes, payload);
         let plaintext = match opened {
             Ok(p) => p,
@@ -262,6 +266,7 @@ impl Session {
             }
         };
         self.last_recv = now;
+        self.sealed_newest = newest;
         if self.unconfirmed_msg3.take().is_some() {
             self.retransmit_at = None;
             if let (Some(peer), Some(k)) = (self.peer, &self.keys) {

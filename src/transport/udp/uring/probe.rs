@@ -23,6 +23,7 @@ pub(super) fn probe() -> io::Result<()> {
         ring.submitter().register_probe(&mut p)?;
         for code in [
             opcode::RecvMsg::CODE,
+            opcode::Send::CODE,
             opcode::SendMsg::CODE,
             opcode::AsyncCancel::CODE,
             opcode::Nop::CODE,
@@ -32,8 +33,10 @@ pub(super) fn probe() -> io::Result<()> {
             }
         }
     }
-    // Multishot receive into provided buffers is a kernel behaviour, not an
-    // opcode: try it on a loopback socket sending to itself.
+    // Multishot receive into provided buffers, `Send` with a destination
+    // address (Linux 6.0) and a `SINGLE_ISSUER | DEFER_TASKRUN` ring (6.1)
+    // are kernel behaviour, not opcodes: try them on a loopback socket
+    // sending to itself.
     let socket = Socket::new(
         Domain::IPV4,
         Type::DGRAM.nonblocking().cloexec(),
@@ -62,7 +65,9 @@ pub(super) fn probe() -> io::Result<()> {
     };
     let mut t = UringUdp::new(&config, &info, socket).map_err(io::Error::from)?;
     if !bound {
-        // No loopback: the ring, buffer ring and receive were accepted.
+        // No loopback: enough that the ring, its registrations and the
+        // receive are accepted.
+        t.recv(&mut |_, _| {})?;
         return Ok(());
     }
     const PING: &[u8] = b"stt io_uring probe";

@@ -10,8 +10,8 @@ use io_uring::types::RecvMsgOut;
 use io_uring::{cqueue, opcode, IoUring};
 
 use super::{
-    page_size, thread_marker, Cqe, OnDatagram, Region, UringUdp, BUF_GROUP, CONTROL_LEN, NAME_LEN,
-    RECVMSG_OUT_LEN, SOCKET, UD_CANCEL, UD_RECV,
+    page_size, Cqe, OnDatagram, Region, UringUdp, BUF_GROUP, CONTROL_LEN, NAME_LEN,
+    RECVMSG_OUT_LEN, SOCKET, UD_RECV,
 };
 use crate::transport::udp::mmsg::deliver_segments;
 use crate::transport::udp::sys::from_sockaddr;
@@ -26,32 +26,10 @@ impl UringUdp {
             .user_data(UD_RECV);
         // SAFETY: the entry points at `self.recv.msghdr` (boxed, alive until
         // `Drop` has seen this request's last completion) and selects
-        // buffers from group 0, whose memory lives as long; the socket fd
-        // is owned by `self` and closed only after the ring.
+        // buffers from group 0, whose memory lives as long; the socket is
+        // the ring's fixed file 0, held by the ring itself.
         unsafe { self.push_owned(&sqe)? };
         self.recv_armed = true;
-        self.armed_on = thread_marker();
-        self.submit()
-    }
-
-    /// Moves the multishot receive to the calling thread if another one
-    /// armed it. The kernel runs a request's deferred work (the receive
-    /// itself, when a datagram wakes the socket) on the thread that
-    /// submitted it, and cancels the request when that thread exits. The
-    /// transport is built on the thread that starts the node and driven by
-    /// a reactor thread: the first `recv` there cancels the receive, and
-    /// `recv` re-arms it from the reactor.
-    pub(super) fn adopt_recv(&mut self) -> io::Result<()> {
-        let here = thread_marker();
-        if !self.recv_armed || self.armed_on == here {
-            return Ok(());
-        }
-        self.armed_on = here; // cancel once
-        let cancel = opcode::AsyncCancel::new(UD_RECV)
-            .build()
-            .user_data(UD_CANCEL);
-        // SAFETY: a cancel request points at no memory.
-        unsafe { self.push_owned(&cancel)? };
         self.submit()
     }
 

@@ -382,7 +382,7 @@ impl SendSlots {
         s.count = e.count;
         let (addr, addr_len) = to_sockaddr(&e.to);
         s.addr = addr;
-        if e.count <= 1 && !super::force_sendmsg() {
+        if e.count <= 1 {
             return opcode::Send::new(SOCKET, base, e.len as u32)
                 .dest_addr((&s.addr as *const libc::sockaddr_storage).cast())
                 .dest_addr_len(addr_len)
