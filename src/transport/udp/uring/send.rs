@@ -61,7 +61,7 @@ impl UringUdp {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 
-    /// Submits the queued datagrams as `SendMsg` entries (see
+    /// Submits the queued datagrams as `Send`/`SendMsg` entries (see
     /// [`Transport::flush`](crate::transport::Transport::flush)), in rounds
     /// while more wait than there are free slots: the kernel completes a
     /// UDP send that finds room in the socket buffer during the submit, so
