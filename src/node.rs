@@ -482,23 +482,7 @@ impl Node {
             Some(r) => r,
             None => self.next_reactor.fetch_add(1, Ordering::Relaxed) % self.reactors.len(),
         };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.command(
-            reactor,
-            Command::Connect {
-                transport: transport.index,
-                peer,
-                target: None,
-                reply: tx,
-            },
-        )?;
-        rx.recv_timeout(self.connect_timeout).map_err(|e| match e {
-            crossbeam_channel::RecvTimeoutError::Timeout => NodeError::Transport(format!(
-                "no answer from the node's reactor within {:?} (overloaded?)",
-                self.connect_timeout
-            )),
-            crossbeam_channel::RecvTimeoutError::Disconnected => NodeError::Stopped,
-        })?
+        self.connect_on(reactor, transport.index, peer, None)
     }
 
     /// Starts accepting WebSocket connections on `addr` (port 0: any free
@@ -561,13 +545,25 @@ impl Node {
             })?;
         let transport = self.ws_client(config)?;
         let reactor = transport.reactor.unwrap_or(0);
+        self.connect_on(reactor, transport.index, peer, Some(parsed.to_string()))
+    }
+
+    /// Runs a handshake on `reactor` over its transport `transport` (after
+    /// opening `target` there, if any) and waits for the outcome.
+    fn connect_on(
+        &self,
+        reactor: usize,
+        transport: usize,
+        peer: SocketAddr,
+        target: Option<String>,
+    ) -> Result<SessionInfo, NodeError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(
             reactor,
             Command::Connect {
-                transport: transport.index,
+                transport,
                 peer,
-                target: Some(parsed.to_string()),
+                target,
                 reply: tx,
             },
         )?;
