@@ -72,6 +72,32 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// Process CPU time (user + system), from getrusage.
+/// One throughput measurement: what the receiver got, and the CPU it cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Messages per second the receiver got, first to last arrival.
+    pub rate: f64,
+    /// Process CPU time over wall time.
+    pub cores: f64,
+    /// Messages the receiver got.
+    pub delivered: u64,
+    /// Messages the sender's API accepted.
+    pub sent: u64,
+}
+
+impl Sample {
+    /// From the receiver's tally, the CPU time at the start, and the wall
+    /// time the run took.
+    pub fn measured(tally: &Tally, cpu0: Duration, wall: f64, sent: u64) -> Sample {
+        Sample {
+            rate: tally.rate(),
+            cores: (cpu_time() - cpu0).as_secs_f64() / wall,
+            delivered: tally.count,
+            sent,
+        }
+    }
+}
+
 pub fn cpu_time() -> Duration {
     // SAFETY: getrusage writes one rusage into the zeroed struct we own.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };

@@ -26,19 +26,10 @@ use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::udp::{self, UdpBackend, UdpConfig};
 
 use crate::common::{
-    big_std_socket, cpu_time, machine, median, min_max, ok, Contender, Tally, BUFFER,
+    big_std_socket, cpu_time, machine, median, min_max, ok, Contender, Sample, Tally, BUFFER,
 };
 use crate::Args;
 use crate::{crypto, quic};
-
-/// One measurement: delivered rate and CPU burned.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    rate: f64,
-    cores: f64,
-    delivered: u64,
-    sent: u64,
-}
 
 /// A plain blocking `send_to` / `recv_from` loop, unsealed.
 fn run_std(seconds: f64, size: usize) -> Sample {
@@ -69,12 +60,7 @@ fn run_std(seconds: f64, size: usize) -> Sample {
     }
     let tally = receiver.join().expect("receiver");
     let wall = t0.elapsed().as_secs_f64();
-    Sample {
-        rate: tally.rate(),
-        cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-        delivered: tally.count,
-        sent,
-    }
+    Sample::measured(&tally, cpu0, wall, sent)
 }
 
 /// tokio's `UdpSocket`: a sender task and a receiver task on a runtime with
@@ -117,12 +103,7 @@ fn run_tokio(seconds: f64, size: usize) -> Option<Sample> {
         let (cpu0, t0, sent) = sender.await?;
         let tally = receiver.await?;
         let wall = t0.elapsed().as_secs_f64();
-        Ok::<_, quic::BoxError>(Sample {
-            rate: tally.rate(),
-            cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-            delivered: tally.count,
-            sent,
-        })
+        Ok::<_, quic::BoxError>(Sample::measured(&tally, cpu0, wall, sent))
     };
     ok(rt.block_on(run), "tokio UdpSocket")
 }
@@ -211,12 +192,7 @@ fn run_quinn_udp(seconds: f64, size: usize) -> Option<Sample> {
     }
     let tally = receiver.join().ok()?;
     let wall = t0.elapsed().as_secs_f64();
-    Some(Sample {
-        rate: tally.rate(),
-        cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-        delivered: tally.count,
-        sent,
-    })
+    Some(Sample::measured(&tally, cpu0, wall, sent))
 }
 
 /// quinn: unreliable datagrams on one QUIC connection (sealed, TLS 1.3 keys,
@@ -263,12 +239,7 @@ fn run_quinn(seconds: f64, size: usize) -> Option<Sample> {
         let (cpu0, t0, sent) = sender.await?;
         let tally = receiver.await?;
         let wall = t0.elapsed().as_secs_f64();
-        let sample = Sample {
-            rate: tally.rate(),
-            cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-            delivered: tally.count,
-            sent,
-        };
+        let sample = Sample::measured(&tally, cpu0, wall, sent);
         if std::env::var_os("STT_PERF_DEBUG").is_some() {
             eprintln!(
                 "  quinn client {:?}\n  quinn server {:?}",
@@ -349,12 +320,7 @@ fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Opt
     done.store(true, Ordering::Relaxed);
     let tally = receiver.join().ok()?;
     let wall = t0.elapsed().as_secs_f64();
-    let sample = Sample {
-        rate: tally.rate(),
-        cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-        delivered: tally.count,
-        sent,
-    };
+    let sample = Sample::measured(&tally, cpu0, wall, sent);
     if std::env::var_os("STT_PERF_DEBUG").is_some() {
         eprintln!(
             "  client {:?}\n  server {:?}",

@@ -37,7 +37,9 @@ use stt::transport::ws::WsConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use crate::common::{cpu_time, histogram, machine, median, min_max, ok, Contender, Latency, Tally};
+use crate::common::{
+    cpu_time, histogram, machine, median, min_max, ok, Contender, Latency, Sample, Tally,
+};
 use crate::Args;
 
 /// The message sizes measured.
@@ -51,15 +53,6 @@ const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE: Duration = Duration::from_millis(500);
 
 type BoxError = Box<dyn Error + Send + Sync>;
-
-/// One throughput measurement.
-#[derive(Debug, Clone, Copy)]
-struct Throughput {
-    rate: f64,
-    cores: f64,
-    delivered: u64,
-    sent: u64,
-}
 
 // ---------------------------------------------------------------- stt ----
 
@@ -120,7 +113,7 @@ impl SttPair {
     }
 }
 
-fn stt_throughput(seconds: f64, size: usize) -> Option<Throughput> {
+fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
     let pair = SttPair::start()?;
     let events = pair.server.events();
     // u64::MAX until the sender is done; then how many it sent.
@@ -161,12 +154,7 @@ fn stt_throughput(seconds: f64, size: usize) -> Option<Throughput> {
     sent_total.store(sent, Ordering::Release);
     let tally = receiver.join().ok()?;
     let wall = t0.elapsed().as_secs_f64();
-    let sample = Throughput {
-        rate: tally.rate(),
-        cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-        delivered: tally.count,
-        sent,
-    };
+    let sample = Sample::measured(&tally, cpu0, wall, sent);
     pair.debug();
     pair.stop();
     Some(sample)
@@ -247,7 +235,7 @@ async fn accept(listener: TcpListener) -> Result<Ws, BoxError> {
     Ok(tokio_tungstenite::accept_async(tcp).await?)
 }
 
-fn tt_throughput(seconds: f64, size: usize) -> Option<Throughput> {
+fn tt_throughput(seconds: f64, size: usize) -> Option<Sample> {
     let rt = runtime()?;
     let run = async move {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -283,12 +271,7 @@ fn tt_throughput(seconds: f64, size: usize) -> Option<Throughput> {
         let (cpu0, t0, sent) = client.await??;
         let tally = server.await??;
         let wall = t0.elapsed().as_secs_f64();
-        Ok::<_, BoxError>(Throughput {
-            rate: tally.rate(),
-            cores: (cpu_time() - cpu0).as_secs_f64() / wall,
-            delivered: tally.count,
-            sent,
-        })
+        Ok::<_, BoxError>(Sample::measured(&tally, cpu0, wall, sent))
     };
     ok(rt.block_on(run), "tokio-tungstenite throughput")
 }
@@ -365,11 +348,11 @@ fn ratio(a: f64, b: f64) -> String {
 pub fn workload(args: &Args) -> String {
     let (seconds, pings) = (args.seconds, args.pings);
     // [contender][size] -> samples
-    let mut tput: Vec<Vec<Vec<Throughput>>> = vec![vec![Vec::new(); SIZES.len()]; 2];
+    let mut tput: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); SIZES.len()]; 2];
     let mut lat: Vec<Vec<Vec<Latency>>> = vec![vec![Vec::new(); SIZES.len()]; 2];
     for run in 0..args.runs {
         for (si, &size) in SIZES.iter().enumerate() {
-            let runs: [(Contender<'_, Throughput>, Contender<'_, Latency>); 2] = [
+            let runs: [(Contender<'_, Sample>, Contender<'_, Latency>); 2] = [
                 (
                     Box::new(move || tt_throughput(seconds, size)),
                     Box::new(move || tt_latency(pings, size)),
@@ -492,7 +475,7 @@ pub fn workload(args: &Args) -> String {
          reactor each, WebSocket only (no UDP socket), `ws://`, AEAD as negotiated; \
          tokio-tungstenite: plain TCP, no encryption, server and client tasks on one \
          multi-threaded tokio runtime (a worker per core), `TCP_NODELAY` on both ends.\n\n\
-         ### Throughput\n\n\
+         ### Sample\n\n\
          One sender → one receiver for {secs} s, as fast as the sender's API allows (stt: \
          `Node::send`, which waits while the reactor's queue is full; tokio-tungstenite: \
          `SinkExt::feed`, flushed at the end). \"messages/s\" is what the receiving application \
