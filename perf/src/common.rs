@@ -2,9 +2,12 @@
 //! spreads, the machine's description, and the results files.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use stt::frame::SessionId;
+use stt::node::{Node, NodeEvent};
 
 /// Socket buffers (receive and send) for every UDP contender alike.
 pub const BUFFER: usize = 4 << 20;
@@ -221,4 +224,79 @@ pub fn write_results(out: &Path, sections: &[(&str, String)]) -> std::io::Result
         }
     }
     std::fs::write(out, text)
+}
+
+/// Echo latency between two stt nodes: the server's application echoes every
+/// message to its session; the client sends `size`-byte messages one at a
+/// time and records each round trip, after [`WARMUP`] unrecorded ones.
+pub fn stt_ping_pong(
+    server: &Node,
+    client: &Node,
+    session: SessionId,
+    size: usize,
+    round_trips: usize,
+) -> Option<Latency> {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The server's application: echo every message to its session.
+            let events = server.events();
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(NodeEvent::Message {
+                    session, payload, ..
+                }) = events.recv_timeout(Duration::from_millis(20))
+                {
+                    let _ = server.send(session, &payload);
+                }
+            }
+        });
+        let events = client.events();
+        let payload = vec![0xABu8; size];
+        let mut hist = histogram();
+        let result = (|| {
+            for i in 0..WARMUP + round_trips {
+                let t = Instant::now();
+                ok(client.send(session, &payload), "stt send")?;
+                loop {
+                    match events.recv_timeout(ECHO_TIMEOUT) {
+                        Ok(NodeEvent::Message { payload: p, .. }) if p.len() == size => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            eprintln!("  waiting for the stt echo: {e}");
+                            return None;
+                        }
+                    }
+                }
+                if i >= WARMUP {
+                    hist.saturating_record(t.elapsed().as_nanos() as u64);
+                }
+            }
+            Some(Latency::from_histogram(&hist))
+        })();
+        done.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+/// Round trips run before the recorded ones.
+pub const WARMUP: usize = 500;
+/// How long a ping-pong waits for one echo before giving up.
+pub const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The closed-loop sender of the throughput workloads: calls `send` in
+/// bursts of 64 until `seconds` have passed. Returns how many sends it
+/// accepted, and the process CPU time and the instant at the start.
+pub fn send_for(seconds: f64, mut send: impl FnMut() -> bool) -> (u64, Duration, Instant) {
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs_f64(seconds);
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        for _ in 0..64 {
+            if send() {
+                sent += 1;
+            }
+        }
+    }
+    (sent, cpu0, t0)
 }

@@ -17,18 +17,16 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use stt::node::NodeEvent;
 use stt::transport::udp::UdpBackend;
 
-use crate::common::{big_std_socket, histogram, machine, median, min_max, ok, Contender, Latency};
+use crate::common::{
+    big_std_socket, histogram, machine, median, min_max, ok, stt_ping_pong, Contender, Latency,
+    ECHO_TIMEOUT, WARMUP,
+};
 use crate::{quic, udp, Args};
 
 /// The message size.
 const SIZE: usize = 64;
-/// Round trips before the recorded ones.
-const WARMUP: usize = 500;
-/// Longest wait for one echo before a run is declared failed.
-const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn std_pingpong(round_trips: usize) -> Option<Latency> {
     let server = big_std_socket();
@@ -76,46 +74,7 @@ fn stt_pingpong(round_trips: usize) -> Option<Latency> {
         "connecting over UDP",
     )?
     .id;
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        s.spawn(|| {
-            // The server's application: echo every message to its session.
-            let events = server.events();
-            while !done.load(Ordering::Relaxed) {
-                if let Ok(NodeEvent::Message {
-                    session, payload, ..
-                }) = events.recv_timeout(Duration::from_millis(20))
-                {
-                    let _ = server.send(session, &payload);
-                }
-            }
-        });
-        let events = client.events();
-        let payload = vec![0xABu8; SIZE];
-        let mut hist = histogram();
-        let result = (|| {
-            for i in 0..WARMUP + round_trips {
-                let t = Instant::now();
-                ok(client.send(session, &payload), "stt send")?;
-                loop {
-                    match events.recv_timeout(ECHO_TIMEOUT) {
-                        Ok(NodeEvent::Message { payload: p, .. }) if p.len() == SIZE => break,
-                        Ok(_) => {}
-                        Err(e) => {
-                            eprintln!("  waiting for the stt echo: {e}");
-                            return None;
-                        }
-                    }
-                }
-                if i >= WARMUP {
-                    hist.saturating_record(t.elapsed().as_nanos() as u64);
-                }
-            }
-            Some(Latency::from_histogram(&hist))
-        })();
-        done.store(true, Ordering::Relaxed);
-        result
-    });
+    let result = stt_ping_pong(&server, &client, session, SIZE, round_trips);
     client.stop();
     server.stop();
     result

@@ -26,7 +26,8 @@ use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::udp::{self, UdpBackend, UdpConfig};
 
 use crate::common::{
-    big_std_socket, cpu_time, machine, median, min_max, ok, Contender, Sample, Tally, BUFFER,
+    big_std_socket, cpu_time, machine, median, min_max, ok, send_for, Contender, Sample, Tally,
+    BUFFER,
 };
 use crate::Args;
 use crate::{crypto, quic};
@@ -47,17 +48,7 @@ fn run_std(seconds: f64, size: usize) -> Sample {
         tally
     });
     let payload = vec![0xABu8; size];
-    let cpu0 = cpu_time();
-    let t0 = Instant::now();
-    let end = t0 + Duration::from_secs_f64(seconds);
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        for _ in 0..64 {
-            if tx.send_to(&payload, to).is_ok() {
-                sent += 1;
-            }
-        }
-    }
+    let (sent, cpu0, t0) = send_for(seconds, || tx.send_to(&payload, to).is_ok());
     let tally = receiver.join().expect("receiver");
     let wall = t0.elapsed().as_secs_f64();
     Sample::measured(&tally, cpu0, wall, sent)
@@ -306,17 +297,7 @@ fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Opt
         tally
     });
     let payload = vec![0xABu8; size];
-    let cpu0 = cpu_time();
-    let t0 = Instant::now();
-    let end = t0 + Duration::from_secs_f64(seconds);
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        for _ in 0..64 {
-            if client.send(session.id, &payload).is_ok() {
-                sent += 1;
-            }
-        }
-    }
+    let (sent, cpu0, t0) = send_for(seconds, || client.send(session.id, &payload).is_ok());
     done.store(true, Ordering::Relaxed);
     let tally = receiver.join().ok()?;
     let wall = t0.elapsed().as_secs_f64();

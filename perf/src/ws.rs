@@ -26,7 +26,7 @@
 use std::error::Error;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,16 +38,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::common::{
-    cpu_time, histogram, machine, median, min_max, ok, Contender, Latency, Sample, Tally,
+    cpu_time, histogram, machine, median, min_max, ok, send_for, stt_ping_pong, Contender, Latency,
+    Sample, Tally, ECHO_TIMEOUT, WARMUP,
 };
 use crate::Args;
 
 /// The message sizes measured.
 const SIZES: [usize; 2] = [64, 64 << 10];
-/// Round trips before the recorded ones (connections and caches warm up).
-const WARMUP: usize = 500;
-/// Longest wait for one echo before a latency run is declared failed.
-const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the sender stops, how long without an arrival before the receiver
 /// gives up on what is missing.
 const IDLE: Duration = Duration::from_millis(500);
@@ -140,17 +137,7 @@ fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
         tally
     });
     let payload = vec![0xABu8; size];
-    let cpu0 = cpu_time();
-    let t0 = Instant::now();
-    let end = t0 + Duration::from_secs_f64(seconds);
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        for _ in 0..64 {
-            if pair.client.send(pair.session, &payload).is_ok() {
-                sent += 1;
-            }
-        }
-    }
+    let (sent, cpu0, t0) = send_for(seconds, || pair.client.send(pair.session, &payload).is_ok());
     sent_total.store(sent, Ordering::Release);
     let tally = receiver.join().ok()?;
     let wall = t0.elapsed().as_secs_f64();
@@ -162,46 +149,7 @@ fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
 
 fn stt_latency(round_trips: usize, size: usize) -> Option<Latency> {
     let pair = SttPair::start()?;
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        s.spawn(|| {
-            // The server's application: echo every message to its session.
-            let events = pair.server.events();
-            while !done.load(Ordering::Relaxed) {
-                if let Ok(NodeEvent::Message {
-                    session, payload, ..
-                }) = events.recv_timeout(Duration::from_millis(20))
-                {
-                    let _ = pair.server.send(session, &payload);
-                }
-            }
-        });
-        let events = pair.client.events();
-        let payload = vec![0xABu8; size];
-        let mut hist = histogram();
-        let result = (|| {
-            for i in 0..WARMUP + round_trips {
-                let t = Instant::now();
-                ok(pair.client.send(pair.session, &payload), "stt send")?;
-                loop {
-                    match events.recv_timeout(ECHO_TIMEOUT) {
-                        Ok(NodeEvent::Message { payload: p, .. }) if p.len() == size => break,
-                        Ok(_) => {}
-                        Err(e) => {
-                            eprintln!("  waiting for the stt echo: {e}");
-                            return None;
-                        }
-                    }
-                }
-                if i >= WARMUP {
-                    hist.saturating_record(t.elapsed().as_nanos() as u64);
-                }
-            }
-            Some(Latency::from_histogram(&hist))
-        })();
-        done.store(true, Ordering::Relaxed);
-        result
-    });
+    let result = stt_ping_pong(&pair.server, &pair.client, pair.session, size, round_trips);
     pair.debug();
     pair.stop();
     result
