@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -76,6 +76,16 @@ pub struct NodeConfig {
     /// Bytes all sessions together may hold in partial fragmented messages.
     /// Default 256 MiB.
     pub reassembly_budget: usize,
+    /// Pending incoming handshakes (message 1 answered, message 3 not yet
+    /// in) above which a message 1 is answered with a stateless cookie
+    /// challenge instead of state: the sender must prove it receives at its
+    /// address first (see [`crate::crypto::cookie`]). Default 256; 0 asks
+    /// every peer for a cookie.
+    pub cookie_threshold: usize,
+    /// Most pending incoming handshakes the node keeps, cookie or not;
+    /// message 1s beyond are dropped and counted. Default 4,096 (each costs
+    /// about 2 KiB until it completes or its handshake times out).
+    pub max_pending_handshakes: usize,
 }
 
 impl NodeConfig {
@@ -92,6 +102,8 @@ impl NodeConfig {
             server_mode: true,
             max_sessions: 100_000,
             reassembly_budget: 256 << 20,
+            cookie_threshold: 256,
+            max_pending_handshakes: 4096,
         }
     }
 
@@ -244,6 +256,14 @@ pub struct NodeStats {
     pub websocket_connections: Option<WsStats>,
     /// Reassembly memory held by all sessions, bytes.
     pub reassembly_bytes: usize,
+    /// Incoming handshakes waiting for their message 3.
+    pub handshakes_pending: usize,
+    /// Cookie challenges sent (message 1s answered statelessly, under
+    /// load).
+    pub cookie_challenges: u64,
+    /// Message 1s and cookie echoes refused: bad or expired cookie, or the
+    /// pending-handshake limit reached.
+    pub handshakes_refused: u64,
 }
 
 impl Node {
@@ -278,6 +298,8 @@ impl Node {
         }
         let (events_tx, events) = crossbeam_channel::bounded(config.queue_depth);
         let (work_tx, work) = crossbeam_channel::bounded(config.queue_depth);
+        let cookie_key = crate::crypto::CookieKey::generate(&ring::rand::SystemRandom::new())
+            .map_err(|_| StartError::Invalid("no randomness for the cookie secret"))?;
         let shared = Arc::new(Shared {
             node_id: identity.node_id(),
             identity,
@@ -292,6 +314,13 @@ impl Node {
             stopping: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             live: (0..count).map(|_| RwLock::new(HashSet::new())).collect(),
+            cookie_key,
+            started: std::time::Instant::now(),
+            cookie_threshold_per_reactor: config.cookie_threshold.div_ceil(count),
+            max_pending_per_reactor: config.max_pending_handshakes.div_ceil(count).max(1),
+            pending: AtomicUsize::new(0),
+            cookie_challenges: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
         });
         // Each reactor is built on its own thread, so that its transports
         // register (and an io_uring backend submits its first requests) on
@@ -903,6 +932,9 @@ impl Node {
             websocket: ws.map(|(t, _)| t),
             websocket_connections: ws.map(|(_, c)| c),
             reassembly_bytes: self.shared.budget.used(),
+            handshakes_pending: self.shared.pending.load(Ordering::Relaxed),
+            cookie_challenges: self.shared.cookie_challenges.load(Ordering::Relaxed),
+            handshakes_refused: self.shared.handshakes_refused.load(Ordering::Relaxed),
         }
     }
 

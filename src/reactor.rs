@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Token, Waker};
 
-use crate::crypto::{Identity, NetworkKey, NodeId};
+use crate::crypto::{CookieKey, Identity, NetworkKey, NodeId};
 use crate::frame::{close_code, FrameType, Header, SessionId};
 use crate::session::{
     CloseReason, Event, Session, SessionConfig, SessionError, SessionStats, Transmits,
@@ -189,6 +189,21 @@ pub(crate) struct Shared {
     /// Established sessions, per reactor: lets `Node::send` refuse an
     /// unknown session at once. Written only on establish and close.
     pub live: Vec<RwLock<HashSet<SessionId>>>,
+    /// The secret of stateless address-validation cookies.
+    pub cookie_key: CookieKey,
+    /// The origin of cookie epochs.
+    pub started: Instant,
+    /// Pending incoming handshakes on one reactor above which message 1
+    /// gets a cookie challenge.
+    pub cookie_threshold_per_reactor: usize,
+    /// Most pending incoming handshakes on one reactor.
+    pub max_pending_per_reactor: usize,
+    /// Pending incoming handshakes, all reactors (statistics only).
+    pub pending: AtomicUsize,
+    /// Cookie challenges sent.
+    pub cookie_challenges: AtomicU64,
+    /// Message 1s and echoes refused (bad cookie, pending limit).
+    pub handshakes_refused: AtomicU64,
 }
 
 /// Which messages the reactors hand to the worker threads (where callbacks
@@ -389,6 +404,9 @@ struct Entry {
     timer: Option<Instant>,
     /// Listed in `Shared::live` (established, not closing).
     live: bool,
+    /// An incoming handshake, counted in `Core::pending` until it completes
+    /// or ends.
+    pending: bool,
 }
 
 impl Entry {
@@ -403,6 +421,7 @@ impl Entry {
             connect,
             timer: None,
             live: false,
+            pending: false,
         }
     }
 }
@@ -462,6 +481,8 @@ struct Core {
     overflow: VecDeque<NodeEvent>,
     transmits: Transmits,
     rng: ring::rand::SystemRandom,
+    /// Incoming handshakes on this reactor waiting for message 3.
+    pending: usize,
 }
 
 impl Reactor {
@@ -523,6 +544,7 @@ impl Reactor {
                     overflow: VecDeque::new(),
                     transmits: Transmits::new(),
                     rng: ring::rand::SystemRandom::new(),
+                    pending: 0,
                 },
             },
             handle,
@@ -1116,6 +1138,11 @@ impl Reactor {
         }
         let n = self.core.sessions.len();
         self.core.shared.sessions.fetch_sub(n, Ordering::Relaxed);
+        let pending = std::mem::take(&mut self.core.pending);
+        self.core
+            .shared
+            .pending
+            .fetch_sub(pending, Ordering::Relaxed);
         for id in std::mem::take(&mut self.core.sessions).into_keys() {
             set_live(&self.core.shared, self.index, id, false);
         }
@@ -1255,8 +1282,9 @@ impl Core {
                 ));
                 return;
             }
-            let first_message =
-                header.frame_type == FrameType::Handshake && header.packet_number == 1;
+            // A message 1, bare or wrapped in a cookie echo.
+            let first_message = header.packet_number == 1
+                && matches!(header.frame_type, FrameType::Handshake | FrameType::Auth);
             if first_message && self.holder(id).is_some() {
                 // An id already in use on this node: a replay, or a
                 // collision. It must not shadow the live session here.
@@ -1324,12 +1352,70 @@ impl Core {
             self.after_activity(id, now);
             return;
         }
-        let first_message = header.frame_type == FrameType::Handshake && header.packet_number == 1;
-        if !first_message
-            || !self.shared.accepting.load(Ordering::Relaxed)
+        self.on_new_session(header, path, datagram, now);
+    }
+
+    /// A datagram for no session here: a message 1, a cookie echo, or
+    /// something to drop. No state is kept for anything but a message 1 that
+    /// authenticates, and under load only for one whose sender proved it
+    /// receives at its address.
+    fn on_new_session(&mut self, header: Header, path: Path, datagram: &[u8], now: Instant) {
+        let drop = |path: &Path| TransportCounters::add(&path.counters.packets_dropped, 1);
+        let msg1 = match (header.frame_type, header.packet_number) {
+            (FrameType::Handshake, 1) => datagram,
+            (FrameType::Auth, crate::crypto::cookie::ECHO_PN) => {
+                let epoch = self.cookie_epoch(now);
+                match self.shared.cookie_key.open_echo(epoch, path.peer, datagram) {
+                    Ok(msg1) => msg1,
+                    Err(e) => {
+                        tracing::debug!(from = %path.peer, error = %e, "cookie echo refused");
+                        self.shared
+                            .handshakes_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        return drop(&path);
+                    }
+                }
+            }
+            _ => return drop(&path),
+        };
+        if !self.shared.accepting.load(Ordering::Relaxed)
             || self.sessions.len() >= self.shared.max_sessions_per_reactor
         {
-            return TransportCounters::add(&path.counters.packets_dropped, 1);
+            return drop(&path);
+        }
+        if self.pending >= self.shared.max_pending_per_reactor {
+            tracing::debug!(from = %path.peer, pending = self.pending, "pending handshake limit reached");
+            self.shared
+                .handshakes_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return drop(&path);
+        }
+        let validated = header.frame_type == FrameType::Auth;
+        // Reliable transports (a WebSocket connection, after TCP's own
+        // handshake) have already proven the address.
+        if !validated && !path.reliable && self.pending >= self.shared.cookie_threshold_per_reactor
+        {
+            // Under load: no state, a challenge a third the size of the
+            // message 1 that provoked it, and only for a message 1 of the
+            // right size (nothing smaller gets an answer).
+            if datagram.len() < crate::crypto::cookie::CHALLENGE_LEN {
+                return drop(&path);
+            }
+            let epoch = self.cookie_epoch(now);
+            let challenge = self
+                .shared
+                .cookie_key
+                .challenge(epoch, header.session_id, path.peer);
+            self.shared
+                .cookie_challenges
+                .fetch_add(1, Ordering::Relaxed);
+            self.outbox.push(Outgoing {
+                via: path.via,
+                transport: path.transport,
+                to: path.peer,
+                datagram: challenge.to_vec(),
+            });
+            return;
         }
         let mut config = self.shared.session_config.clone();
         config.max_datagram_size = path.max_datagram;
@@ -1337,19 +1423,28 @@ impl Core {
             config,
             &self.shared.identity,
             &self.shared.network,
-            datagram,
+            msg1,
             now,
             Some(self.shared.budget.clone()),
         ) {
             Ok(session) => {
-                self.insert(id, Entry::new(session, path, None));
+                let id = session.id();
+                let mut entry = Entry::new(session, path, None);
+                entry.pending = true;
+                self.pending += 1;
+                self.shared.pending.fetch_add(1, Ordering::Relaxed);
+                self.insert(id, entry);
                 self.after_activity(id, now);
             }
             Err(e) => {
                 tracing::debug!(from = %path.peer, error = %e, "handshake refused");
-                TransportCounters::add(&path.counters.packets_dropped, 1);
+                drop(&path);
             }
         }
+    }
+
+    fn cookie_epoch(&self, now: Instant) -> u64 {
+        crate::crypto::cookie::epoch_of(now.saturating_duration_since(self.shared.started))
     }
 
     /// Moves a session to `path` (the application asked), and pings along
@@ -1457,6 +1552,11 @@ impl Core {
                     closed = true;
                 }
             }
+        }
+        if entry.pending && (closed || entry.session.is_established()) {
+            entry.pending = false;
+            self.pending -= 1;
+            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
         }
         if entry.live && !entry.session.is_established() {
             // Closing: no more sends are taken for it.

@@ -83,6 +83,9 @@ enum Pending {
         handshake: Handshake,
         msg1: Vec<u8>,
         first_sent: Instant,
+        /// The responder's address-validation cookie, once it asked for one:
+        /// message 1 then goes out wrapped in a cookie echo.
+        cookie: Option<[u8; crate::crypto::cookie::COOKIE_LEN]>,
     },
     /// Responder waiting for message 3.
     Responder {
@@ -174,6 +177,7 @@ impl Session {
             handshake,
             msg1,
             first_sent: now,
+            cookie: None,
         });
         Ok(s)
     }
@@ -418,8 +422,11 @@ impl Session {
                     return;
                 }
                 if self.retransmit_at.is_some_and(|r| now >= r) {
-                    if let Some(Pending::Initiator { msg1, .. }) = &self.pending {
-                        let msg1 = msg1.clone();
+                    if let Some(Pending::Initiator { msg1, cookie, .. }) = &self.pending {
+                        let msg1 = match cookie {
+                            Some(c) => crate::crypto::cookie::echo(self.id, c, msg1),
+                            None => msg1.clone(),
+                        };
                         self.stats.retransmits += 1;
                         self.queue(msg1, now);
                         self.backoff(now);

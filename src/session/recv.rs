@@ -93,15 +93,63 @@ impl Session {
     ) -> Result<bool, SessionError> {
         match header.frame_type {
             FrameType::Handshake => self.handle_handshake(now, header, header_bytes, payload),
-            // Address validation is between a node and an unvalidated
-            // address, never inside a session.
-            FrameType::Auth => Err(SessionError::Unexpected {
-                frame_type: FrameType::Auth,
-                state: self.state,
-            }),
+            FrameType::Auth => self.handle_auth(now, header, header_bytes, payload),
             _ => self
                 .handle_sealed(now, header, header_bytes, payload)
                 .map(|()| std::mem::take(&mut self.sealed_newest)),
+        }
+    }
+
+    /// Address validation (see [`crate::crypto::cookie`]): a cookie
+    /// challenge to the initiator, or a repeated cookie echo to the
+    /// responder. Neither proves anything about the peer.
+    fn handle_auth(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        header_bytes: &[u8; HEADER_LEN],
+        payload: &[u8],
+    ) -> Result<bool, SessionError> {
+        use crate::crypto::cookie;
+        let unexpected = SessionError::Unexpected {
+            frame_type: FrameType::Auth,
+            state: self.state,
+        };
+        match &mut self.pending {
+            // The responder is under load and wants proof of our address:
+            // message 1 again, wrapped with its cookie, at once.
+            Some(Pending::Initiator {
+                msg1, cookie: held, ..
+            }) => {
+                let fresh = cookie::parse_challenge(header, payload).ok_or(unexpected)?;
+                if *held == Some(fresh) {
+                    // A duplicate challenge: the retransmission timer
+                    // repeats the echo; answering every copy at once would
+                    // let a forger make us send more than it does.
+                    return Ok(false);
+                }
+                *held = Some(fresh);
+                let echo = cookie::echo(self.id, &fresh, msg1);
+                self.stats.retransmits += 1;
+                self.queue(echo, now);
+                Ok(false)
+            }
+            // Responder: the echo that created this session, again (our
+            // message 2 was lost). Answered like a repeated message 1.
+            Some(Pending::Responder { msg1, msg2, .. }) => {
+                let mut whole = header_bytes.to_vec();
+                whole.extend_from_slice(payload);
+                match cookie::parse_echo(&whole) {
+                    Ok((_, _, inner)) if inner == &msg1[..] => {
+                        let again = msg2.clone();
+                        self.stats.retransmits += 1;
+                        self.queue(again, now);
+                        Ok(false)
+                    }
+                    _ => Err(unexpected),
+                }
+            }
+            None => Err(unexpected),
         }
     }
 

@@ -1,0 +1,496 @@
+//! Hostile input at a running node over real loopback sockets: address
+//! validation under a handshake flood, garbage and replay floods, and the
+//! resource limits of `NodeConfig`.
+//!
+//! The default run uses volumes that fit CI's time; `STT_SOAK=1` raises the
+//! floods to the full 1,000,000 garbage datagrams and 100,000 replays (run
+//! with `--release`: `STT_SOAK=1 cargo test --release --test hostile -- --nocapture`).
+//!
+//! Every test binds port 0 and runs in parallel with the others.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stt::crypto::{Identity, NetworkKey};
+use stt::frame::SessionId;
+use stt::node::{Node, NodeConfig, NodeEvent, NodeStats};
+use stt::session::{Session, SessionConfig};
+use stt::transport::udp::UdpConfig;
+
+const SHARED: &[u8] = b"hostile test network shared seed, 32+ bytes";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn soak() -> bool {
+    std::env::var_os("STT_SOAK").is_some_and(|v| v != "0")
+}
+
+fn config(seed: &str) -> NodeConfig {
+    NodeConfig::new(format!("{seed:-<40}").as_bytes(), SHARED)
+        .with_udp(UdpConfig {
+            bind_address: "127.0.0.1".parse().unwrap(),
+            receive_buffer_size: 4 << 20,
+            send_buffer_size: 4 << 20,
+            ..UdpConfig::default()
+        })
+        .with_reactors(1)
+}
+
+/// Waits until `cond` holds for the node's stats, or fails with `what`.
+fn wait_for(node: &Node, what: &str, cond: impl Fn(&NodeStats) -> bool) -> NodeStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = node.stats();
+        if cond(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for the next message on `node`.
+fn next_message(node: &Node) -> Vec<u8> {
+    let events = node.events();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(NodeEvent::Message { payload, .. }) => return payload,
+            Ok(_) => {}
+            Err(e) => panic!("no message: {e}"),
+        }
+    }
+}
+
+/// Genuine message-1 datagrams from a member of the network (the worst
+/// case: they authenticate), each for a fresh session id.
+fn genuine_msg1s(n: usize) -> Vec<Vec<u8>> {
+    let identity = Identity::from_seed(&[9u8; 32]).unwrap();
+    let network = NetworkKey::from_seed(SHARED).unwrap();
+    let now = Instant::now();
+    (0..n)
+        .map(|i| {
+            let id = SessionId(0x5eed_0000_0000_0000 | (i as u64) << 8 | 0x11);
+            let mut s =
+                Session::connect(SessionConfig::default(), &identity, &network, id, now).unwrap();
+            s.poll_transmit().unwrap()
+        })
+        .collect()
+}
+
+/// Resident memory of this process, bytes (Linux), for before/after
+/// comparisons.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+fn every_peer_proves_its_address_when_cookies_are_always_on() {
+    let server = Node::start(NodeConfig {
+        cookie_threshold: 0,
+        ..config("cookie-always-server")
+    })
+    .unwrap();
+    let client = Node::start(config("cookie-always-client")).unwrap();
+    let session = client
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap();
+    client.send(session.id, b"after the cookie").unwrap();
+    assert_eq!(next_message(&server), b"after the cookie");
+    let s = wait_for(&server, "the handshake to complete", |s| {
+        s.handshakes_pending == 0 && s.sessions == 1
+    });
+    assert_eq!(s.cookie_challenges, 1, "{s:#?}");
+    assert_eq!(s.handshakes_refused, 0, "{s:#?}");
+    // A second client, too.
+    let other = Node::start(config("cookie-always-other")).unwrap();
+    let second = other.connect_udp(server.udp_local_addr().unwrap()).unwrap();
+    other.send(second.id, b"me too").unwrap();
+    assert_eq!(next_message(&server), b"me too");
+    assert_eq!(server.stats().cookie_challenges, 2);
+}
+
+/// Sockets that send message 1s and never answer a challenge: what a flood
+/// from spoofed addresses looks like to the server (they cannot receive).
+/// Counts what they sent and what came back to them.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    reading: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    sent_bytes: Arc<AtomicU64>,
+    back_bytes: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(target: SocketAddr, msg1s: Vec<Vec<u8>>, sockets: usize) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reading = Arc::new(AtomicBool::new(true));
+        let sent = Arc::new(AtomicU64::new(0));
+        let sent_bytes = Arc::new(AtomicU64::new(0));
+        let back_bytes = Arc::new(AtomicU64::new(0));
+        let socks: Vec<Arc<UdpSocket>> = (0..sockets)
+            .map(|_| Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap()))
+            .collect();
+        let mut threads = Vec::new();
+        {
+            let (stop, sent, sent_bytes, socks) = (
+                stop.clone(),
+                sent.clone(),
+                sent_bytes.clone(),
+                socks.clone(),
+            );
+            threads.push(std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let m = &msg1s[i % msg1s.len()];
+                    if socks[i % socks.len()].send_to(m, target).is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        sent_bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
+                    }
+                    i += 1;
+                    if i % 64 == 0 {
+                        // Enough to flood the handshake table, not the CPU.
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                }
+            }));
+        }
+        {
+            let (reading, back_bytes) = (reading.clone(), back_bytes.clone());
+            for s in &socks {
+                s.set_nonblocking(true).unwrap();
+            }
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while reading.load(Ordering::Relaxed) {
+                    for s in &socks {
+                        while let Ok(n) = s.recv(&mut buf) {
+                            back_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }));
+        }
+        Flood {
+            stop,
+            reading,
+            sent,
+            sent_bytes,
+            back_bytes,
+            threads,
+        }
+    }
+
+    /// Stops sending, lets the answers in flight land, stops reading;
+    /// returns (datagrams sent, bytes sent, bytes back).
+    fn stop(mut self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sender = self.threads.remove(0);
+        sender.join().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        self.reading.store(false, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.sent_bytes.load(Ordering::Relaxed),
+            self.back_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn a_handshake_flood_from_addresses_that_never_answer_leaves_honest_clients_connecting() {
+    const THRESHOLD: usize = 16;
+    const MAX_PENDING: usize = 64;
+    let server = Node::start(NodeConfig {
+        cookie_threshold: THRESHOLD,
+        max_pending_handshakes: MAX_PENDING,
+        session: SessionConfig {
+            handshake_timeout: Duration::from_secs(1),
+            ..SessionConfig::default()
+        },
+        ..config("flood-server")
+    })
+    .unwrap();
+    let addr = server.udp_local_addr().unwrap();
+    let flood = Flood::start(addr, genuine_msg1s(2_000), 64);
+    // The table fills to the cookie threshold, then every message 1 gets a
+    // challenge that nobody answers.
+    wait_for(&server, "the flood to reach the cookie threshold", |s| {
+        s.cookie_challenges > 1_000
+    });
+    let mut most_pending = 0;
+    let mut honest = Vec::new();
+    for i in 0..5 {
+        let client = Node::start(config(&format!("flood-honest-{i}"))).unwrap();
+        let session = client.connect_udp(addr).unwrap();
+        client.send(session.id, b"honest").unwrap();
+        assert_eq!(next_message(&server), b"honest");
+        most_pending = most_pending.max(server.stats().handshakes_pending);
+        honest.push(client);
+    }
+    let (sent, sent_bytes, back_bytes) = flood.stop();
+    let s = server.stats();
+    eprintln!(
+        "flood: {sent} message 1s ({sent_bytes} bytes), {back_bytes} bytes back; \
+         pending at most {most_pending}; {s:#?}"
+    );
+    assert!(most_pending <= THRESHOLD + 5, "{most_pending} pending");
+    assert!(
+        back_bytes <= sent_bytes,
+        "amplification: {back_bytes} bytes back for {sent_bytes}"
+    );
+    // Challenges are a third of a message 1.
+    assert!(back_bytes * 2 < sent_bytes, "{back_bytes} of {sent_bytes}");
+    // The flood's half-open handshakes time out; the honest sessions stay.
+    let s = wait_for(&server, "the flood's handshakes to time out", |s| {
+        s.handshakes_pending == 0
+    });
+    assert_eq!(s.sessions, 5, "{s:#?}");
+}
+
+#[test]
+fn the_pending_handshake_limit_holds_even_for_validated_addresses() {
+    // Cookies off (threshold above the limit): only the limit protects.
+    const MAX_PENDING: usize = 8;
+    let server = Node::start(NodeConfig {
+        cookie_threshold: 1_000,
+        max_pending_handshakes: MAX_PENDING,
+        session: SessionConfig {
+            handshake_timeout: Duration::from_secs(30),
+            ..SessionConfig::default()
+        },
+        ..config("pending-limit-server")
+    })
+    .unwrap();
+    let addr = server.udp_local_addr().unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let msg1s = genuine_msg1s(50);
+    for m in &msg1s {
+        sock.send_to(m, addr).unwrap();
+    }
+    let s = wait_for(&server, "the limit to refuse", |s| {
+        s.handshakes_refused == (50 - MAX_PENDING) as u64
+    });
+    assert_eq!(s.handshakes_pending, MAX_PENDING, "{s:#?}");
+    assert_eq!(s.sessions, MAX_PENDING, "{s:#?}");
+    // Exactly one message 2 per accepted message 1 came back.
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let mut answers = 0;
+    while sock.recv(&mut buf).is_ok() {
+        answers += 1;
+    }
+    assert_eq!(answers, MAX_PENDING);
+}
+
+/// A UDP relay between one client and a server that records what the client
+/// sends while `recording` is set: captured datagrams to replay.
+struct Recorder {
+    socket: Arc<UdpSocket>,
+    recording: Arc<AtomicBool>,
+    captured: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    fn start(server: SocketAddr) -> Recorder {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let recording = Arc::new(AtomicBool::new(false));
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (socket, recording, captured, stop) = (
+                socket.clone(),
+                recording.clone(),
+                captured.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut client = None;
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if from == server {
+                        if let Some(c) = client {
+                            let _ = socket.send_to(&buf[..n], c);
+                        }
+                    } else {
+                        client = Some(from);
+                        if recording.load(Ordering::Relaxed) {
+                            captured.lock().unwrap().push(buf[..n].to_vec());
+                        }
+                        let _ = socket.send_to(&buf[..n], server);
+                    }
+                }
+            })
+        };
+        Recorder {
+            socket,
+            recording,
+            captured,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// Stops recording; returns what was captured.
+    fn captured(&self) -> Vec<Vec<u8>> {
+        self.recording.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *self.captured.lock().unwrap())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends `datagrams` to `to` from `from`, paced so that the server's socket
+/// buffer never overflows (a datagram the kernel drops would reach no
+/// counter): every `chunk`, waits until the server has read what was sent.
+fn paced_send(
+    server: &Node,
+    from: &UdpSocket,
+    to: SocketAddr,
+    datagrams: impl Iterator<Item = Vec<u8>>,
+) -> u64 {
+    let start = server.udp_stats().unwrap().packets_received;
+    let mut sent = 0u64;
+    for d in datagrams {
+        from.send_to(&d, to).unwrap();
+        sent += 1;
+        if sent % 2_000 == 0 {
+            wait_for(server, "the server to read the flood", |s| {
+                s.udp.as_ref().unwrap().packets_received - start + 500 >= sent
+            });
+        }
+    }
+    wait_for(server, "the server to read the flood", |s| {
+        s.udp.as_ref().unwrap().packets_received - start >= sent
+    });
+    sent
+}
+
+#[test]
+fn garbage_and_replay_floods_keep_no_state_and_harm_no_session() {
+    let (garbage_n, replay_n) = if soak() {
+        (1_000_000u64, 100_000u64)
+    } else {
+        (100_000, 10_000)
+    };
+    let server = Node::start(config("garbage-flood-server")).unwrap();
+    let client = Node::start(config("garbage-flood-client")).unwrap();
+    let addr = server.udp_local_addr().unwrap();
+    let relay = Recorder::start(addr);
+    let session = client.connect_udp(relay.addr()).unwrap();
+    // Capture a stretch of genuine traffic: messages, fragments, pings.
+    relay.recording.store(true, Ordering::Relaxed);
+    for i in 0..200u32 {
+        let size = if i % 50 == 0 { 4_000 } else { 100 };
+        client.send(session.id, &vec![i as u8; size]).unwrap();
+    }
+    for _ in 0..200 {
+        next_message(&server);
+    }
+    let captured = relay.captured();
+    let relay_socket = relay.socket.clone();
+    assert!(captured.len() >= 20, "captured {}", captured.len());
+
+    // Let the allocator settle on what an idle pair of nodes uses.
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_before = rss();
+    let before = server.stats();
+    let dropped_before = before.udp.as_ref().unwrap().packets_dropped;
+
+    // Garbage: random bytes, a third dressed as frames of the live session
+    // (they reach the AEAD and fail it), a third as handshake message 1s.
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u64 = 0x1234_5678;
+    let id = session.id.0.to_be_bytes();
+    let garbage = (0..garbage_n).map(|i| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = 1 + (x % 1400) as usize;
+        let mut d: Vec<u8> = (0..len)
+            .map(|j| (x >> (j % 8 * 8)) as u8 ^ j as u8)
+            .collect();
+        if len > 29 && i % 3 != 0 {
+            d[..3].copy_from_slice(b"ST\x01");
+            d[3] = if i % 3 == 1 { 1 } else { 5 };
+            d[4] = 0;
+            if i % 3 == 1 {
+                d[5..13].copy_from_slice(&id);
+            } else {
+                d[21..29 - 4].copy_from_slice(&1u64.to_be_bytes()[4..]);
+            }
+            d[25..29].copy_from_slice(&((len - 29) as u32).to_be_bytes());
+        }
+        d
+    });
+    let mut sent = paced_send(&server, &junk, addr, garbage);
+    // Replays: the captured datagrams again, from the session's own address
+    // (the relay) and from a stranger's.
+    let replays = (0..replay_n).map(|i| captured[i as usize % captured.len()].clone());
+    let half = replays.clone().take(replay_n as usize / 2);
+    sent += paced_send(&server, &relay_socket, addr, half);
+    sent += paced_send(&server, &junk, addr, replays.skip(replay_n as usize / 2));
+
+    let after = server.stats();
+    let rss_after = rss();
+    let dropped = after.udp.as_ref().unwrap().packets_dropped - dropped_before;
+    eprintln!(
+        "{garbage_n} garbage + {replay_n} replayed datagrams: {dropped} dropped; \
+         RSS {} KiB before, {} KiB after",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    assert_eq!(dropped, sent, "every datagram is counted as dropped");
+    assert_eq!(after.sessions, 1, "no new state: {after:#?}");
+    assert_eq!(after.handshakes_pending, 0);
+    assert_eq!(after.reassembly_bytes, 0);
+    assert!(
+        rss_after < rss_before + (32 << 20),
+        "memory grew from {rss_before} to {rss_after}"
+    );
+    // The honest session carries on, both ways.
+    for i in 0..100u32 {
+        client.send(session.id, &i.to_be_bytes()).unwrap();
+    }
+    for i in 0..100u32 {
+        assert_eq!(next_message(&server), i.to_be_bytes());
+    }
+    server.send(session.id, b"and back").unwrap();
+    assert_eq!(next_message(&client), b"and back");
+    assert_eq!(server.stats().sessions, 1);
+}
