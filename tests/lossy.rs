@@ -54,6 +54,10 @@ impl Rng {
     }
 }
 
+/// A datagram on its way: (due, sequence, destination, bytes), ordered by
+/// due time.
+type InFlight = (Instant, u64, SocketAddr, Vec<u8>);
+
 /// The impairing relay: the client talks to it as if it were the server.
 struct BadNetwork {
     addr: SocketAddr,
@@ -69,9 +73,7 @@ impl BadNetwork {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut rng = Rng(seed);
-            // (due, sequence, destination, bytes), earliest first.
-            let mut queue: BinaryHeap<std::cmp::Reverse<(Instant, u64, SocketAddr, Vec<u8>)>> =
-                BinaryHeap::new();
+            let mut queue: BinaryHeap<std::cmp::Reverse<InFlight>> = BinaryHeap::new();
             let mut seq = 0u64;
             let mut client: Option<SocketAddr> = None;
             let (mut passed, mut lost, mut doubled) = (0u64, 0u64, 0u64);
