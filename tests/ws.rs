@@ -379,13 +379,55 @@ fn sending_over_the_limit_is_refused_before_the_wire() {
     assert!(matches!(r, Err(TransportError::TooLarge { .. })));
 }
 
+/// Raises this process's open-file limit to `want` if the hard limit
+/// allows; returns whether it did.
+fn raise_fd_limit(want: u64) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return false;
+        }
+        if lim.rlim_cur >= want {
+            return true;
+        }
+        if lim.rlim_max < want {
+            return false;
+        }
+        lim.rlim_cur = want;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+    }
+}
+
 #[test]
-fn a_thousand_concurrent_connections() {
-    let s = server(true);
+fn five_thousand_concurrent_connections_then_a_clear_refusal_at_the_cap() {
+    const N: usize = 5_000;
+    // Both ends of every connection live in this process.
+    if !raise_fd_limit(2 * N as u64 + 1_000) {
+        eprintln!(
+            "SKIPPING: the open-file limit here is below {} descriptors",
+            2 * N + 1_000
+        );
+        return;
+    }
+    let s = Running::start(
+        WsTransport::bind(
+            loopback(),
+            WsConfig {
+                max_connections: N,
+                ..WsConfig::default()
+            },
+        )
+        .unwrap(),
+        true,
+    );
     // Blocking clients from this thread: all open at once, then each sends
     // and reads its echo.
     let mut conns = Vec::new();
-    for _ in 0..1000 {
+    for _ in 0..N {
         let tcp = std::net::TcpStream::connect(s.addr).unwrap();
         tcp.set_read_timeout(Some(WAIT)).unwrap();
         let (ws, _) = tungstenite::client(url(s.addr), tcp).unwrap();
@@ -394,10 +436,25 @@ fn a_thousand_concurrent_connections() {
     // The server counts a connection once its upgrade response is out,
     // which the client may read first: allow it a moment.
     let deadline = Instant::now() + WAIT;
-    while s.stats().connections_open < 1000 && Instant::now() < deadline {
+    while s.stats().connections_open < N as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(s.stats().connections_open, 1000, "{:?}", s.stats());
+    assert_eq!(s.stats().connections_open, N as u64, "{:?}", s.stats());
+    // One more: a clear refusal, not a hang or a reset.
+    let tcp = std::net::TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    match tungstenite::client(url(s.addr), tcp) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status(), 503);
+            let body = response.body().as_deref().unwrap_or_default();
+            assert!(
+                String::from_utf8_lossy(body).contains("connection limit reached"),
+                "{response:?}"
+            );
+        }
+        Ok(_) => panic!("connection {} accepted past the cap", N + 1),
+        Err(e) => panic!("expected an HTTP 503, got {e}"),
+    }
     for (i, ws) in conns.iter_mut().enumerate() {
         ws.send(tungstenite::Message::Binary(
             (i as u32).to_be_bytes().to_vec().into(),
@@ -410,6 +467,125 @@ fn a_thousand_concurrent_connections() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    // Room again once one leaves.
+    drop(conns.pop());
+    let deadline = Instant::now() + WAIT;
+    while s.stats().connections_open >= N as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let tcp = std::net::TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(tungstenite::client(url(s.addr), tcp).is_ok());
+}
+
+/// Opens an honest connection to `s` and checks it echoes.
+fn honest_echo(s: &Running) -> tungstenite::WebSocket<std::net::TcpStream> {
+    let tcp = std::net::TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let (mut ws, _) = tungstenite::client(url(s.addr), tcp).unwrap();
+    assert_echoes(&mut ws);
+    ws
+}
+
+fn assert_echoes(ws: &mut tungstenite::WebSocket<std::net::TcpStream>) {
+    ws.send(tungstenite::Message::Binary(b"still here".to_vec().into()))
+        .unwrap();
+    match ws.read().unwrap() {
+        tungstenite::Message::Binary(b) => assert_eq!(&b[..], b"still here"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_upgrade_requests_are_refused_and_harm_no_other_connection() {
+    use std::io::{Read, Write};
+    let s = server(true);
+    let mut honest = honest_echo(&s);
+    let long_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("binary garbage", (0..=255u8).cycle().take(4096).collect()),
+        ("not HTTP", b"HELLO THERE\r\n\r\n".to_vec()),
+        (
+            "POST instead of GET",
+            b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "no Sec-WebSocket-Key",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "wrong version",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "plain HTTP, no upgrade",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        ("HTTP/1.0", b"GET / HTTP/1.0\r\n\r\n".to_vec()),
+        ("a 64 KiB header", long_header.into_bytes()),
+    ];
+    for (what, request) in &bad {
+        let mut tcp = std::net::TcpStream::connect(s.addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        // The server may close before taking all of it.
+        let _ = tcp.write_all(request);
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || text.starts_with("HTTP/1.1 4"),
+            "{what}: answered {text:?}"
+        );
+        assert!(!text.contains(" 101 "), "{what}: upgraded");
+        assert_echoes(&mut honest);
+    }
+    let deadline = Instant::now() + WAIT;
+    while s.stats().connections_open != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.stats().connections_open, 1, "{:?}", s.stats());
+}
+
+#[test]
+fn an_abrupt_reset_mid_message_closes_only_that_connection() {
+    use std::io::Write;
+    let s = server(true);
+    let mut honest = honest_echo(&s);
+    for _ in 0..3 {
+        let tcp = std::net::TcpStream::connect(s.addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let (ws, _) = tungstenite::client(url(s.addr), tcp).unwrap();
+        let mut tcp = ws.get_ref().try_clone().unwrap();
+        // A masked binary frame that announces 1 MiB, then only 1 KiB of it.
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend(std::iter::repeat_n(0x5a, 1024));
+        tcp.write_all(&frame).unwrap();
+        // Linger 0: close sends a TCP reset instead of a FIN.
+        socket2::SockRef::from(&tcp)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop((tcp, ws));
+        assert_echoes(&mut honest);
+    }
+    let deadline = Instant::now() + WAIT;
+    while s.stats().connections_closed < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = s.stats();
+    assert_eq!(stats.connections_closed, 3, "{stats:?}");
+    assert_eq!(stats.connections_open, 1, "{stats:?}");
+    assert_echoes(&mut honest);
 }
 
 #[test]
