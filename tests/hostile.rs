@@ -6,7 +6,8 @@
 //! floods to the full 1,000,000 garbage datagrams and 100,000 replays (run
 //! with `--release`: `STT_SOAK=1 cargo test --release --test hostile -- --nocapture`).
 //!
-//! Every test binds port 0 and runs in parallel with the others.
+//! Every test binds port 0 and runs in parallel with the others; the flood
+//! test that measures resident memory runs in a process of its own.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -401,8 +402,33 @@ fn paced_send(
     sent
 }
 
+/// Runs test `name` again in a process of its own (resident memory is a
+/// process-wide figure: the other tests of this file must not move it).
+/// Returns false in that child, which then runs the test's body.
+fn isolated(name: &str) -> bool {
+    if std::env::var_os("STT_ISOLATED").is_some() {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("STT_ISOLATED", "1")
+        .output()
+        .unwrap();
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name} failed in its process:\n{stdout}"
+    );
+    assert!(stdout.contains("1 passed"), "{name} did not run:\n{stdout}");
+    true
+}
+
 #[test]
 fn garbage_and_replay_floods_keep_no_state_and_harm_no_session() {
+    if isolated("garbage_and_replay_floods_keep_no_state_and_harm_no_session") {
+        return;
+    }
     let (garbage_n, replay_n) = if soak() {
         (1_000_000u64, 100_000u64)
     } else {
@@ -493,4 +519,131 @@ fn garbage_and_replay_floods_keep_no_state_and_harm_no_session() {
     server.send(session.id, b"and back").unwrap();
     assert_eq!(next_message(&client), b"and back");
     assert_eq!(server.stats().sessions, 1);
+}
+
+// ------------------------------------------------------- resource limits ----
+
+#[test]
+fn max_sessions_is_a_hard_limit_on_both_sides() {
+    let server = Node::start(NodeConfig {
+        max_sessions: 3,
+        ..config("limit-sessions-server")
+    })
+    .unwrap();
+    let addr = server.udp_local_addr().unwrap();
+    let quick = SessionConfig {
+        handshake_timeout: Duration::from_millis(600),
+        ..SessionConfig::default()
+    };
+    let clients: Vec<Node> = (0..4)
+        .map(|i| {
+            Node::start(config(&format!("limit-sessions-client-{i}")).with_session(quick.clone()))
+                .unwrap()
+        })
+        .collect();
+    for c in &clients[..3] {
+        c.connect_udp(addr).unwrap();
+    }
+    // The fourth gets no answer: the server keeps no state for it.
+    let refused = clients[3].connect_udp(addr);
+    assert!(
+        matches!(refused, Err(stt::node::NodeError::ConnectFailed { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(server.stats().sessions, 3);
+    // A node's own dialling respects its limit, with a typed error.
+    let small = Node::start(NodeConfig {
+        max_sessions: 1,
+        ..config("limit-sessions-dialler")
+    })
+    .unwrap();
+    let other = Node::start(config("limit-sessions-other")).unwrap();
+    small.connect_udp(other.udp_local_addr().unwrap()).unwrap();
+    let err = small
+        .connect_udp(other.udp_local_addr().unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(err, stt::node::NodeError::TooManySessions(1)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("raise max_sessions"), "{err}");
+}
+
+#[test]
+fn the_node_reassembly_budget_refuses_what_does_not_fit_and_keeps_serving() {
+    let server = Node::start(NodeConfig {
+        reassembly_budget: 256 << 10,
+        ..config("limit-budget-server")
+    })
+    .unwrap();
+    let client = Node::start(config("limit-budget-client")).unwrap();
+    let session = client
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap();
+    // Larger than the whole node's budget: never held, never delivered.
+    client.send(session.id, &vec![7u8; 1 << 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.stats().reassembly_bytes <= 256 << 10);
+    // What fits still passes, whole.
+    client.send(session.id, &vec![8u8; 100 << 10]).unwrap();
+    assert_eq!(next_message(&server), vec![8u8; 100 << 10]);
+    let stats = server.session_stats(session.id).unwrap();
+    assert!(stats.frames_dropped > 0, "{stats:?}");
+    assert_eq!(server.stats().reassembly_bytes, 0);
+}
+
+#[test]
+fn a_full_receive_queue_drops_and_counts_udp_messages_then_recovers() {
+    let server = Node::start(NodeConfig {
+        queue_depth: 64,
+        ..config("limit-queue-server")
+    })
+    .unwrap();
+    let client = Node::start(config("limit-queue-client")).unwrap();
+    let session = client
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap();
+    let events = server.events();
+    // Nobody reads the events meanwhile.
+    let dropped_before = server.udp_stats().unwrap().packets_dropped;
+    for i in 0..2_000u32 {
+        client.send(session.id, &i.to_be_bytes()).unwrap();
+        if i % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let stats = wait_for(&server, "the overflow to be counted", |s| {
+        s.udp.as_ref().unwrap().packets_dropped > dropped_before
+    });
+    assert!(events.len() <= 64, "{} queued", events.len());
+    eprintln!("queue of 64: {} queued, {stats:#?}", events.len());
+    // Drain; the next messages arrive.
+    while events.try_recv().is_ok() {}
+    std::thread::sleep(Duration::from_millis(100));
+    while events.try_recv().is_ok() {}
+    client.send(session.id, b"after the overflow").unwrap();
+    assert_eq!(next_message(&server), b"after the overflow");
+}
+
+#[test]
+fn messages_over_the_size_limit_are_refused_with_a_typed_error() {
+    let session = SessionConfig {
+        reassembly: stt::stream::ReassemblyConfig {
+            max_message_size: 64 << 10,
+            ..Default::default()
+        },
+        ..SessionConfig::default()
+    };
+    let server = Node::start(config("limit-size-server").with_session(session.clone())).unwrap();
+    let client = Node::start(config("limit-size-client").with_session(session)).unwrap();
+    let s = client
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap();
+    let err = client.send(s.id, &vec![0u8; (64 << 10) + 1]).unwrap_err();
+    assert!(
+        err.to_string().contains("exceeds max_message_size"),
+        "{err}"
+    );
+    client.send(s.id, &vec![1u8; 64 << 10]).unwrap();
+    assert_eq!(next_message(&server), vec![1u8; 64 << 10]);
 }
