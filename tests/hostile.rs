@@ -9,6 +9,7 @@
 //! Every test binds port 0 and runs in parallel with the others; the flood
 //! test that measures resident memory runs in a process of its own.
 
+use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,9 @@ use stt::frame::SessionId;
 use stt::node::{Node, NodeConfig, NodeEvent, NodeStats};
 use stt::session::{Session, SessionConfig};
 use stt::transport::udp::UdpConfig;
+
+mod netns;
+use netns::Netns;
 
 const SHARED: &[u8] = b"hostile test network shared seed, 32+ bytes";
 const WAIT: Duration = Duration::from_secs(10);
@@ -646,4 +650,146 @@ fn messages_over_the_size_limit_are_refused_with_a_typed_error() {
     );
     client.send(s.id, &vec![1u8; 64 << 10]).unwrap();
     assert_eq!(next_message(&server), vec![1u8; 64 << 10]);
+}
+
+// ------------------------------------------- spoofed sources (namespace) ----
+
+/// An IPv4 + UDP packet from `src` to `dst` carrying `payload`: what a raw
+/// socket sends with a forged source address. The kernel fills the IP
+/// checksum; a UDP checksum of 0 means none (allowed over IPv4).
+fn spoofed_packet(
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    payload: &[u8],
+) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src.ip().octets());
+    p.extend_from_slice(&dst.ip().octets());
+    p.extend_from_slice(&src.port().to_be_bytes());
+    p.extend_from_slice(&dst.port().to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn a_flood_from_spoofed_source_addresses_leaves_honest_clients_connecting() {
+    const THRESHOLD: usize = 16;
+    let ns = match Netns::create("spoof", None) {
+        Ok(ns) => ns,
+        Err(why) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPING the spoofed-source flood: this machine cannot make a network namespace ({why})"
+            );
+            return;
+        }
+    };
+    // The server, a raw socket and the honest clients, all in the namespace,
+    // whose only interface is its loopback: answers to the forged sources
+    // have nowhere to go.
+    let (server, raw, honest) = ns.enter(|| {
+        let server = Node::start(NodeConfig {
+            cookie_threshold: THRESHOLD,
+            max_pending_handshakes: 64,
+            session: SessionConfig {
+                handshake_timeout: Duration::from_secs(1),
+                ..SessionConfig::default()
+            },
+            ..config("spoof-server")
+        })
+        .unwrap();
+        let raw = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+        );
+        let honest: Vec<Node> = (0..5)
+            .map(|i| Node::start(config(&format!("spoof-honest-{i}"))).unwrap())
+            .collect();
+        (server, raw, honest)
+    });
+    let raw = match raw {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPING the spoofed-source flood: no raw socket here ({e})"
+            );
+            return;
+        }
+    };
+    let std::net::SocketAddr::V4(target) = server.udp_local_addr().unwrap() else {
+        unreachable!("the server binds 127.0.0.1")
+    };
+    let msg1s = genuine_msg1s(2_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            let mut x: u32 = 0x0a00_0001;
+            while !stop.load(Ordering::Relaxed) {
+                // A different forged source every time, all over 10.0.0.0/8.
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let src = std::net::SocketAddrV4::new(
+                    std::net::Ipv4Addr::from(0x0a00_0000 | (x >> 8)),
+                    1024 + (x & 0x7fff) as u16,
+                );
+                let m = &msg1s[sent as usize % msg1s.len()];
+                let packet = spoofed_packet(src, target, m);
+                if raw
+                    .send_to(&packet, &std::net::SocketAddr::V4(target).into())
+                    .is_ok()
+                {
+                    sent += 1;
+                }
+                if sent % 64 == 0 {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            sent
+        })
+    };
+    wait_for(
+        &server,
+        "the spoofed flood to reach the cookie threshold",
+        |s| s.cookie_challenges > 1_000,
+    );
+    let mut most_pending = 0;
+    let events = server.events();
+    for c in &honest {
+        let session = c.connect_udp(server.udp_local_addr().unwrap()).unwrap();
+        // The flood outruns the server (a debug build reads ~30k datagrams/s
+        // here) and the kernel drops what its socket buffer cannot hold,
+        // honest datagrams among them: the handshake retransmits through
+        // that; a message is sent again until it is seen.
+        let deadline = Instant::now() + WAIT;
+        'delivered: loop {
+            assert!(Instant::now() < deadline, "no message got through");
+            c.send(session.id, b"honest").unwrap();
+            while let Ok(e) = events.recv_timeout(Duration::from_millis(200)) {
+                if let NodeEvent::Message { session: s, .. } = e {
+                    if s == session.id {
+                        break 'delivered;
+                    }
+                }
+            }
+        }
+        most_pending = most_pending.max(server.stats().handshakes_pending);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooder.join().unwrap();
+    let s = server.stats();
+    eprintln!("spoofed flood: {sent} message 1s from forged 10/8 sources; pending at most {most_pending}; {s:#?}");
+    assert!(most_pending <= THRESHOLD + 5, "{most_pending} pending");
+    let s = wait_for(&server, "the forged handshakes to time out", |s| {
+        s.handshakes_pending == 0
+    });
+    assert_eq!(s.sessions, honest.len(), "{s:#?}");
 }

@@ -17,12 +17,16 @@
 //! returns to zero; WebSocket delivers everything, in order.
 
 use std::collections::BinaryHeap;
+use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stt::frame::SessionId;
+
+mod netns;
+use netns::Netns;
 use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::session::SessionConfig;
 use stt::stream::ReassemblyConfig;
@@ -271,91 +275,26 @@ fn udp_sessions_ride_out_loss_duplication_reordering_and_delay() {
 
 // ------------------------------------------------------------ namespaces ----
 
-/// A network namespace with netem on its loopback; removed on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Makes one, or says why it cannot.
-    fn create() -> Result<Netns, String> {
-        let name = format!("stt-lossy-{}", std::process::id());
-        run(&["ip", "netns", "add", &name])?;
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"])?;
-        ns.exec(&[
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "lo",
-            "root",
-            "netem",
-            "loss",
-            "10%",
-            "duplicate",
-            "5%",
-            "delay",
-            "50ms",
-            "20ms",
-            "distribution",
-            "normal",
-        ])?;
-        Ok(ns)
-    }
-
-    fn exec(&self, args: &[&str]) -> Result<(), String> {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        run(&full)
-    }
-
-    /// Runs `f` on a thread inside the namespace: a node started there binds
-    /// its sockets there, and the threads it starts inherit the namespace.
-    fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("the namespace's file");
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a valid, open namespace file descriptor; it
-            // changes only this thread's network namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("the thread in the namespace")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.name]);
-    }
-}
-
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 #[test]
 fn udp_and_websocket_across_netem_in_a_namespace() {
-    let ns = match Netns::create() {
+    let netem = [
+        "loss",
+        "10%",
+        "duplicate",
+        "5%",
+        "delay",
+        "50ms",
+        "20ms",
+        "distribution",
+        "normal",
+    ];
+    let ns = match Netns::create("lossy", Some(&netem)) {
         Ok(ns) => ns,
         Err(why) => {
-            eprintln!("SKIPPING the netns/netem test: this machine cannot make one ({why})");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPING the netns/netem test: this machine cannot make one ({why})"
+            );
             return;
         }
     };

@@ -4,6 +4,7 @@
 //!
 //! Every test binds port 0 and runs in parallel with the others.
 
+use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,12 @@ fn backends() -> Vec<UdpBackend> {
     });
     match probe {
         Ok(_) => v.push(UdpBackend::IoUring),
-        Err(e) => eprintln!("SKIPPING the io_uring backend on this machine: {e}"),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPING the io_uring backend on this machine: {e}"
+            );
+        }
     }
     v
 }
@@ -81,7 +87,10 @@ fn binds_port_zero_and_reports_the_address_v4_and_v6() {
             let n6 = Node::start(config("bind-v6", backend, "::1", 1)).unwrap();
             assert!(n6.udp_local_addr().unwrap().is_ipv6());
         } else {
-            eprintln!("SKIPPING IPv6: ::1 is not available here");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPING IPv6: ::1 is not available here"
+            );
         }
     }
 }
@@ -465,7 +474,7 @@ fn a_five_mib_message_over_udp_at_mtu_1472() {
         let client = big_buffers("five-mib-client");
         let granted = server.udp_socket_info().unwrap().receive_buffer_size;
         if granted < 6 << 20 {
-            eprintln!("SKIPPING: the kernel grants only {granted} bytes of socket buffer (net.core.rmem_max); a 5 MiB burst cannot fit");
+            let _ = writeln!(std::io::stderr(),"SKIPPING: the kernel grants only {granted} bytes of socket buffer (net.core.rmem_max); a 5 MiB burst cannot fit");
             return;
         }
         let session = client

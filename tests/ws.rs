@@ -5,6 +5,7 @@
 //! Each transport runs on a thread of its own with a `mio::Poll`, as a
 //! reactor would drive it. Every test binds port 0.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -407,7 +408,8 @@ fn five_thousand_concurrent_connections_then_a_clear_refusal_at_the_cap() {
     const N: usize = 5_000;
     // Both ends of every connection live in this process.
     if !raise_fd_limit(2 * N as u64 + 1_000) {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPING: the open-file limit here is below {} descriptors",
             2 * N + 1_000
         );
@@ -630,7 +632,10 @@ fn python_websockets_client_interoperates() {
             std::env::var_os("CI").is_none(),
             "CI must install Python websockets"
         );
-        eprintln!("SKIPPING python interop: run `pip install websockets`");
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPING python interop: run `pip install websockets`"
+        );
         return;
     }
     let s = server(true);
