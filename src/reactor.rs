@@ -407,6 +407,21 @@ struct Entry {
     /// An incoming handshake, counted in `Core::pending` until it completes
     /// or ends.
     pending: bool,
+    /// A new path being validated before the session moves to it.
+    probe: Option<PathProbe>,
+}
+
+/// A ping sent along a path the peer appeared on; its pong from that path
+/// validates it.
+struct PathProbe {
+    path: Path,
+    token: u64,
+    sent: Instant,
+}
+
+/// Whether two paths lead to the same place the same way.
+fn same_route(a: &Path, b: &Path) -> bool {
+    a.peer == b.peer && a.via == b.via && a.transport == b.transport
 }
 
 impl Entry {
@@ -422,6 +437,7 @@ impl Entry {
             timer: None,
             live: false,
             pending: false,
+            probe: None,
         }
     }
 }
@@ -1327,20 +1343,54 @@ impl Core {
                 // after NAT rebinding, or another transport) means the peer
                 // moved. Only proof moves it: a replayed or forged datagram
                 // from elsewhere must not redirect the session.
+                //
+                // And only a path that proved it receives: a copy of a
+                // genuine datagram sent first from another (possibly forged)
+                // address authenticates too. A new unreliable path gets a
+                // ping along it, and the session moves when that ping's pong
+                // comes back from there (as QUIC's PATH_CHALLENGE); until
+                // then it sends nothing else there. A WebSocket connection
+                // has proven its address with TCP's handshake.
                 Ok(true) => {
-                    let moved = entry.path.peer != path.peer
-                        || entry.path.via != path.via
-                        || entry.path.transport != path.transport;
-                    if moved && entry.session.is_established() {
-                        tracing::info!(
-                            session = %id,
-                            from = %entry.path.peer,
-                            to = %path.peer,
-                            transport = path.kind,
-                            "session path changed"
-                        );
-                        let _ = entry.session.set_max_datagram_size(path.max_datagram);
-                        entry.path = path;
+                    if !same_route(&entry.path, &path) && entry.session.is_established() {
+                        let validated = path.reliable
+                            || entry.probe.as_ref().is_some_and(|p| {
+                                same_route(&p.path, &path)
+                                    && entry.session.last_pong() == Some(p.token)
+                            });
+                        if validated {
+                            tracing::info!(
+                                session = %id,
+                                from = %entry.path.peer,
+                                to = %path.peer,
+                                transport = path.kind,
+                                "session path changed"
+                            );
+                            let _ = entry.session.set_max_datagram_size(path.max_datagram);
+                            entry.path = path;
+                            entry.probe = None;
+                        } else {
+                            let due = entry.probe.as_ref().is_none_or(|p| {
+                                !same_route(&p.path, &path)
+                                    || now >= p.sent + entry.session.config().initial_rto
+                            });
+                            if due {
+                                if let Some((token, datagram)) = entry.session.path_probe(now) {
+                                    tracing::debug!(session = %id, to = %path.peer, "validating a new path");
+                                    self.outbox.push(Outgoing {
+                                        via: path.via,
+                                        transport: path.transport,
+                                        to: path.peer,
+                                        datagram,
+                                    });
+                                    entry.probe = Some(PathProbe {
+                                        path,
+                                        token,
+                                        sent: now,
+                                    });
+                                }
+                            }
+                        }
                     }
                 }
                 Ok(false) => {}

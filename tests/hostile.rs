@@ -793,3 +793,91 @@ fn a_flood_from_spoofed_source_addresses_leaves_honest_clients_connecting() {
     });
     assert_eq!(s.sessions, honest.len(), "{s:#?}");
 }
+
+// ------------------------------------------------------- path validation ----
+
+#[test]
+fn a_copied_datagram_from_another_address_does_not_move_the_session() {
+    let server = Node::start(config("path-server")).unwrap();
+    let client = Node::start(config("path-client")).unwrap();
+    let server_addr = server.udp_local_addr().unwrap();
+    // An on-path attacker: it relays the client's traffic, and sends a copy
+    // of every client datagram first from another address — its own, or
+    // one it wants to flood. The copy is genuine, so it authenticates.
+    let relay = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+    let other = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+    relay
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    other.set_nonblocking(true).unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let copying = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (relay, other, stop, copying) =
+            (relay.clone(), other.clone(), stop.clone(), copying.clone());
+        std::thread::spawn(move || {
+            let (mut copies_out, mut bytes_out, mut bytes_in) = (0u64, 0u64, 0u64);
+            let mut client = None;
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                while let Ok(n) = other.recv(&mut buf) {
+                    bytes_in += n as u64;
+                }
+                let Ok((n, from)) = relay.recv_from(&mut buf) else {
+                    continue;
+                };
+                if from == server_addr {
+                    if let Some(c) = client {
+                        let _ = relay.send_to(&buf[..n], c);
+                    }
+                    continue;
+                }
+                client = Some(from);
+                if copying.load(Ordering::Relaxed) {
+                    let _ = other.send_to(&buf[..n], server_addr);
+                    copies_out += 1;
+                    bytes_out += n as u64;
+                    // Let the copy win the race.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = relay.send_to(&buf[..n], server_addr);
+            }
+            (copies_out, bytes_out, bytes_in)
+        })
+    };
+    let session = client.connect_udp(relay_addr).unwrap();
+    client.send(session.id, b"before").unwrap();
+    assert_eq!(next_message(&server), b"before");
+    copying.store(true, Ordering::Relaxed);
+    for i in 0..50u32 {
+        client.send(session.id, &i.to_be_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let events = server.events();
+    let mut got = 0;
+    while let Ok(e) = events.recv_timeout(Duration::from_millis(500)) {
+        if let NodeEvent::Message { peer, .. } = e {
+            assert_eq!(peer, relay_addr, "the session moved to the copier");
+            got += 1;
+        }
+    }
+    assert_eq!(got, 50, "the copies carry genuine messages");
+    // The server still answers along the genuine path.
+    for i in 0..10u32 {
+        server.send(session.id, &i.to_be_bytes()).unwrap();
+    }
+    for i in 0..10u32 {
+        assert_eq!(next_message(&client), i.to_be_bytes());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (copies, bytes_out, bytes_in) = thread.join().unwrap();
+    eprintln!("{copies} copies ({bytes_out} bytes) from another address; {bytes_in} bytes came back there");
+    assert!(copies >= 50);
+    // Only path probes (small pings, at most one per initial_rto) went to
+    // the unvalidated address: far less than it sent.
+    assert!(
+        bytes_in * 3 <= bytes_out,
+        "{bytes_in} bytes back for {bytes_out}"
+    );
+}

@@ -134,6 +134,8 @@ pub struct Session {
     key_probe: Option<(u64, Instant)>,
     /// The last ping token handed out.
     last_token: u64,
+    /// The token of the last pong received.
+    last_pong: Option<u64>,
     /// The sealed frame just opened carried the highest packet number yet.
     sealed_newest: bool,
     close_reason: Option<CloseReason>,
@@ -278,6 +280,7 @@ impl Session {
             close_frame_allowance: 0,
             key_probe: None,
             last_token: 0,
+            last_pong: None,
             sealed_newest: false,
             close_reason: None,
             rtt: RttStats::default(),
@@ -481,6 +484,28 @@ impl Session {
         self.send_control(&Control::Ping { token }, now);
     }
 
+    /// Seals a ping for a path the caller wants to validate (the peer
+    /// appeared at a new address) and hands it over instead of queueing it:
+    /// the caller sends it along the new path, and moves the session there
+    /// only once [`last_pong`](Self::last_pong) returns its token from that
+    /// path. `None` unless established.
+    pub fn path_probe(&mut self, now: Instant) -> Option<(u64, Vec<u8>)> {
+        if self.state != SessionState::Established {
+            return None;
+        }
+        let token = self.next_token(now);
+        let at = self.transmits.len();
+        self.send_control(&Control::Ping { token }, now);
+        // The ping is the first datagram queued by that call (a key-update
+        // probe may follow it; that one stays for the current path).
+        self.transmits.remove(at).map(|d| (token, d))
+    }
+
+    /// The token of the last pong received.
+    pub fn last_pong(&self) -> Option<u64> {
+        self.last_pong
+    }
+
     /// A ping token: nanoseconds since the session began, strictly
     /// increasing even for pings sent at the same instant.
     fn next_token(&mut self, now: Instant) -> u64 {
@@ -508,6 +533,7 @@ impl Session {
     /// A pong arrived: a round-trip sample, and maybe the confirmation of a
     /// key update.
     pub(crate) fn on_pong(&mut self, token: u64, now: Instant) {
+        self.last_pong = Some(token);
         let sent = self.created + Duration::from_nanos(token);
         if sent <= now {
             self.rtt.sample(now - sent);
