@@ -44,6 +44,11 @@ fn replay_all(target: &str, run: fn(&[u8])) {
 }
 
 #[test]
+fn cookie_seeds() {
+    replay_all("cookie", stt_fuzz::cookie::run);
+}
+
+#[test]
 fn frame_decode_seeds() {
     replay_all("frame_decode", stt_fuzz::frame_decode::run);
 }
@@ -108,6 +113,7 @@ fn replay() {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let run: fn(&[u8]) = match target.as_str() {
+        "cookie" => stt_fuzz::cookie::run,
         "frame_decode" => stt_fuzz::frame_decode::run,
         "handshake" => stt_fuzz::handshake::run,
         "reassembly" => stt_fuzz::reassembly::run,
