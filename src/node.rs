@@ -300,6 +300,7 @@ impl Node {
         let (work_tx, work) = crossbeam_channel::bounded(config.queue_depth);
         let cookie_key = crate::crypto::CookieKey::generate(&ring::rand::SystemRandom::new())
             .map_err(|_| StartError::Invalid("no randomness for the cookie secret"))?;
+        let msg1_check = crate::crypto::Msg1Check::new(&network);
         let shared = Arc::new(Shared {
             node_id: identity.node_id(),
             identity,
@@ -315,6 +316,7 @@ impl Node {
             sessions: AtomicUsize::new(0),
             live: (0..count).map(|_| RwLock::new(HashSet::new())).collect(),
             cookie_key,
+            msg1_check,
             started: std::time::Instant::now(),
             cookie_threshold_per_reactor: config.cookie_threshold.div_ceil(count),
             max_pending_per_reactor: config.max_pending_handshakes.div_ceil(count).max(1),

@@ -45,10 +45,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Token, Waker};
 
-use crate::crypto::{CookieKey, Identity, NetworkKey, NodeId};
+use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
 use crate::frame::{close_code, FrameType, Header, SessionId};
 use crate::session::{
-    CloseReason, Event, Session, SessionConfig, SessionError, SessionStats, Transmits,
+    CloseReason, Event, Role, Session, SessionConfig, SessionError, SessionStats, Transmits,
 };
 use crate::stream::MemoryBudget;
 use crate::transport::{Transport, TransportCounters, TransportError};
@@ -191,6 +191,8 @@ pub(crate) struct Shared {
     pub live: Vec<RwLock<HashSet<SessionId>>>,
     /// The secret of stateless address-validation cookies.
     pub cookie_key: CookieKey,
+    /// Checks a message 1 authenticates before it gets any answer.
+    pub msg1_check: Msg1Check,
     /// The origin of cookie epochs.
     pub started: Instant,
     /// Pending incoming handshakes on one reactor above which message 1
@@ -409,15 +411,28 @@ struct Entry {
     pending: bool,
     /// A new path being validated before the session moves to it.
     probe: Option<PathProbe>,
+    /// The application chose the path (`set_path`): the session no longer
+    /// follows the peer.
+    pinned: bool,
 }
 
-/// A ping sent along a path the peer appeared on; its pong from that path
-/// validates it.
+/// A ping sent along a path the peer appeared on; its pong validates the
+/// path.
 struct PathProbe {
     path: Path,
+    /// The ping's token.
     token: u64,
-    sent: Instant,
+    /// When it may be sent again if still unanswered.
+    due: Instant,
+    /// Times it was sent again on the timer.
+    retries: u32,
+    /// Its pong came back.
+    answered: bool,
 }
+
+/// Path probes sent again on the timer, unanswered, before giving up (a new
+/// datagram along the path starts again).
+const PROBE_RETRIES: u32 = 3;
 
 /// Whether two paths lead to the same place the same way.
 fn same_route(a: &Path, b: &Path) -> bool {
@@ -438,6 +453,7 @@ impl Entry {
             live: false,
             pending: false,
             probe: None,
+            pinned: false,
         }
     }
 }
@@ -1337,28 +1353,43 @@ impl Core {
         };
         let id = header.session_id;
         if let Some(entry) = self.sessions.get_mut(&id) {
-            match entry.session.handle_datagram(now, datagram) {
+            let result = entry.session.handle_datagram(now, datagram);
+            // A pong to the path probe validates its path, whichever path
+            // the pong came back on (as QUIC's PATH_RESPONSE).
+            if let Some(p) = entry.probe.as_mut() {
+                p.answered |= entry.session.last_pong() == Some(p.token);
+            }
+            match result {
                 // The session id, not the address, finds the session: a
                 // datagram that authenticated along a new path (a new address
                 // after NAT rebinding, or another transport) means the peer
                 // moved. Only proof moves it: a replayed or forged datagram
                 // from elsewhere must not redirect the session.
                 //
-                // And only a path that proved it receives: a copy of a
-                // genuine datagram sent first from another (possibly forged)
-                // address authenticates too. A new unreliable path gets a
-                // ping along it, and the session moves when that ping's pong
-                // comes back from there (as QUIC's PATH_CHALLENGE); until
-                // then it sends nothing else there. A WebSocket connection
-                // has proven its address with TCP's handshake.
+                // And only a path that proved it reaches the peer: a copy of
+                // a genuine datagram sent first from another (possibly
+                // forged) address, or over the copier's own WebSocket
+                // connection, authenticates too. So a new path gets a ping
+                // along it (a path probe), and the session moves once that
+                // ping's pong is back and a newest datagram arrives along the
+                // path; until then nothing else is sent there.
+                //
+                // Only the responder follows, and only while the application
+                // has not chosen the path itself (`set_path`): the initiator
+                // is the side whose address changes (NAT, roaming, a move to
+                // another transport), and two sides that both followed
+                // would chase each other's late datagrams between paths.
                 Ok(true) => {
-                    if !same_route(&entry.path, &path) && entry.session.is_established() {
-                        let validated = path.reliable
-                            || entry.probe.as_ref().is_some_and(|p| {
-                                same_route(&p.path, &path)
-                                    && entry.session.last_pong() == Some(p.token)
-                            });
-                        if validated {
+                    if !same_route(&entry.path, &path)
+                        && entry.session.is_established()
+                        && entry.session.role() == Role::Responder
+                        && !entry.pinned
+                    {
+                        let answered = entry
+                            .probe
+                            .as_ref()
+                            .is_some_and(|p| p.answered && same_route(&p.path, &path));
+                        if answered {
                             tracing::info!(
                                 session = %id,
                                 from = %entry.path.peer,
@@ -1370,25 +1401,12 @@ impl Core {
                             entry.path = path;
                             entry.probe = None;
                         } else {
-                            let due = entry.probe.as_ref().is_none_or(|p| {
-                                !same_route(&p.path, &path)
-                                    || now >= p.sent + entry.session.config().initial_rto
-                            });
+                            let due = entry
+                                .probe
+                                .as_ref()
+                                .is_none_or(|p| !same_route(&p.path, &path) || now >= p.due);
                             if due {
-                                if let Some((token, datagram)) = entry.session.path_probe(now) {
-                                    tracing::debug!(session = %id, to = %path.peer, "validating a new path");
-                                    self.outbox.push(Outgoing {
-                                        via: path.via,
-                                        transport: path.transport,
-                                        to: path.peer,
-                                        datagram,
-                                    });
-                                    entry.probe = Some(PathProbe {
-                                        path,
-                                        token,
-                                        sent: now,
-                                    });
-                                }
+                                self.probe(id, path, 0, now);
                             }
                         }
                     }
@@ -1410,19 +1428,34 @@ impl Core {
     /// authenticates, and under load only for one whose sender proved it
     /// receives at its address.
     fn on_new_session(&mut self, header: Header, path: Path, datagram: &[u8], now: Instant) {
+        use crate::crypto::cookie::{self, CookieError};
         let drop = |path: &Path| TransportCounters::add(&path.counters.packets_dropped, 1);
+        let refused = |shared: &Shared, path: &Path| {
+            shared.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            drop(path);
+        };
         let msg1 = match (header.frame_type, header.packet_number) {
             (FrameType::Handshake, 1) => datagram,
-            (FrameType::Auth, crate::crypto::cookie::ECHO_PN) => {
+            (FrameType::Auth, cookie::ECHO_PN) => {
                 let epoch = self.cookie_epoch(now);
                 match self.shared.cookie_key.open_echo(epoch, path.peer, datagram) {
                     Ok(msg1) => msg1,
+                    Err(CookieError::Invalid) => {
+                        // A cookie that expired, or was made for the address
+                        // the client had before its NAT moved it: a fresh
+                        // challenge, so that it can try again — for a genuine
+                        // message 1 only.
+                        if let Ok((_, _, inner)) = cookie::parse_echo(datagram) {
+                            if self.genuine_msg1(inner) {
+                                self.challenge(&path, header.session_id, now);
+                            }
+                        }
+                        tracing::debug!(from = %path.peer, "cookie echo with a stale cookie");
+                        return refused(&self.shared, &path);
+                    }
                     Err(e) => {
                         tracing::debug!(from = %path.peer, error = %e, "cookie echo refused");
-                        self.shared
-                            .handshakes_refused
-                            .fetch_add(1, Ordering::Relaxed);
-                        return drop(&path);
+                        return refused(&self.shared, &path);
                     }
                 }
             }
@@ -1435,36 +1468,22 @@ impl Core {
         }
         if self.pending >= self.shared.max_pending_per_reactor {
             tracing::debug!(from = %path.peer, pending = self.pending, "pending handshake limit reached");
-            self.shared
-                .handshakes_refused
-                .fetch_add(1, Ordering::Relaxed);
-            return drop(&path);
+            return refused(&self.shared, &path);
         }
         let validated = header.frame_type == FrameType::Auth;
         // Reliable transports (a WebSocket connection, after TCP's own
         // handshake) have already proven the address.
         if !validated && !path.reliable && self.pending >= self.shared.cookie_threshold_per_reactor
         {
-            // Under load: no state, a challenge a third the size of the
-            // message 1 that provoked it, and only for a message 1 of the
-            // right size (nothing smaller gets an answer).
-            if datagram.len() < crate::crypto::cookie::CHALLENGE_LEN {
-                return drop(&path);
+            // Under load: no state, and a challenge a third the size of the
+            // message 1 that provoked it — only for a message 1 that
+            // authenticates (checked without any Diffie-Hellman), so that
+            // non-members and scanners still get silence.
+            if self.genuine_msg1(datagram) {
+                self.challenge(&path, header.session_id, now);
+            } else {
+                drop(&path);
             }
-            let epoch = self.cookie_epoch(now);
-            let challenge = self
-                .shared
-                .cookie_key
-                .challenge(epoch, header.session_id, path.peer);
-            self.shared
-                .cookie_challenges
-                .fetch_add(1, Ordering::Relaxed);
-            self.outbox.push(Outgoing {
-                via: path.via,
-                transport: path.transport,
-                to: path.peer,
-                datagram: challenge.to_vec(),
-            });
             return;
         }
         let mut config = self.shared.session_config.clone();
@@ -1493,6 +1512,61 @@ impl Core {
         }
     }
 
+    /// Whether `datagram` is a message 1 of this network: the right length,
+    /// and authenticated under the network's PSK.
+    fn genuine_msg1(&self, datagram: &[u8]) -> bool {
+        use crate::crypto::handshake::MSG1_LEN;
+        datagram.len() == crate::frame::HEADER_LEN + MSG1_LEN
+            && self.shared.msg1_check.verify(
+                &datagram[..crate::frame::HEADER_LEN],
+                &datagram[crate::frame::HEADER_LEN..],
+            )
+    }
+
+    /// Sends a cookie challenge for `session` to the source of `path`.
+    fn challenge(&mut self, path: &Path, session: SessionId, now: Instant) {
+        let epoch = self.cookie_epoch(now);
+        let challenge = self.shared.cookie_key.challenge(epoch, session, path.peer);
+        self.shared
+            .cookie_challenges
+            .fetch_add(1, Ordering::Relaxed);
+        self.outbox.push(Outgoing {
+            via: path.via,
+            transport: path.transport,
+            to: path.peer,
+            datagram: challenge.to_vec(),
+        });
+    }
+
+    /// Sends a path probe for session `id` along `path`: a ping whose pong
+    /// validates the path. The only thing sent on an unvalidated path; at
+    /// most one per datagram that arrived along it, plus a few on the timer.
+    fn probe(&mut self, id: SessionId, path: Path, retries: u32, now: Instant) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some((token, datagram)) = entry.session.path_probe(now) else {
+            return;
+        };
+        tracing::debug!(session = %id, to = %path.peer, retries, "validating a new path");
+        // Backs off like the handshake: initial_rto, doubling per retry.
+        let due = now + entry.session.config().initial_rto * (1 << retries.min(8));
+        self.outbox.push(Outgoing {
+            via: path.via,
+            transport: path.transport,
+            to: path.peer,
+            datagram,
+        });
+        entry.probe = Some(PathProbe {
+            path,
+            token,
+            due,
+            retries,
+            answered: false,
+        });
+        self.timers.push(Reverse((due, id)));
+    }
+
     fn cookie_epoch(&self, now: Instant) -> u64 {
         crate::crypto::cookie::epoch_of(now.saturating_duration_since(self.shared.started))
     }
@@ -1510,6 +1584,10 @@ impl Core {
             .map_err(|e| NodeError::Session(e.into()))?;
         tracing::info!(session = %id, to = %path.peer, transport = path.kind, "session moved");
         entry.path = path;
+        // The application chose this path: from now on the session stays
+        // on it, whatever path the peer's datagrams take.
+        entry.probe = None;
+        entry.pinned = true;
         entry.session.send_ping(now);
         self.after_activity(id, now);
         Ok(())
@@ -1672,6 +1750,15 @@ impl Core {
                 entry.timer = None;
             }
             entry.session.handle_timeout(now);
+            // An unanswered path probe is sent again (a lost probe must not
+            // leave the session on a dead path until the peer's keepalive).
+            let retry = entry.probe.as_ref().and_then(|p| {
+                (!p.answered && now >= p.due && p.retries < PROBE_RETRIES)
+                    .then(|| (p.path.clone(), p.retries + 1))
+            });
+            if let Some((path, retries)) = retry {
+                self.probe(id, path, retries, now);
+            }
             self.after_activity(id, now);
         }
     }

@@ -186,6 +186,7 @@ pub fn parse_echo(datagram: &[u8]) -> Result<(Header, &[u8; COOKIE_LEN], &[u8]),
     if inner.session_id != header.session_id
         || inner.frame_type != FrameType::Handshake
         || inner.packet_number != 1
+        || inner.payload_len as usize != msg1.len() - HEADER_LEN
     {
         return Err(CookieError::Malformed(
             "the echo must wrap its own message 1",
@@ -313,6 +314,14 @@ mod tests {
         for n in 0..e.len() {
             assert!(key.open_echo(0, a, &e[..n]).is_err());
         }
+        // Trailing bytes after the wrapped message 1.
+        let mut padded = msg1(id);
+        padded.push(0);
+        let e = echo(id, &cookie, &padded);
+        assert!(matches!(
+            key.open_echo(0, a, &e),
+            Err(CookieError::Malformed(_))
+        ));
         // A challenge is not an echo.
         assert!(key.open_echo(0, a, &key.challenge(0, id, a)).is_err());
         // Garbage.

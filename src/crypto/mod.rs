@@ -17,6 +17,6 @@ pub mod replay;
 
 pub use aead::{hardware_aes, AeadPreference, Algorithm, CryptoError, RecvKeys, SendKeys};
 pub use cookie::{CookieError, CookieKey};
-pub use handshake::{Handshake, HandshakeError, HandshakeOutcome};
+pub use handshake::{Handshake, HandshakeError, HandshakeOutcome, Msg1Check};
 pub use keys::{Identity, NetworkKey, NodeId, SeedError, MIN_SEED_LEN};
 pub use replay::{ReplayError, ReplayWindow};
