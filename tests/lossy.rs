@@ -26,12 +26,14 @@ use std::time::{Duration, Instant};
 use stt::frame::SessionId;
 
 mod netns;
+mod support;
 use netns::Netns;
 use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::session::SessionConfig;
 use stt::stream::ReassemblyConfig;
 use stt::transport::udp::UdpConfig;
 use stt::transport::ws::WsConfig;
+use support::Rng;
 
 const SHARED: &[u8] = b"lossy network test shared seed, 32+ bytes";
 
@@ -40,23 +42,6 @@ const LOSS: f64 = 0.10;
 const DUPLICATE: f64 = 0.05;
 const DELAY: Duration = Duration::from_millis(50);
 const JITTER_MS: u64 = 20;
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// A datagram on its way: (due, sequence, destination, bytes), ordered by
 /// due time.
@@ -76,7 +61,7 @@ impl BadNetwork {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let mut queue: BinaryHeap<std::cmp::Reverse<InFlight>> = BinaryHeap::new();
             let mut seq = 0u64;
             let mut client: Option<SocketAddr> = None;
@@ -120,7 +105,7 @@ impl BadNetwork {
                 };
                 for _ in 0..copies {
                     // Uniform in 50 ± 20 ms: datagrams overtake each other.
-                    let jitter = rng.next() % (2 * JITTER_MS + 1);
+                    let jitter = rng.below(2 * JITTER_MS + 1);
                     let due = Instant::now() + DELAY - Duration::from_millis(JITTER_MS)
                         + Duration::from_millis(jitter);
                     seq += 1;

@@ -396,6 +396,29 @@ fn next_message_on(node: &Node) -> Option<(stt::frame::SessionId, Vec<u8>, std::
     None
 }
 
+/// Sends `message` on `session` until `server` reports it from an address
+/// that `moved` accepts (the server follows a new path one round trip after
+/// its first datagram: path validation). Returns that address and how many
+/// messages it took.
+fn send_until_moved(
+    client: &Node,
+    server: &Node,
+    session: stt::frame::SessionId,
+    message: &[u8],
+    moved: impl Fn(std::net::SocketAddr) -> bool,
+) -> (std::net::SocketAddr, u64) {
+    for sent in 1..=100 {
+        client.send(session, message).unwrap();
+        let (id, m, at) = next_message_on(server).unwrap();
+        assert_eq!((id, m.as_slice()), (session, message));
+        if moved(at) {
+            return (at, sent);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the server never followed the session to its new path");
+}
+
 #[test]
 fn one_session_two_paths_udp_to_websocket_and_back_without_a_new_handshake() {
     let server = udp_node("two-paths-server", 2);
@@ -415,19 +438,10 @@ fn one_session_two_paths_udp_to_websocket_and_back_without_a_new_handshake() {
         .unwrap();
     // The server follows once the connection has answered a path probe: a
     // round trip after the first message over it.
-    let mut from_ws = from_udp;
-    let mut received = 1;
-    for _ in 0..100 {
-        client.send(s.id, b"over websocket").unwrap();
-        received += 1;
-        let (id, m, at) = next_message_on(&server).unwrap();
-        assert_eq!((id, m.as_slice()), (s.id, &b"over websocket"[..]));
-        from_ws = at;
-        if from_ws != from_udp {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (from_ws, sent) = send_until_moved(&client, &server, s.id, b"over websocket", |at| {
+        at != from_udp
+    });
+    let mut received = 1 + sent;
     assert_ne!(from_ws, from_udp, "it came over the WebSocket connection");
     // The server answers along the new path too.
     server.send(s.id, b"reply").unwrap();
@@ -449,19 +463,8 @@ fn one_session_two_paths_udp_to_websocket_and_back_without_a_new_handshake() {
     client.move_session_to_udp(s.id, udp_addr).unwrap();
     // The server moves the session back to UDP once that path has answered
     // a ping (path validation): a round trip after the first datagram.
-    let mut from = from_ws;
-    received += 1;
-    for _ in 0..100 {
-        client.send(s.id, b"udp again").unwrap();
-        received += 1;
-        let (id, m, at) = next_message_on(&server).unwrap();
-        assert_eq!((id, m.as_slice()), (s.id, &b"udp again"[..]));
-        from = at;
-        if from == from_udp {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (from, sent) = send_until_moved(&client, &server, s.id, b"udp again", |at| at == from_udp);
+    received += 1 + sent;
     assert_eq!(from, from_udp);
     // One session on each side all along: no new handshake happened.
     assert_eq!(server.session_count(), 1);
