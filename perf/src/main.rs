@@ -18,7 +18,8 @@
 //! - `scaling` ([`scaling`]): stt over UDP with 1, 16 and 256 sessions.
 //! - `crypto` ([`crypto`]): the one-core AEAD ceiling (seal and open).
 //! - `ws` ([`ws`]): stt over WebSocket (sealed) against tokio-tungstenite
-//!   (unsealed): throughput and round-trip latency, 64 B and 64 KiB.
+//!   (unsealed, and sealed over rustls) and fastwebsockets (unsealed):
+//!   throughput and round-trip latency, 64 B and 64 KiB.
 //! - `all`: every workload, in the order above.
 //!
 //! Each workload's section is kept in `results/<workload>.md` beside the
