@@ -195,12 +195,14 @@ pub fn parse_echo(datagram: &[u8]) -> Result<(Header, &[u8; COOKIE_LEN], &[u8]),
     Ok((header, cookie, msg1))
 }
 
-/// The cookie a challenge datagram carries, if it is one.
+/// The cookie a challenge carries, if `header` and `payload` (the bytes
+/// after the header) are one.
 pub fn parse_challenge(header: &Header, payload: &[u8]) -> Option<[u8; COOKIE_LEN]> {
     (header.frame_type == FrameType::Auth
         && header.packet_number == CHALLENGE_PN
         && header.flags == Flags::EMPTY
-        && header.stream_id == 0)
+        && header.stream_id == 0
+        && header.payload_len as usize == COOKIE_LEN)
         .then(|| payload.try_into().ok())
         .flatten()
 }
@@ -336,6 +338,11 @@ mod tests {
         assert!(parse_challenge(&h, &ch[HEADER_LEN..]).is_some());
         assert!(parse_challenge(&h, &ch[HEADER_LEN + 1..]).is_none());
         h.packet_number = 1;
+        assert!(parse_challenge(&h, &ch[HEADER_LEN..]).is_none());
+        // The header must announce the cookie's length (found by the
+        // `cookie` fuzz target: a header saying 0 with 16 bytes after it).
+        let mut h = Header::decode(&ch).expect("our own header");
+        h.payload_len = 0;
         assert!(parse_challenge(&h, &ch[HEADER_LEN..]).is_none());
     }
 
