@@ -323,6 +323,7 @@ impl Node {
             pending: AtomicUsize::new(0),
             cookie_challenges: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
+            pool: crate::reactor::BufferPool::new(),
         });
         // Each reactor is built on its own thread, so that its transports
         // register (and an io_uring backend submits its first requests) on
@@ -1019,7 +1020,7 @@ impl Node {
                 session,
                 stream_id,
                 frame_type,
-                payload: Arc::from(payload),
+                payload: self.shared.pool.copy_of(payload),
                 reply,
             },
         )
