@@ -624,9 +624,16 @@ impl Node {
 
     /// Moves an established session onto a WebSocket connection to `url`,
     /// without a new handshake: the session id and keys stay, only the path
-    /// changes. The peer follows as soon as the first datagram over the new
-    /// path authenticates (a ping is sent at once). Use it to fail over from
-    /// UDP without losing the session; [`move_session_to_udp`] moves back.
+    /// changes. Use it on the side that dialled (the initiator) to fail over
+    /// from UDP without losing the session; [`move_session_to_udp`] moves
+    /// back.
+    ///
+    /// A ping goes along the new path at once. The responder follows once
+    /// it has validated the path (its probe there answered: one round trip);
+    /// until then it still sends along the old path, so its first replies
+    /// may be lost if that path is dead. The call pins this side's path: it
+    /// no longer follows the peer anywhere else. (The peer never follows a
+    /// move made by the responder's application: only responders follow.)
     ///
     /// [`move_session_to_udp`]: Self::move_session_to_udp
     pub fn move_session_to_websocket(

@@ -505,19 +505,30 @@ struct Entry {
 /// path.
 struct PathProbe {
     path: Path,
-    /// The ping's token.
-    token: u64,
-    /// When it may be sent again if still unanswered.
+    /// The tokens of the pings sent along it, latest last: a pong to any of
+    /// them validates the path (a slow path answers an earlier one).
+    tokens: VecDeque<u64>,
+    /// When a probe may be sent again if none was answered.
     due: Instant,
-    /// Times it was sent again on the timer.
-    retries: u32,
-    /// Its pong came back.
+    /// Probes sent along it so far.
+    sent: u32,
+    /// Bytes of authenticated datagrams that came along it, and bytes of
+    /// probes sent along it: probes stay within 3× what arrived, so an
+    /// unvalidated (possibly forged) address is never an amplifier.
+    bytes_in: usize,
+    bytes_out: usize,
+    /// A pong to one of its pings came back.
     answered: bool,
 }
 
-/// Path probes sent again on the timer, unanswered, before giving up (a new
-/// datagram along the path starts again).
+/// Probes sent along one path on the timer alone, unanswered, before it
+/// waits for another datagram along the path.
 const PROBE_RETRIES: u32 = 3;
+/// Tokens remembered per probed path.
+const PROBE_TOKENS: usize = 8;
+/// A path probe never sends more than this many times what arrived along
+/// the path.
+const PROBE_AMPLIFICATION: usize = 3;
 
 /// Whether two paths lead to the same place the same way.
 fn same_route(a: &Path, b: &Path) -> bool {
@@ -1445,7 +1456,10 @@ impl Core {
             // A pong to the path probe validates its path, whichever path
             // the pong came back on (as QUIC's PATH_RESPONSE).
             if let Some(p) = entry.probe.as_mut() {
-                p.answered |= entry.session.last_pong() == Some(p.token);
+                p.answered |= entry
+                    .session
+                    .last_pong()
+                    .is_some_and(|t| p.tokens.contains(&t));
             }
             match result {
                 // The session id, not the address, finds the session: a
@@ -1489,12 +1503,25 @@ impl Core {
                             entry.path = path;
                             entry.probe = None;
                         } else {
-                            let due = entry
-                                .probe
-                                .as_ref()
-                                .is_none_or(|p| !same_route(&p.path, &path) || now >= p.due);
-                            if due {
-                                self.probe(id, path, 0, now);
+                            // Credit the path with what came along it (a new
+                            // path starts afresh), then probe if one is due.
+                            let len = datagram.len();
+                            match entry.probe.as_mut() {
+                                Some(p) if same_route(&p.path, &path) => p.bytes_in += len,
+                                _ => {
+                                    entry.probe = Some(PathProbe {
+                                        path,
+                                        tokens: VecDeque::new(),
+                                        due: now,
+                                        sent: 0,
+                                        bytes_in: len,
+                                        bytes_out: 0,
+                                        answered: false,
+                                    })
+                                }
+                            }
+                            if entry.probe.as_ref().is_some_and(|p| now >= p.due) {
+                                self.probe(id, now);
                             }
                         }
                     }
@@ -1533,8 +1560,11 @@ impl Core {
                         // the client had before its NAT moved it: a fresh
                         // challenge, so that it can try again — for a genuine
                         // message 1 only.
+                        let room = self.shared.accepting.load(Ordering::Relaxed)
+                            && self.sessions.len() < self.shared.max_sessions_per_reactor
+                            && self.pending < self.shared.max_pending_per_reactor;
                         if let Ok((_, _, inner)) = cookie::parse_echo(datagram) {
-                            if self.genuine_msg1(inner) {
+                            if room && self.genuine_msg1(inner) {
                                 self.challenge(&path, header.session_id, now);
                             }
                         }
@@ -1629,30 +1659,44 @@ impl Core {
     /// Sends a path probe for session `id` along `path`: a ping whose pong
     /// validates the path. The only thing sent on an unvalidated path; at
     /// most one per datagram that arrived along it, plus a few on the timer.
-    fn probe(&mut self, id: SessionId, path: Path, retries: u32, now: Instant) {
+    fn probe(&mut self, id: SessionId, now: Instant) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
+        let Some(p) = entry.probe.as_mut() else {
+            return;
+        };
+        // A ping is a fixed 54 bytes: check the budget before sealing one.
+        let ping_len = crate::frame::HEADER_LEN + 9 + crate::frame::TAG_LEN;
+        if p.bytes_out + ping_len > PROBE_AMPLIFICATION * p.bytes_in {
+            return;
+        }
         let Some((token, datagram)) = entry.session.path_probe(now) else {
             return;
         };
-        tracing::debug!(session = %id, to = %path.peer, retries, "validating a new path");
-        // Backs off like the handshake: initial_rto, doubling per retry.
-        let due = now + entry.session.config().initial_rto * (1 << retries.min(8));
+        tracing::debug!(session = %id, to = %p.path.peer, sent = p.sent, "validating a new path");
+        // Backs off like the handshake, from the session's own estimate of
+        // the round trip (at least initial_rto), doubling per probe.
+        let config = entry.session.config().initial_rto;
+        let rto = entry
+            .session
+            .rtt()
+            .smoothed
+            .map_or(config, |s| (s * 2).max(config));
+        p.due = now + rto * (1 << p.sent.min(6));
+        p.sent += 1;
+        p.bytes_out += datagram.len();
+        if p.tokens.len() == PROBE_TOKENS {
+            p.tokens.pop_front();
+        }
+        p.tokens.push_back(token);
         self.outbox.push(Outgoing {
-            via: path.via,
-            transport: path.transport,
-            to: path.peer,
+            via: p.path.via,
+            transport: p.path.transport,
+            to: p.path.peer,
             datagram,
         });
-        entry.probe = Some(PathProbe {
-            path,
-            token,
-            due,
-            retries,
-            answered: false,
-        });
-        self.timers.push(Reverse((due, id)));
+        self.timers.push(Reverse((p.due, id)));
     }
 
     fn cookie_epoch(&self, now: Instant) -> u64 {
@@ -1840,12 +1884,12 @@ impl Core {
             entry.session.handle_timeout(now);
             // An unanswered path probe is sent again (a lost probe must not
             // leave the session on a dead path until the peer's keepalive).
-            let retry = entry.probe.as_ref().and_then(|p| {
-                (!p.answered && now >= p.due && p.retries < PROBE_RETRIES)
-                    .then(|| (p.path.clone(), p.retries + 1))
-            });
-            if let Some((path, retries)) = retry {
-                self.probe(id, path, retries, now);
+            let retry = entry
+                .probe
+                .as_ref()
+                .is_some_and(|p| !p.answered && now >= p.due && p.sent <= PROBE_RETRIES);
+            if retry {
+                self.probe(id, now);
             }
             self.after_activity(id, now);
         }
