@@ -347,20 +347,26 @@ fn a_handshake_flood_from_addresses_that_never_answer_leaves_honest_clients_conn
     assert_eq!(s.sessions, 5, "{s:#?}");
 }
 
-#[test]
-fn the_pending_handshake_limit_holds_even_for_validated_addresses() {
-    // Cookies off (threshold above the limit): only the limit protects.
-    const MAX_PENDING: usize = 8;
-    let server = Node::start(NodeConfig {
-        cookie_threshold: 1_000,
-        max_pending_handshakes: MAX_PENDING,
+/// A server with these cookie and pending-handshake limits, whose pending
+/// handshakes outlive the test (30 s).
+fn pending_limited(seed: &str, cookie_threshold: usize, max_pending: usize) -> Node {
+    Node::start(NodeConfig {
+        cookie_threshold,
+        max_pending_handshakes: max_pending,
         session: SessionConfig {
             handshake_timeout: Duration::from_secs(30),
             ..SessionConfig::default()
         },
-        ..config("pending-limit-server")
+        ..config(seed)
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn the_pending_handshake_limit_holds_even_for_validated_addresses() {
+    // Cookies off (threshold above the limit): only the limit protects.
+    const MAX_PENDING: usize = 8;
+    let server = pending_limited("pending-limit-server", 1_000, MAX_PENDING);
     let addr = server.udp_local_addr().unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let msg1s = genuine_msg1s(50);
@@ -1047,16 +1053,7 @@ fn a_stale_cookie_gets_a_fresh_challenge_and_the_handshake_completes() {
 #[test]
 fn the_pending_limit_also_refuses_valid_cookie_echoes() {
     const MAX_PENDING: usize = 4;
-    let server = Node::start(NodeConfig {
-        cookie_threshold: 0,
-        max_pending_handshakes: MAX_PENDING,
-        session: SessionConfig {
-            handshake_timeout: Duration::from_secs(30),
-            ..SessionConfig::default()
-        },
-        ..config("cookie-limit-server")
-    })
-    .unwrap();
+    let server = pending_limited("cookie-limit-server", 0, MAX_PENDING);
     let addr = server.udp_local_addr().unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
