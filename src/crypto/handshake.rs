@@ -478,8 +478,14 @@ impl Msg1Check {
 }
 
 fn blake2s(parts: &[&[u8]]) -> [u8; 32] {
+    blake2s_after(&[], parts)
+}
+
+/// BLAKE2s of `first` followed by `parts`.
+fn blake2s_after(first: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     use blake2::Digest;
     let mut d = blake2::Blake2s256::new();
+    d.update(first);
     for p in parts {
         d.update(p);
     }
@@ -494,11 +500,8 @@ fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
         ipad[i] ^= b;
         opad[i] ^= b;
     }
-    let mut inner: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-    inner.push(&ipad);
-    inner.extend_from_slice(parts);
-    let inner = blake2s(&inner);
-    blake2s(&[&opad, &inner])
+    let inner = blake2s_after(&ipad, parts);
+    blake2s_after(&opad, &[&inner])
 }
 
 /// Noise's HKDF with two outputs.
