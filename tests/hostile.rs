@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use stt::crypto::{Identity, NetworkKey};
 use stt::frame::SessionId;
-use stt::node::{Node, NodeConfig, NodeEvent, NodeStats};
+use stt::node::{Node, NodeConfig, NodeEvent, NodeStats, SessionInfo};
 use stt::session::{Session, SessionConfig};
 use stt::transport::udp::UdpConfig;
 
@@ -40,6 +40,17 @@ fn config(seed: &str) -> NodeConfig {
             ..UdpConfig::default()
         })
         .with_reactors(1)
+}
+
+/// A server and a client started from these configs, and the client's UDP
+/// session to the server.
+fn connected(server: NodeConfig, client: NodeConfig) -> (Node, Node, SessionInfo) {
+    let server = Node::start(server).unwrap();
+    let client = Node::start(client).unwrap();
+    let session = client
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap();
+    (server, client, session)
 }
 
 /// Waits until `cond` holds for the node's stats, or fails with `what`.
@@ -144,15 +155,13 @@ fn rss() -> u64 {
 
 #[test]
 fn every_peer_proves_its_address_when_cookies_are_always_on() {
-    let server = Node::start(NodeConfig {
-        cookie_threshold: 0,
-        ..config("cookie-always-server")
-    })
-    .unwrap();
-    let client = Node::start(config("cookie-always-client")).unwrap();
-    let session = client
-        .connect_udp(server.udp_local_addr().unwrap())
-        .unwrap();
+    let (server, client, session) = connected(
+        NodeConfig {
+            cookie_threshold: 0,
+            ..config("cookie-always-server")
+        },
+        config("cookie-always-client"),
+    );
     client.send(session.id, b"after the cookie").unwrap();
     assert_eq!(next_message(&server), b"after the cookie");
     let s = wait_for(&server, "the handshake to complete", |s| {
@@ -660,15 +669,13 @@ fn max_sessions_is_a_hard_limit_on_both_sides() {
 
 #[test]
 fn the_node_reassembly_budget_refuses_what_does_not_fit_and_keeps_serving() {
-    let server = Node::start(NodeConfig {
-        reassembly_budget: 256 << 10,
-        ..config("limit-budget-server")
-    })
-    .unwrap();
-    let client = Node::start(config("limit-budget-client")).unwrap();
-    let session = client
-        .connect_udp(server.udp_local_addr().unwrap())
-        .unwrap();
+    let (server, client, session) = connected(
+        NodeConfig {
+            reassembly_budget: 256 << 10,
+            ..config("limit-budget-server")
+        },
+        config("limit-budget-client"),
+    );
     // Larger than the whole node's budget: never held, never delivered.
     client.send(session.id, &vec![7u8; 1 << 20]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -683,15 +690,13 @@ fn the_node_reassembly_budget_refuses_what_does_not_fit_and_keeps_serving() {
 
 #[test]
 fn a_full_receive_queue_drops_and_counts_udp_messages_then_recovers() {
-    let server = Node::start(NodeConfig {
-        queue_depth: 64,
-        ..config("limit-queue-server")
-    })
-    .unwrap();
-    let client = Node::start(config("limit-queue-client")).unwrap();
-    let session = client
-        .connect_udp(server.udp_local_addr().unwrap())
-        .unwrap();
+    let (server, client, session) = connected(
+        NodeConfig {
+            queue_depth: 64,
+            ..config("limit-queue-server")
+        },
+        config("limit-queue-client"),
+    );
     let events = server.events();
     // Nobody reads the events meanwhile.
     let dropped_before = server.udp_stats().unwrap().packets_dropped;
@@ -723,11 +728,10 @@ fn messages_over_the_size_limit_are_refused_with_a_typed_error() {
         },
         ..SessionConfig::default()
     };
-    let server = Node::start(config("limit-size-server").with_session(session.clone())).unwrap();
-    let client = Node::start(config("limit-size-client").with_session(session)).unwrap();
-    let s = client
-        .connect_udp(server.udp_local_addr().unwrap())
-        .unwrap();
+    let (server, client, s) = connected(
+        config("limit-size-server").with_session(session.clone()),
+        config("limit-size-client").with_session(session),
+    );
     let err = client.send(s.id, &vec![0u8; (64 << 10) + 1]).unwrap_err();
     assert!(
         err.to_string().contains("exceeds max_message_size"),

@@ -7,15 +7,18 @@ use stt::transport::memory::MemoryNetwork;
 
 const SHARED: &[u8] = b"nodes test network shared seed, 32+ b";
 
+/// A node without its built-in UDP socket (custom transports or
+/// WebSocket only).
+fn no_udp(seed: &str, reactors: usize) -> NodeConfig {
+    NodeConfig {
+        udp: None,
+        ..NodeConfig::new(format!("{seed:-<40}").as_bytes(), SHARED)
+    }
+    .with_reactors(reactors)
+}
+
 fn memory_node(seed: &str, reactors: usize) -> Node {
-    Node::start(
-        NodeConfig {
-            udp: None,
-            ..NodeConfig::new(format!("{seed:-<40}").as_bytes(), SHARED)
-        }
-        .with_reactors(reactors),
-    )
-    .unwrap()
+    Node::start(no_udp(seed, reactors)).unwrap()
 }
 
 fn next_message(node: &Node) -> Option<Vec<u8>> {
@@ -263,25 +266,11 @@ fn disabling_accept_refuses_new_sessions_but_keeps_old_ones() {
 
 #[test]
 fn stopping_a_websocket_server_closes_its_peers_sessions() {
-    let server = Node::start(
-        NodeConfig {
-            udp: None,
-            ..NodeConfig::new(&[3u8; 40], SHARED)
-        }
-        .with_reactors(2),
-    )
-    .unwrap();
+    let server = Node::start(no_udp("ws-stop-server", 2)).unwrap();
     let addr = server
         .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
         .unwrap();
-    let client = Node::start(
-        NodeConfig {
-            udp: None,
-            ..NodeConfig::new(&[4u8; 40], SHARED)
-        }
-        .with_reactors(1),
-    )
-    .unwrap();
+    let client = Node::start(no_udp("ws-stop-client", 1)).unwrap();
     let s = client.connect_websocket(&format!("ws://{addr}/")).unwrap();
     server.stop();
     let events = client.events();
@@ -315,26 +304,15 @@ fn stopping_a_websocket_server_closes_its_peers_sessions() {
 
 #[test]
 fn websocket_loses_nothing_when_the_receiver_is_slow() {
-    let server = Node::start(
-        NodeConfig {
-            udp: None,
-            queue_depth: 64,
-            ..NodeConfig::new(&[5u8; 40], SHARED)
-        }
-        .with_reactors(1),
-    )
+    let server = Node::start(NodeConfig {
+        queue_depth: 64,
+        ..no_udp("ws-slow-server", 1)
+    })
     .unwrap();
     let addr = server
         .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
         .unwrap();
-    let client = Node::start(
-        NodeConfig {
-            udp: None,
-            ..NodeConfig::new(&[6u8; 40], SHARED)
-        }
-        .with_reactors(1),
-    )
-    .unwrap();
+    let client = Node::start(no_udp("ws-slow-client", 1)).unwrap();
     // A small write buffer, so that the client's reactor must hold messages
     // while the server is not reading.
     let small = stt::transport::ws::WsConfig {
