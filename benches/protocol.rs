@@ -382,6 +382,49 @@ fn bench_handshake(c: &mut Criterion) {
             .expect_err("a foreign message 1 is refused")
         })
     });
+    // Under load, side by side: what a genuine message 1 costs the
+    // responder when it keeps state (accept: message 2, two
+    // Diffie-Hellmans), against the stateless path (the PSK check of
+    // message 1, then a cookie challenge), and the check alone refusing a
+    // foreign one.
+    let genuine = Session::connect(
+        SessionConfig::default(),
+        &nodes.client,
+        &nodes.network,
+        SessionId(2),
+        now,
+    )
+    .expect("connect")
+    .poll_transmit()
+    .expect("message 1");
+    let check = stt::crypto::Msg1Check::new(&nodes.network);
+    let cookies = stt::crypto::CookieKey::from_secret(&[9; 32]);
+    let from: std::net::SocketAddr = "127.0.0.1:4000".parse().expect("literal address");
+    group.bench_function("accept_genuine_msg1", |b| {
+        b.iter(|| {
+            Session::accept(
+                SessionConfig::default(),
+                &nodes.server,
+                &nodes.network,
+                black_box(&genuine),
+                now,
+            )
+            .expect("a genuine message 1 is accepted")
+        })
+    });
+    group.bench_function("check_and_challenge_genuine_msg1", |b| {
+        b.iter(|| {
+            let m = black_box(&genuine);
+            assert!(check.verify(&m[..HEADER_LEN], &m[HEADER_LEN..]));
+            cookies.challenge(1, SessionId(2), from)
+        })
+    });
+    group.bench_function("check_foreign_msg1", |b| {
+        b.iter(|| {
+            let m = black_box(&msg1);
+            assert!(!check.verify(&m[..HEADER_LEN], &m[HEADER_LEN..]));
+        })
+    });
     group.finish();
 }
 

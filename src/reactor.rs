@@ -1579,6 +1579,13 @@ impl Core {
             }
             _ => return drop(&path),
         };
+        // Whatever the load, a message 1 must authenticate under the
+        // network's PSK before anything else: a check without any
+        // Diffie-Hellman (about 2 µs against 36 µs for snow to refuse it),
+        // so that outsiders cost little and get silence.
+        if !self.genuine_msg1(msg1) {
+            return drop(&path);
+        }
         if !self.shared.accepting.load(Ordering::Relaxed)
             || self.sessions.len() >= self.shared.max_sessions_per_reactor
         {
@@ -1594,15 +1601,8 @@ impl Core {
         if !validated && !path.reliable && self.pending >= self.shared.cookie_threshold_per_reactor
         {
             // Under load: no state, and a challenge a third the size of the
-            // message 1 that provoked it — only for a message 1 that
-            // authenticates (checked without any Diffie-Hellman), so that
-            // non-members and scanners still get silence.
-            if self.genuine_msg1(datagram) {
-                self.challenge(&path, header.session_id, now);
-            } else {
-                drop(&path);
-            }
-            return;
+            // message 1 that provoked it (which authenticated, above).
+            return self.challenge(&path, header.session_id, now);
         }
         let mut config = self.shared.session_config.clone();
         config.max_datagram_size = path.max_datagram;
