@@ -39,7 +39,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{Identity, NetworkKey, NodeId, SeedError};
 use crate::frame::{close_code, FrameType, SessionId};
 use crate::reactor::{Command, Dispatch, Reactor, ReactorHandle, Shared};
-pub use crate::reactor::{NodeError, NodeEvent, SessionInfo};
+pub use crate::reactor::{NodeError, NodeEvent, Replies, SessionInfo};
 use crate::session::{ConfigError, SessionConfig, SessionStats};
 use crate::stream::MemoryBudget;
 use crate::transport::udp::{self, UdpConfig, UdpConfigError, UdpSocketInfo};
@@ -324,6 +324,7 @@ impl Node {
             cookie_challenges: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
             pool: crate::reactor::BufferPool::new(),
+            inline: std::sync::OnceLock::new(),
         });
         // Each reactor is built on its own thread, so that its transports
         // register (and an io_uring backend submits its first requests) on
@@ -795,6 +796,47 @@ impl Node {
         self.shared.dispatch.on_frame.store(true, Ordering::Relaxed);
     }
 
+    /// Runs `handler` on the reactor thread that received each message, for
+    /// every message (DATA and application types alike): the fastest way to
+    /// answer. What the handler sends through its [`Replies`] is sealed by
+    /// that reactor as soon as the handler returns and leaves with the same
+    /// turn's datagrams, so an echo or a request-response crosses no thread
+    /// at all on its way back: a round trip costs what two blocking sockets
+    /// cost, plus the sealing (see `perf/RESULTS.md`, latency).
+    ///
+    /// Messages then reach neither [`events`](Self::events) (which keeps the
+    /// session events), nor [`on_frame`](Self::on_frame), nor handlers
+    /// registered by type.
+    ///
+    /// The handler holds up every session of its reactor while it runs: it
+    /// must not block, sleep or wait on a lock another thread holds for
+    /// long. Do not call this node's `send` methods from it, which may wait
+    /// for the very reactor that runs it: use `replies`. Hand slow work to a
+    /// thread of your own. A handler that panics loses that message only;
+    /// the panic is logged and the reactor carries on.
+    ///
+    /// Set once per node; a second call is refused.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use stt::node::{Node, NodeConfig};
+    /// # let node = Node::start(NodeConfig::new(&[7; 32], &[9; 32]))?;
+    /// // An echo server that never leaves its reactor threads.
+    /// node.on_frame_inline(|frame, _peer, replies| {
+    ///     let _ = replies.send(frame.session, &frame.payload);
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_frame_inline(
+        &self,
+        handler: impl Fn(Frame, SocketAddr, &mut Replies<'_>) + Send + Sync + 'static,
+    ) -> Result<(), NodeError> {
+        self.shared
+            .inline
+            .set(crate::reactor::InlineHandler(Arc::new(handler)))
+            .map_err(|_| NodeError::HandlerAlreadySet)
+    }
+
     /// Routes messages of the application-defined type `frame_type`
     /// (0x80–0xFF) to `handler`, on a worker thread.
     pub fn register_handler(
@@ -1103,18 +1145,7 @@ impl Node {
     /// (UDP sessions), else whichever holds it (sessions over a transport
     /// that lives on one reactor).
     fn reactor_of(&self, session: SessionId) -> Option<usize> {
-        let owner = (session.0 & 0xFF) as usize % self.reactors.len();
-        if self.is_live(owner, session) {
-            return Some(owner);
-        }
-        (0..self.reactors.len()).find(|&r| r != owner && self.is_live(r, session))
-    }
-
-    fn is_live(&self, reactor: usize, session: SessionId) -> bool {
-        self.shared.live[reactor]
-            .read()
-            .map(|set| set.contains(&session))
-            .unwrap_or(false)
+        self.shared.holder_of(session)
     }
 
     fn command(&self, reactor: usize, command: Command) -> Result<(), NodeError> {

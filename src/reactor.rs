@@ -39,7 +39,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -165,6 +165,10 @@ pub enum NodeError {
     /// The session table is full.
     #[error("session limit reached ({0} sessions): raise max_sessions or close idle sessions")]
     TooManySessions(usize),
+    /// [`Node::on_frame_inline`](crate::node::Node::on_frame_inline) was
+    /// called twice.
+    #[error("this node already has an in-reactor message handler (on_frame_inline is set once)")]
+    HandlerAlreadySet,
 }
 
 /// Settings shared by all reactors of a node.
@@ -208,6 +212,104 @@ pub(crate) struct Shared {
     pub handshakes_refused: AtomicU64,
     /// Payload buffers recycled between `Node::send` and the reactors.
     pub pool: BufferPool,
+    /// The application's in-reactor message handler
+    /// (`Node::on_frame_inline`), set at most once.
+    pub inline: OnceLock<InlineHandler>,
+}
+
+/// A message handler that runs on the reactor thread (see
+/// `Node::on_frame_inline`).
+#[derive(Clone)]
+pub(crate) struct InlineHandler(pub Arc<InlineFn>);
+
+/// The handler's signature.
+pub(crate) type InlineFn = dyn Fn(crate::node::Frame, SocketAddr, &mut Replies<'_>) + Send + Sync;
+
+impl std::fmt::Debug for InlineHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineHandler")
+    }
+}
+
+/// A message an in-reactor handler sends: sealed and queued by the reactor
+/// right after the handler returns, in this turn.
+struct InlineSend {
+    session: SessionId,
+    stream_id: u32,
+    frame_type: FrameType,
+    payload: Vec<u8>,
+}
+
+/// What a handler given to [`Node::on_frame_inline`](crate::node::Node::on_frame_inline)
+/// sends with: messages queued here are sealed by the reactor the handler
+/// runs on as soon as the handler returns, and leave with the datagrams of
+/// the same turn (in one `sendmmsg` or io_uring batch over UDP) — no other
+/// thread is woken on the way. A session held by another reactor is handed
+/// to it, as [`Node::send`](crate::node::Node::send) would.
+pub struct Replies<'a> {
+    queue: &'a mut Vec<InlineSend>,
+    shared: &'a Shared,
+}
+
+impl std::fmt::Debug for Replies<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replies")
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+impl Replies<'_> {
+    /// Sends `payload` as a DATA message on stream 0.
+    pub fn send(&mut self, session: SessionId, payload: &[u8]) -> Result<(), NodeError> {
+        self.send_typed(session, 0, FrameType::Data, payload)
+    }
+
+    /// Sends `payload` as a DATA message on `stream_id`.
+    pub fn send_on(
+        &mut self,
+        session: SessionId,
+        stream_id: u32,
+        payload: &[u8],
+    ) -> Result<(), NodeError> {
+        self.send_typed(session, stream_id, FrameType::Data, payload)
+    }
+
+    /// Sends a message of an application type (0x80–0xFF) or DATA.
+    ///
+    /// Refused at once, as by [`Node::send_typed`](crate::node::Node::send_typed):
+    /// a type that is not a message, a message over `max_message_size`, a
+    /// session that is not established on this node. What happens when the
+    /// reactor seals it is counted in the statistics.
+    pub fn send_typed(
+        &mut self,
+        session: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+    ) -> Result<(), NodeError> {
+        if !frame_type.is_message() {
+            return Err(SessionError::NotAMessageType(frame_type).into());
+        }
+        let max = self.shared.session_config.reassembly.max_message_size;
+        if payload.len() > max {
+            return Err(SessionError::MessageTooLarge {
+                len: payload.len(),
+                max,
+            }
+            .into());
+        }
+        if !self.shared.is_live(session) {
+            return Err(NodeError::UnknownSession(session));
+        }
+        self.queue.push(InlineSend {
+            session,
+            stream_id,
+            frame_type,
+            payload: self.shared.pool.copy_of(payload),
+        });
+        Ok(())
+    }
 }
 
 /// Payload buffers recycled between the application's threads
@@ -326,6 +428,27 @@ impl Dispatch {
 }
 
 impl Shared {
+    /// The reactor that holds established session `id`, if any.
+    pub(crate) fn holder_of(&self, id: SessionId) -> Option<usize> {
+        let count = self.live.len();
+        let owner = (id.0 & 0xFF) as usize % count;
+        let live = |r: usize| {
+            self.live[r]
+                .read()
+                .map(|set| set.contains(&id))
+                .unwrap_or(false)
+        };
+        if live(owner) {
+            return Some(owner);
+        }
+        (0..count).find(|&r| r != owner && live(r))
+    }
+
+    /// Whether session `id` is established on this node.
+    pub(crate) fn is_live(&self, id: SessionId) -> bool {
+        self.holder_of(id).is_some()
+    }
+
     /// Where a message of this type goes: the workers or the application.
     pub(crate) fn channel_for(&self, frame_type: FrameType) -> &Sender<NodeEvent> {
         if self.dispatch.to_workers(frame_type) {
@@ -611,6 +734,8 @@ struct Core {
     rng: ring::rand::SystemRandom,
     /// Incoming handshakes on this reactor waiting for message 3.
     pending: usize,
+    /// What in-reactor handlers sent this turn (see [`Replies`]).
+    inline_sends: Vec<InlineSend>,
 }
 
 impl Reactor {
@@ -673,6 +798,7 @@ impl Reactor {
                     transmits: Transmits::new(),
                     rng: ring::rand::SystemRandom::new(),
                     pending: 0,
+                    inline_sends: Vec::new(),
                 },
             },
             handle,
@@ -791,6 +917,7 @@ impl Reactor {
                 }
             }
             self.core.run_timers(now);
+            self.run_inline(now);
             self.forward();
             self.flush();
         }
@@ -816,10 +943,88 @@ impl Reactor {
         // queued is coalesced.
         let mut batch: Option<Coalescing> = None;
         let result = self.drain_into(now, &mut batch);
-        if let Some((session, stream_id, messages)) = batch {
-            self.send_coalesced(session, stream_id, &messages, now);
-        }
+        self.send_batch(&mut batch, now);
         result
+    }
+
+    /// Sends a coalescing batch, if any, and recycles its buffers.
+    fn send_batch(&mut self, batch: &mut Option<Coalescing>, now: Instant) {
+        if let Some((session, stream_id, messages)) = batch.take() {
+            self.send_coalesced(session, stream_id, &messages, now);
+            self.core.shared.pool.give_all(messages);
+        }
+    }
+
+    /// Adds a plain DATA send to the coalescing batch, sending the batch
+    /// first when it is for another session or stream.
+    fn coalesce(
+        &mut self,
+        batch: &mut Option<Coalescing>,
+        session: SessionId,
+        stream_id: u32,
+        payload: Vec<u8>,
+        now: Instant,
+    ) {
+        match batch {
+            Some((s, st, list)) if *s == session && *st == stream_id => list.push(payload),
+            _ => {
+                self.send_batch(batch, now);
+                *batch = Some((session, stream_id, vec![payload]));
+            }
+        }
+    }
+
+    /// Seals and queues what in-reactor handlers sent this turn: plain sends
+    /// to one session coalesce as the application's do; a session held by
+    /// another reactor is handed to it.
+    fn run_inline(&mut self, now: Instant) {
+        if self.core.inline_sends.is_empty() {
+            return;
+        }
+        let mut sends = std::mem::take(&mut self.core.inline_sends);
+        let mut batch: Option<Coalescing> = None;
+        for send in sends.drain(..) {
+            let InlineSend {
+                session,
+                stream_id,
+                frame_type,
+                payload,
+            } = send;
+            if self.core.sessions.contains_key(&session) {
+                if frame_type == FrameType::Data {
+                    self.coalesce(&mut batch, session, stream_id, payload, now);
+                    continue;
+                }
+                self.send_batch(&mut batch, now);
+                if let Err(e) = self.send(session, stream_id, frame_type, &payload, now) {
+                    tracing::debug!(session = %session, error = %e, "in-reactor send refused");
+                }
+                self.core.shared.pool.give(payload);
+                continue;
+            }
+            self.send_batch(&mut batch, now);
+            match self.core.shared.holder_of(session) {
+                Some(r) if r != self.index => self.hand_to_peer(
+                    r,
+                    Command::Send {
+                        session,
+                        stream_id,
+                        frame_type,
+                        payload,
+                        reply: None,
+                    },
+                ),
+                _ => {
+                    tracing::debug!(session = %session, "in-reactor send to a session that closed");
+                    self.core.shared.pool.give(payload);
+                }
+            }
+        }
+        self.send_batch(&mut batch, now);
+        // Keep the allocation; a handler run by the sends above (none does
+        // today) would have queued into a fresh vector.
+        sends.append(&mut self.core.inline_sends);
+        self.core.inline_sends = sends;
     }
 
     fn drain_into(&mut self, now: Instant, batch: &mut Option<Coalescing>) -> Drained {
@@ -835,22 +1040,10 @@ impl Reactor {
                 reply: None,
             } = cmd
             {
-                match batch {
-                    Some((s, st, list)) if *s == session && *st == stream_id => list.push(payload),
-                    _ => {
-                        if let Some((s, st, list)) = batch.take() {
-                            self.send_coalesced(s, st, &list, now);
-                            self.core.shared.pool.give_all(list);
-                        }
-                        *batch = Some((session, stream_id, vec![payload]));
-                    }
-                }
+                self.coalesce(batch, session, stream_id, payload, now);
                 continue;
             }
-            if let Some((s, st, list)) = batch.take() {
-                self.send_coalesced(s, st, &list, now);
-                self.core.shared.pool.give_all(list);
-            }
+            self.send_batch(batch, now);
             match cmd {
                 Command::Stop => return Drained::Stop,
                 Command::Connect {
@@ -1773,6 +1966,27 @@ impl Core {
                     frame_type,
                     payload,
                 } => {
+                    if let Some(InlineHandler(handler)) = self.shared.inline.get() {
+                        let frame = crate::node::Frame {
+                            session: id,
+                            stream_id,
+                            frame_type,
+                            payload,
+                        };
+                        let mut replies = Replies {
+                            queue: &mut self.inline_sends,
+                            shared: &self.shared,
+                        };
+                        let peer = entry.path.peer;
+                        // A panicking handler must not take the reactor (and
+                        // every session on it) down with it.
+                        let run =
+                            std::panic::AssertUnwindSafe(|| handler(frame, peer, &mut replies));
+                        if std::panic::catch_unwind(run).is_err() {
+                            tracing::error!(session = %id, "in-reactor message handler panicked");
+                        }
+                        continue;
+                    }
                     let ev = NodeEvent::Message {
                         session: id,
                         stream_id,

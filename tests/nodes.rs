@@ -495,3 +495,150 @@ fn a_wrong_shared_seed_fails_the_handshake_and_the_server_keeps_nothing() {
     );
     assert_eq!(stats.packets_sent, 0, "and answered with silence");
 }
+
+/// Waits for the next message on `events`, with its session.
+fn next_from(
+    events: &crossbeam_channel::Receiver<NodeEvent>,
+) -> Option<(stt::frame::SessionId, Vec<u8>)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Ok(e) = events.recv_deadline(deadline) {
+        if let NodeEvent::Message {
+            session, payload, ..
+        } = e
+        {
+            return Some((session, payload));
+        }
+    }
+    None
+}
+
+#[test]
+fn an_in_reactor_handler_answers_on_the_reactor_and_relays_across_reactors() {
+    use stt::frame::{FrameType, SessionId};
+    let server = udp_node("inline-server", 2);
+    let ws_addr = server
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    let (seen_tx, seen) = crossbeam_channel::unbounded();
+    server
+        .on_frame_inline(move |frame, _peer, replies| {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = seen_tx.send(thread);
+            match frame.payload.as_slice() {
+                b"panic" => panic!("a handler bug"),
+                b"refusals" => {
+                    // Refused at once, with the errors `Node::send_typed` gives.
+                    let not_a_message =
+                        replies.send_typed(frame.session, 0, FrameType::Handshake, b"x");
+                    let too_large = replies.send(frame.session, &vec![0; 17 << 20]);
+                    let unknown = replies.send(SessionId(0xDEAD), b"x");
+                    let verdict = format!(
+                        "{} {} {}",
+                        matches!(not_a_message, Err(NodeError::Session(_))),
+                        matches!(too_large, Err(NodeError::Session(_))),
+                        unknown == Err(NodeError::UnknownSession(SessionId(0xDEAD))),
+                    );
+                    let _ = replies.send(frame.session, verdict.as_bytes());
+                }
+                [b'>', rest @ ..] if rest.len() >= 8 => {
+                    // Relay: the first 8 bytes name the session to pass the
+                    // rest to.
+                    let (to, data) = rest.split_at(8);
+                    let to = SessionId(u64::from_be_bytes(to.try_into().unwrap()));
+                    replies.send(to, data).unwrap();
+                }
+                _ => replies
+                    .send_typed(
+                        frame.session,
+                        frame.stream_id,
+                        frame.frame_type,
+                        &frame.payload,
+                    )
+                    .unwrap(),
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        server.on_frame_inline(|_, _, _| {}),
+        Err(NodeError::HandlerAlreadySet)
+    );
+
+    // Echoes over UDP: small, on another stream and type, and fragmented.
+    let client = udp_node("inline-client", 1);
+    let events = client.events();
+    let s = client
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap()
+        .id;
+    for i in 0..50u32 {
+        let msg: Vec<u8> = (0..(i * 997) % 30_000 + 1).map(|b| b as u8).collect();
+        client.send(s, &msg).unwrap();
+        assert_eq!(next_from(&events), Some((s, msg)), "echo {i}");
+    }
+    client
+        .send_typed(s, 7, FrameType::Application(0x90), b"typed")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let typed = loop {
+        match events.recv_deadline(deadline).unwrap() {
+            NodeEvent::Message {
+                stream_id,
+                frame_type,
+                payload,
+                ..
+            } => break (stream_id, frame_type, payload),
+            _ => continue,
+        }
+    };
+    assert_eq!(typed, (7, FrameType::Application(0x90), b"typed".to_vec()));
+    client.send(s, b"refusals").unwrap();
+    assert_eq!(next_from(&events), Some((s, b"true true true".to_vec())));
+    // A panicking handler loses its message, not the reactor.
+    client.send(s, b"panic").unwrap();
+    client.send(s, b"after the panic").unwrap();
+    assert_eq!(next_from(&events), Some((s, b"after the panic".to_vec())));
+    // Every message ran on a reactor thread.
+    let threads: Vec<String> = seen.try_iter().collect();
+    assert!(threads.len() >= 53, "{}", threads.len());
+    assert!(
+        threads.iter().all(|t| t.starts_with("stt-reactor-")),
+        "{threads:?}"
+    );
+    // Messages no longer reach the server's channel; session events do.
+    assert!(server
+        .events()
+        .try_iter()
+        .all(|e| !matches!(e, NodeEvent::Message { .. })));
+
+    // Relays between sessions held by different reactors: a WebSocket
+    // session lives on the server's WebSocket reactor; UDP sessions are
+    // spread over both by id, so open them until one is held elsewhere.
+    let via_ws = udp_node("inline-ws-client", 1);
+    let ws_events = via_ws.events();
+    let w = via_ws
+        .connect_websocket(&format!("ws://{ws_addr}/stt"))
+        .unwrap()
+        .id;
+    let mut udp_clients = Vec::new();
+    for i in 0..16 {
+        let c = udp_node(&format!("inline-udp-{i}"), 1);
+        let id = c.connect_udp(server.udp_local_addr().unwrap()).unwrap().id;
+        udp_clients.push((c, id));
+    }
+    let relay = |from: &Node, from_id: SessionId, to_id: SessionId, data: &[u8]| {
+        let mut m = vec![b'>'];
+        m.extend_from_slice(&to_id.0.to_be_bytes());
+        m.extend_from_slice(data);
+        from.send(from_id, &m).unwrap();
+    };
+    for (c, id) in &udp_clients {
+        let events = c.events();
+        relay(&via_ws, w, *id, b"ws to udp");
+        assert_eq!(next_from(&events), Some((*id, b"ws to udp".to_vec())));
+        relay(c, *id, w, b"udp to ws");
+        assert_eq!(next_from(&ws_events), Some((w, b"udp to ws".to_vec())));
+    }
+    // Both of the server's reactors ran the handler.
+    let threads: std::collections::HashSet<String> = seen.try_iter().collect();
+    assert_eq!(threads.len(), 2, "{threads:?}");
+}

@@ -278,6 +278,86 @@ pub fn stt_ping_pong(
     })
 }
 
+/// Echo latency between two stt nodes whose applications run in their
+/// reactors ([`Node::on_frame_inline`]): the server's handler echoes every
+/// message; the client's handler records the round trip and sends the next
+/// ping at once. Nothing crosses a thread but the datagrams: what a game
+/// server or a request-response service answering from its receive
+/// callback sees. [`WARMUP`] unrecorded round trips first.
+pub fn stt_ping_pong_inline(
+    server: &Node,
+    client: &Node,
+    session: SessionId,
+    size: usize,
+    round_trips: usize,
+) -> Option<Latency> {
+    ok(
+        server.on_frame_inline(|frame, _, replies| {
+            let _ = replies.send(frame.session, &frame.payload);
+        }),
+        "server handler",
+    )?;
+    struct Ping {
+        hist: Histogram<u64>,
+        done: usize,
+        sent_at: Instant,
+    }
+    let total = WARMUP + round_trips;
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Ping {
+        hist: histogram(),
+        done: 0,
+        sent_at: Instant::now(),
+    }));
+    let (finished_tx, finished) = std::sync::mpsc::sync_channel(1);
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let state = state.clone();
+        let progress = progress.clone();
+        ok(
+            client.on_frame_inline(move |frame, _, replies| {
+                if frame.payload.len() != size {
+                    return;
+                }
+                // Only this reactor's thread takes the lock: never contended.
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                if s.done >= WARMUP {
+                    let ns = s.sent_at.elapsed().as_nanos() as u64;
+                    s.hist.saturating_record(ns);
+                }
+                s.done += 1;
+                progress.store(s.done, Ordering::Relaxed);
+                if s.done == total {
+                    let _ = finished_tx.try_send(());
+                    return;
+                }
+                s.sent_at = Instant::now();
+                let _ = replies.send(frame.session, &frame.payload);
+            }),
+            "client handler",
+        )?;
+    }
+    // The first ping leaves from this thread; every later one from the
+    // client's handler.
+    state.lock().unwrap_or_else(|e| e.into_inner()).sent_at = Instant::now();
+    ok(client.send(session, &vec![0xABu8; size]), "stt send")?;
+    let mut last = 0;
+    loop {
+        match finished.recv_timeout(ECHO_TIMEOUT) {
+            Ok(()) => break,
+            Err(_) => {
+                let now = progress.load(Ordering::Relaxed);
+                if now == last {
+                    eprintln!("  waiting for the stt echo: no round trip in {ECHO_TIMEOUT:?} ({now} done)");
+                    return None;
+                }
+                last = now;
+            }
+        }
+    }
+    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+    Some(Latency::from_histogram(&s.hist))
+}
+
 /// Round trips run before the recorded ones.
 pub const WARMUP: usize = 500;
 /// How long a ping-pong waits for one echo before giving up.

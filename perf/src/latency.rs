@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use stt::transport::udp::UdpBackend;
 
 use crate::common::{
-    big_std_socket, histogram, machine, median, min_max, ok, stt_ping_pong, Contender, Latency,
-    ECHO_TIMEOUT, WARMUP,
+    big_std_socket, histogram, machine, median, min_max, ok, stt_ping_pong, stt_ping_pong_inline,
+    Contender, Latency, ECHO_TIMEOUT, WARMUP,
 };
 use crate::{quic, udp, Args};
 
@@ -66,7 +66,7 @@ fn std_pingpong(round_trips: usize) -> Option<Latency> {
     })
 }
 
-fn stt_pingpong(round_trips: usize) -> Option<Latency> {
+fn stt_pingpong(round_trips: usize, in_reactor: bool) -> Option<Latency> {
     let server = udp::stt_udp_node("latency server", UdpBackend::Auto, true, 1, true)?;
     let client = udp::stt_udp_node("latency client", UdpBackend::Auto, true, 1, false)?;
     let session = ok(
@@ -74,7 +74,11 @@ fn stt_pingpong(round_trips: usize) -> Option<Latency> {
         "connecting over UDP",
     )?
     .id;
-    let result = stt_ping_pong(&server, &client, session, SIZE, round_trips);
+    let result = if in_reactor {
+        stt_ping_pong_inline(&server, &client, session, SIZE, round_trips)
+    } else {
+        stt_ping_pong(&server, &client, session, SIZE, round_trips)
+    };
     client.stop();
     server.stop();
     result
@@ -127,14 +131,18 @@ fn ratio(a: f64, b: f64) -> String {
 
 pub fn workload(args: &Args) -> String {
     let pings = args.pings;
-    let contenders: [(&str, Contender<'_, Latency>); 3] = [
+    let contenders: [(&str, Contender<'_, Latency>); 4] = [
         (
             "std `UdpSocket` ping-pong, blocking (unsealed)",
             Box::new(move || std_pingpong(pings)),
         ),
         (
-            "stt over UDP (sealed)",
-            Box::new(move || stt_pingpong(pings)),
+            "stt over UDP, application on its own threads (sealed)",
+            Box::new(move || stt_pingpong(pings, false)),
+        ),
+        (
+            "stt over UDP, application in the reactors (sealed)",
+            Box::new(move || stt_pingpong(pings, true)),
         ),
         (
             "quinn datagrams over QUIC (sealed)",
@@ -193,9 +201,14 @@ pub fn workload(args: &Args) -> String {
          (min – max), in µs; the last column divides each contender's p50 and p99 by the \
          blocking std ping-pong's (the floor: two threads blocked in `recv_from`, nothing but \
          the kernel between them). stt: two nodes of one reactor each (UDP backend `Auto`, \
-         GSO/GRO on), the server's echo a thread reading `server.events()` and calling \
-         `server.send(session, payload)`, so a round trip is handed between threads six \
-         times; quinn: `send_datagram` / `read_datagram` on one connection, client and echo \
+         GSO/GRO on), in two shapes. *Application on its own threads*: the server's echo a \
+         thread reading `server.events()` and calling `server.send(session, payload)`, the \
+         client a thread doing the same, so a round trip is handed between threads six times \
+         (client application → client reactor → server reactor → echo thread → server reactor \
+         → client reactor → client application). *Application in the reactors*: both ends \
+         answer from `Node::on_frame_inline` handlers (the server's echoes, the client's \
+         records the round trip and sends the next ping), so, as in the floor, only the two \
+         receiving threads are woken per round trip; quinn: `send_datagram` / `read_datagram` on one connection, client and echo \
          tasks on one tokio runtime with a worker per core.\n\n{table}",
         machine = machine(),
         runs = args.runs,

@@ -1,0 +1,79 @@
+//! Answering from the reactor: an echo server whose handler runs on the
+//! reactor thread that received the message ([`Node::on_frame_inline`]),
+//! and a client that times round trips the same way. Nothing crosses a
+//! thread but the datagrams: the lowest-latency way to answer.
+//!
+//! Run: `cargo run --release --example in_reactor_echo`
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stt::node::{Node, NodeConfig};
+use stt::transport::udp::UdpConfig;
+
+const ROUND_TRIPS: usize = 2_000;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let shared = b"my network's shared seed: 32+ bytes";
+    let loopback = UdpConfig::bound_to("127.0.0.1:0".parse()?);
+    let server = Node::start(
+        NodeConfig::new(b"server node seed: 32 bytes or more", shared).with_udp(loopback.clone()),
+    )?;
+    let client = Node::start(
+        NodeConfig::new(b"client node seed: 32 bytes or more", shared).with_udp(loopback),
+    )?;
+
+    // The server: echo every message from the reactor. The handler must not
+    // block; it sends through `replies`, which the reactor seals as soon as
+    // the handler returns.
+    server.on_frame_inline(|frame, _peer, replies| {
+        if let Err(e) = replies.send(frame.session, &frame.payload) {
+            eprintln!("echo refused: {e}");
+        }
+    })?;
+
+    // The client: each echo records its round trip and sends the next ping
+    // from the reactor too. The state is touched by this node's reactor
+    // only, so its lock is never contended.
+    let started = Arc::new(Mutex::new((
+        Instant::now(),
+        Vec::with_capacity(ROUND_TRIPS),
+    )));
+    let (done_tx, done) = mpsc::sync_channel(1);
+    let state = started.clone();
+    client.on_frame_inline(move |frame, _peer, replies| {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let rtt = s.0.elapsed();
+        s.1.push(rtt);
+        if s.1.len() == ROUND_TRIPS {
+            let _ = done_tx.try_send(());
+            return;
+        }
+        s.0 = Instant::now();
+        let _ = replies.send(frame.session, &frame.payload);
+    })?;
+
+    let addr = server
+        .udp_local_addr()
+        .ok_or("the server has no UDP socket")?;
+    let session = client.connect_udp(addr)?;
+    started.lock().unwrap_or_else(|e| e.into_inner()).0 = Instant::now();
+    client.send(
+        session.id,
+        b"ping: 64 bytes, sealed, echoed from the server's reactor",
+    )?;
+    // A lost datagram would stop the ping-pong; on loopback none is lost.
+    done.recv_timeout(Duration::from_secs(30))?;
+
+    let mut rtts = std::mem::take(&mut started.lock().unwrap_or_else(|e| e.into_inner()).1);
+    rtts.sort();
+    let at = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize];
+    println!(
+        "{ROUND_TRIPS} round trips: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    Ok(())
+}
