@@ -59,8 +59,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::common::{
-    cpu_time, histogram, machine, median, min_max, ok, send_for, stt_ping_pong, Contender, Latency,
-    Sample, Tally, ECHO_TIMEOUT, WARMUP,
+    cpu_time, histogram, machine, median, min_max, ok, send_for, stt_ping_pong,
+    stt_ping_pong_inline, Contender, Latency, Sample, Tally, ECHO_TIMEOUT, WARMUP,
 };
 use crate::quic::{runtime, BoxError};
 use crate::Args;
@@ -167,9 +167,13 @@ fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
     Some(sample)
 }
 
-fn stt_latency(round_trips: usize, size: usize) -> Option<Latency> {
+fn stt_latency(round_trips: usize, size: usize, in_reactor: bool) -> Option<Latency> {
     let pair = SttPair::start()?;
-    let result = stt_ping_pong(&pair.server, &pair.client, pair.session, size, round_trips);
+    let result = if in_reactor {
+        stt_ping_pong_inline(&pair.server, &pair.client, pair.session, size, round_trips)
+    } else {
+        stt_ping_pong(&pair.server, &pair.client, pair.session, size, round_trips)
+    };
     pair.debug();
     pair.stop();
     result
@@ -615,11 +619,12 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 /// Every contender, in the tables' order: the unsealed peers, then the
 /// sealed ones.
-const CONTENDERS: [&str; 4] = [
+const CONTENDERS: [&str; 5] = [
     "tokio-tungstenite, plain TCP (unsealed)",
     "fastwebsockets, plain TCP (unsealed)",
     "tokio-tungstenite over rustls (sealed)",
     "stt over WebSocket (sealed)",
+    "stt over WebSocket, application in the reactors (sealed; latency only)",
 ];
 /// The peers' places in [`CONTENDERS`]. Every ratio is taken against
 /// tokio-tungstenite over plain TCP, and over rustls (stt's sealed peer).
@@ -651,9 +656,12 @@ pub fn workload(args: &Args) -> String {
     let mut lat: Vec<Vec<Vec<Latency>>> = vec![vec![Vec::new(); SIZES.len()]; n];
     for run in 0..args.runs {
         for (si, &size) in SIZES.iter().enumerate() {
-            let peer = |peer: Peer| -> (Contender<'_, Sample>, Contender<'_, Latency>) {
+            type Pair<'a> = (Option<Contender<'a, Sample>>, Contender<'a, Latency>);
+            let peer = |peer: Peer| -> Pair<'_> {
                 (
-                    Box::new(move || measure(peer, Throughput { seconds, size }, "throughput")),
+                    Some(Box::new(move || {
+                        measure(peer, Throughput { seconds, size }, "throughput")
+                    })),
                     Box::new(move || {
                         let m = PingPong {
                             round_trips: pings,
@@ -664,14 +672,17 @@ pub fn workload(args: &Args) -> String {
                 )
             };
             // In CONTENDERS' order.
-            let runs: [(Contender<'_, Sample>, Contender<'_, Latency>); 4] = [
+            let runs: [Pair<'_>; 5] = [
                 peer(Peer::Tungstenite),
                 peer(Peer::FastWebSockets),
                 peer(Peer::TungsteniteRustls),
                 (
-                    Box::new(move || stt_throughput(seconds, size)),
-                    Box::new(move || stt_latency(pings, size)),
+                    Some(Box::new(move || stt_throughput(seconds, size))),
+                    Box::new(move || stt_latency(pings, size, false)),
                 ),
+                // Throughput is the application's sending loop: running the
+                // application in the reactor changes nothing there.
+                (None, Box::new(move || stt_latency(pings, size, true))),
             ];
             for (ci, (t, l)) in runs.iter().enumerate() {
                 let name = CONTENDERS[ci];
@@ -681,8 +692,9 @@ pub fn workload(args: &Args) -> String {
                         continue;
                     }
                 }
-                match t() {
-                    Some(s) => {
+                match t.as_ref().map(|t| t()) {
+                    None => {}
+                    Some(Some(s)) => {
                         eprintln!(
                             "run {}/{}: {name}, {size_n}: {:.0} msg/s ({:.2} Gbit/s, {} of {} delivered), {:.2} cores",
                             run + 1,
@@ -695,7 +707,9 @@ pub fn workload(args: &Args) -> String {
                         );
                         tput[ci][si].push(s);
                     }
-                    None => eprintln!("run {}: {name}, {size_n}: throughput failed", run + 1),
+                    Some(None) => {
+                        eprintln!("run {}: {name}, {size_n}: throughput failed", run + 1)
+                    }
                 }
                 match l() {
                     Some(s) => {
@@ -811,9 +825,12 @@ pub fn workload(args: &Args) -> String {
          median over runs (min – max), in µs; the last two columns divide each contender's p50 \
          and p99 by tokio-tungstenite's over plain TCP, and over rustls (below 1: faster). Read \
          with the setup in mind: with one message in flight a tokio worker can serve both ends \
-         of a round trip without waking another thread, while stt's round trip is handed \
-         between threads six times (client application → client reactor → server reactor → \
-         echo thread → server reactor → client reactor → client application).\n\n{l_table}",
+         of a round trip without waking another thread, while stt's round trip, with the \
+         applications on their own threads, is handed between threads six times (client \
+         application → client reactor → server reactor → echo thread → server reactor → \
+         client reactor → client application); with the applications in the reactors \
+         (`Node::on_frame_inline` handlers: the server's echoes, the client's records the \
+         round trip and sends the next ping), two.\n\n{l_table}",
         machine = machine(),
         runs = args.runs,
         tls = TLS_NEGOTIATED.get().map_or("no rustls run", |s| s.as_str()),
