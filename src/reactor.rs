@@ -46,9 +46,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
-use crate::frame::{close_code, FrameType, Header, SessionId};
+use crate::frame::{close_code, FrameType, Header, SessionId, HEADER_LEN};
 use crate::session::{
     CloseReason, Event, Role, Session, SessionConfig, SessionError, SessionStats, Transmits,
+    DATA_OVERHEAD,
 };
 use crate::stream::MemoryBudget;
 use crate::transport::{Transport, TransportCounters, TransportError};
@@ -67,7 +68,7 @@ const COMMANDS_PER_TURN: usize = 256;
 
 /// Sends being gathered for one session and stream: (session, stream,
 /// messages in order).
-type Coalescing = (SessionId, u32, Vec<Vec<u8>>);
+type Coalescing = (SessionId, u32, Vec<Payload>);
 
 /// Largest coalesced frame on a stream transport (WebSocket): TLS-record
 /// sized, so one seal covers many small messages without delaying any.
@@ -237,7 +238,7 @@ struct InlineSend {
     session: SessionId,
     stream_id: u32,
     frame_type: FrameType,
-    payload: Vec<u8>,
+    payload: Payload,
 }
 
 /// What a handler given to [`Node::on_frame_inline`](crate::node::Node::on_frame_inline)
@@ -312,6 +313,19 @@ impl Replies<'_> {
     }
 }
 
+/// A message on its way to a reactor, in a pooled buffer with room for the
+/// frame header in front, so that the reactor can seal it where it lies.
+#[derive(Debug)]
+pub(crate) struct Payload(Vec<u8>);
+
+impl Payload {
+    /// The message.
+    pub(crate) fn message(&self) -> &[u8] {
+        // Every Payload is built by `BufferPool::copy_of`, with the room.
+        self.0.get(HEADER_LEN..).unwrap_or_default()
+    }
+}
+
 /// Payload buffers recycled between the application's threads
 /// (`Node::send` copies a message into one) and the reactors (which give it
 /// back once the message is sealed).
@@ -356,8 +370,9 @@ impl BufferPool {
         }
     }
 
-    /// A buffer holding a copy of `payload`: a spare one if any.
-    pub(crate) fn copy_of(&self, payload: &[u8]) -> Vec<u8> {
+    /// A buffer holding a copy of `payload` after room for the frame
+    /// header, with room for the tag behind: a spare one if any.
+    pub(crate) fn copy_of(&self, payload: &[u8]) -> Payload {
         let mut buf = match self.rx.try_recv() {
             Ok(b) => {
                 self.held.fetch_sub(b.capacity(), Ordering::Relaxed);
@@ -366,8 +381,15 @@ impl BufferPool {
             Err(_) => Vec::new(),
         };
         buf.clear();
+        buf.reserve(DATA_OVERHEAD + payload.len());
+        buf.resize(HEADER_LEN, 0);
         buf.extend_from_slice(payload);
-        buf
+        Payload(buf)
+    }
+
+    /// Keeps a message's buffer for a later one.
+    pub(crate) fn recycle(&self, payload: Payload) {
+        self.give(payload.0);
     }
 
     /// Keeps `buf` for a later message, if it fits the budget.
@@ -386,10 +408,10 @@ impl BufferPool {
         }
     }
 
-    /// [`give`](Self::give) for each buffer.
-    pub(crate) fn give_all(&self, bufs: Vec<Vec<u8>>) {
-        for b in bufs {
-            self.give(b);
+    /// [`recycle`](Self::recycle) for each message.
+    pub(crate) fn recycle_all(&self, payloads: Vec<Payload>) {
+        for p in payloads {
+            self.give(p.0);
         }
     }
 }
@@ -473,7 +495,7 @@ pub(crate) enum Command {
         stream_id: u32,
         frame_type: FrameType,
         /// From the node's [`BufferPool`]; given back once sealed.
-        payload: Vec<u8>,
+        payload: Payload,
         reply: Option<Sender<Result<(), NodeError>>>,
     },
     Close {
@@ -950,8 +972,7 @@ impl Reactor {
     /// Sends a coalescing batch, if any, and recycles its buffers.
     fn send_batch(&mut self, batch: &mut Option<Coalescing>, now: Instant) {
         if let Some((session, stream_id, messages)) = batch.take() {
-            self.send_coalesced(session, stream_id, &messages, now);
-            self.core.shared.pool.give_all(messages);
+            self.send_coalesced(session, stream_id, messages, now);
         }
     }
 
@@ -962,7 +983,7 @@ impl Reactor {
         batch: &mut Option<Coalescing>,
         session: SessionId,
         stream_id: u32,
-        payload: Vec<u8>,
+        payload: Payload,
         now: Instant,
     ) {
         match batch {
@@ -996,10 +1017,9 @@ impl Reactor {
                     continue;
                 }
                 self.send_batch(&mut batch, now);
-                if let Err(e) = self.send(session, stream_id, frame_type, &payload, now) {
+                if let Err(e) = self.send_payload(session, stream_id, frame_type, payload, now) {
                     tracing::debug!(session = %session, error = %e, "in-reactor send refused");
                 }
-                self.core.shared.pool.give(payload);
                 continue;
             }
             self.send_batch(&mut batch, now);
@@ -1016,7 +1036,7 @@ impl Reactor {
                 ),
                 _ => {
                     tracing::debug!(session = %session, "in-reactor send to a session that closed");
-                    self.core.shared.pool.give(payload);
+                    self.core.shared.pool.recycle(payload);
                 }
             }
         }
@@ -1076,8 +1096,7 @@ impl Reactor {
                     payload,
                     reply,
                 } => {
-                    let r = self.send(session, stream_id, frame_type, &payload, now);
-                    self.core.shared.pool.give(payload);
+                    let r = self.send_payload(session, stream_id, frame_type, payload, now);
                     if let Some(reply) = reply {
                         let _ = reply.send(r);
                     }
@@ -1196,25 +1215,31 @@ impl Reactor {
         &mut self,
         id: SessionId,
         stream_id: u32,
-        messages: &[Vec<u8>],
+        mut messages: Vec<Payload>,
         now: Instant,
     ) {
-        if let [only] = messages {
-            let _ = self.send(id, stream_id, FrameType::Data, only, now);
+        if messages.len() == 1 {
+            if let Some(only) = messages.pop() {
+                let _ = self.send_payload(id, stream_id, FrameType::Data, only, now);
+            }
             return;
         }
         let Some(entry) = self.core.sessions.get_mut(&id) else {
+            self.core.shared.pool.recycle_all(messages);
             return;
         };
-        let refs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Payload::message).collect();
         self.core.transmits.clear();
-        if let Err(e) = entry.session.send_batch(
+        let sealed = entry.session.send_batch(
             now,
             stream_id,
             &refs,
             COALESCE_LIMIT,
             &mut self.core.transmits,
-        ) {
+        );
+        drop(refs);
+        self.core.shared.pool.recycle_all(messages);
+        if let Err(e) = sealed {
             tracing::debug!(session = %id, error = %e, "coalesced send refused");
             TransportCounters::add(&entry.path.counters.errors_send, 1);
             return;
@@ -1224,6 +1249,36 @@ impl Reactor {
             TransportCounters::add(&path.counters.errors_send, 1);
         }
         self.core.after_activity(id, now);
+    }
+
+    /// [`send`](Self::send) for a message in a pooled buffer: sealed where
+    /// it lies when it goes as one frame; the buffer then goes back to the
+    /// pool.
+    fn send_payload(
+        &mut self,
+        id: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: Payload,
+        now: Instant,
+    ) -> Result<(), NodeError> {
+        let core = &mut self.core;
+        let Some(entry) = core.sessions.get_mut(&id) else {
+            core.shared.pool.recycle(payload);
+            return Err(NodeError::UnknownSession(id));
+        };
+        core.transmits.clear();
+        let mut buf = payload.0;
+        let sealed =
+            entry
+                .session
+                .send_in_place(now, frame_type, stream_id, &mut buf, &mut core.transmits);
+        core.shared.pool.give(buf);
+        sealed?;
+        let path = entry.path.clone();
+        let result = self.send_transmits(&path);
+        self.core.after_activity(id, now);
+        result
     }
 
     fn send(
@@ -2143,13 +2198,16 @@ mod tests {
     fn the_pool_recycles_buffers_within_its_budget() {
         let pool = BufferPool::new();
         let a = pool.copy_of(&[1u8; 1000]);
-        assert_eq!(a, vec![1u8; 1000]);
-        let ptr = a.as_ptr();
-        pool.give(a);
+        assert_eq!(a.message(), &[1u8; 1000][..]);
+        // Room for the header in front, and for the tag behind.
+        assert_eq!(a.0.len(), HEADER_LEN + 1000);
+        assert!(a.0.capacity() >= DATA_OVERHEAD + 1000);
+        let ptr = a.0.as_ptr();
+        pool.recycle(a);
         // The same allocation comes back, holding the new message only.
         let b = pool.copy_of(&[2u8; 10]);
-        assert_eq!(b, vec![2u8; 10]);
-        assert_eq!(b.as_ptr(), ptr);
+        assert_eq!(b.message(), &[2u8; 10][..]);
+        assert_eq!(b.0.as_ptr(), ptr);
         assert_eq!(pool.held.load(Ordering::Relaxed), 0);
         // Too large to keep.
         pool.give(vec![0u8; BufferPool::LARGEST + 1]);

@@ -3,7 +3,9 @@
 use std::time::Instant;
 
 use crate::crypto::CryptoError;
-use crate::frame::{write_batch_record, Flags, FrameType, Header, MAX_PAYLOAD_LEN, TAG_LEN};
+use crate::frame::{
+    write_batch_record, Flags, FrameType, Header, HEADER_LEN, MAX_PAYLOAD_LEN, TAG_LEN,
+};
 use crate::session::{
     CloseReason, Keys, Session, SessionError, SessionState, Transmits, BATCH_RECORD_OVERHEAD,
     DATA_OVERHEAD, FRAGMENT_OVERHEAD, MIN_DATAGRAM_SIZE,
@@ -47,6 +49,50 @@ impl Session {
         let before = out.len();
         let result = self.send_inner(frame_type, stream_id, payload, out);
         self.after_send(now, before, out, result, 1)
+    }
+
+    /// [`send_typed`](Self::send_typed) for a message that waits in
+    /// `buf[HEADER_LEN..]`, the first [`HEADER_LEN`] bytes being room for
+    /// the header (a shorter `buf` is taken as room for an empty message): when it goes as one frame and `out` is empty, it is
+    /// sealed where it lies, without being copied — `buf` and `out`'s buffer
+    /// trade places, and `buf` comes back empty, keeping the other's
+    /// capacity. Otherwise it is sent as `send_typed` would send it and
+    /// `buf` is left as it was.
+    pub(crate) fn send_in_place(
+        &mut self,
+        now: Instant,
+        frame_type: FrameType,
+        stream_id: u32,
+        buf: &mut Vec<u8>,
+        out: &mut Transmits,
+    ) -> Result<usize, SessionError> {
+        if buf.len() < HEADER_LEN {
+            // Room only: an empty message.
+            buf.resize(HEADER_LEN, 0);
+        }
+        let message = &buf[HEADER_LEN..];
+        let single = self
+            .config
+            .max_datagram_size
+            .is_none_or(|size| message.len() + DATA_OVERHEAD <= size);
+        let fits = message.len() <= self.config.reassembly.max_message_size;
+        if !(out.is_empty() && single && fits && frame_type.is_message()) {
+            let message = &buf[HEADER_LEN..];
+            return self.send_typed(now, frame_type, stream_id, message, out);
+        }
+        let header = Header {
+            frame_type,
+            flags: Flags::EMPTY,
+            session_id: self.id,
+            stream_id,
+            packet_number: 0,
+            payload_len: 0,
+        };
+        out.clear();
+        std::mem::swap(&mut out.buf, buf);
+        buf.clear();
+        let result = self.seal_frame(out, 0, header);
+        self.after_send(now, 0, out, result, 1)
     }
 
     fn send_inner(
@@ -214,5 +260,117 @@ impl Session {
             (Some(k), SessionState::Established) => Ok(k),
             (_, state) => Err(SessionError::NotEstablished(state)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Identity, NetworkKey};
+    use crate::frame::SessionId;
+    use crate::session::{Event, SessionConfig};
+
+    fn pair(config: SessionConfig) -> (Session, Session, Instant) {
+        let network = NetworkKey::from_seed(&[7u8; 32]).unwrap();
+        let alice = Identity::from_seed(&[1u8; 32]).unwrap();
+        let bob = Identity::from_seed(&[2u8; 32]).unwrap();
+        let now = Instant::now();
+        let mut client =
+            Session::connect(config.clone(), &alice, &network, SessionId(1), now).unwrap();
+        let msg1 = client.poll_transmit().unwrap();
+        let mut server = Session::accept(config, &bob, &network, &msg1, now).unwrap();
+        let mut msg2 = server.poll_transmit().unwrap();
+        client.handle_datagram(now, &mut msg2).unwrap();
+        let mut msg3 = client.poll_transmit().unwrap();
+        server.handle_datagram(now, &mut msg3).unwrap();
+        assert!(client.is_established() && server.is_established());
+        (client, server, now)
+    }
+
+    fn deliver(to: &mut Session, out: &Transmits, now: Instant) -> Vec<Vec<u8>> {
+        for d in out.iter() {
+            to.handle_datagram(now, &mut d.to_vec()).unwrap();
+        }
+        std::iter::from_fn(|| to.poll_event())
+            .filter_map(|e| match e {
+                Event::Message { payload, .. } => Some(payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_room(message: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.extend_from_slice(message);
+        buf
+    }
+
+    #[test]
+    fn a_message_in_place_is_sealed_where_it_lies_or_sent_as_send_would() {
+        let udp = SessionConfig {
+            max_datagram_size: Some(1200),
+            ..SessionConfig::default()
+        };
+        let (mut client, mut server, now) = pair(udp);
+        let mut out = Transmits::new();
+
+        // One frame, empty queue: the buffers trade places.
+        let mut buf = with_room(b"sealed in place");
+        let ptr = buf.as_ptr();
+        let n = client
+            .send_in_place(now, FrameType::Data, 3, &mut buf, &mut out)
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(buf.is_empty(), "the buffer comes back empty");
+        assert_eq!(out.buf.as_ptr(), ptr, "sealed in the message's own buffer");
+        assert_eq!(out.bytes(), DATA_OVERHEAD + 15);
+        assert_eq!(
+            deliver(&mut server, &out, now),
+            vec![b"sealed in place".to_vec()]
+        );
+
+        // Datagrams already queued: appended after them, buffer untouched.
+        out.clear();
+        client.send(now, 0, b"first", &mut out).unwrap();
+        let mut buf = with_room(b"second");
+        client
+            .send_in_place(now, FrameType::Application(0x90), 0, &mut buf, &mut out)
+            .unwrap();
+        assert_eq!(buf, with_room(b"second"));
+        assert_eq!(
+            deliver(&mut server, &out, now),
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
+
+        // Larger than a datagram: fragmented as `send` would.
+        out.clear();
+        let big: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let mut buf = with_room(&big);
+        let n = client
+            .send_in_place(now, FrameType::Data, 0, &mut buf, &mut out)
+            .unwrap();
+        assert!(n >= 5, "{n} datagrams");
+        assert_eq!(deliver(&mut server, &out, now), vec![big]);
+
+        // No room given: an empty message.
+        out.clear();
+        let mut buf = Vec::new();
+        client
+            .send_in_place(now, FrameType::Data, 0, &mut buf, &mut out)
+            .unwrap();
+        assert_eq!(deliver(&mut server, &out, now), vec![Vec::<u8>::new()]);
+
+        // Refusals are those of `send_typed`.
+        let mut buf = with_room(b"x");
+        assert!(matches!(
+            client.send_in_place(
+                now,
+                FrameType::Handshake,
+                0,
+                &mut buf,
+                &mut Transmits::new()
+            ),
+            Err(SessionError::NotAMessageType(_))
+        ));
     }
 }
