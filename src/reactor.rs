@@ -46,10 +46,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
-use crate::frame::{close_code, FrameType, Header, SessionId, HEADER_LEN};
+use crate::frame::{close_code, FrameType, Header, SessionId, HEADER_LEN, MAX_PAYLOAD_LEN};
 use crate::session::{
     CloseReason, Event, Role, Session, SessionConfig, SessionError, SessionStats, Transmits,
-    DATA_OVERHEAD,
+    BATCH_RECORD_OVERHEAD, DATA_OVERHEAD,
 };
 use crate::stream::MemoryBudget;
 use crate::transport::{Transport, TransportCounters, TransportError};
@@ -211,8 +211,9 @@ pub(crate) struct Shared {
     pub cookie_challenges: AtomicU64,
     /// Message 1s and echoes refused (bad cookie, pending limit).
     pub handshakes_refused: AtomicU64,
-    /// Payload buffers recycled between `Node::send` and the reactors.
-    pub pool: BufferPool,
+    /// Payload buffers recycled between `Node::send` and the reactors, and
+    /// between the reactors and `Node::recycle`.
+    pub pool: Arc<BufferPool>,
     /// The application's in-reactor message handler
     /// (`Node::on_frame_inline`), set at most once.
     pub inline: OnceLock<InlineHandler>,
@@ -373,18 +374,23 @@ impl BufferPool {
     /// A buffer holding a copy of `payload` after room for the frame
     /// header, with room for the tag behind: a spare one if any.
     pub(crate) fn copy_of(&self, payload: &[u8]) -> Payload {
-        let mut buf = match self.rx.try_recv() {
-            Ok(b) => {
-                self.held.fetch_sub(b.capacity(), Ordering::Relaxed);
-                b
-            }
-            Err(_) => Vec::new(),
-        };
-        buf.clear();
+        let mut buf = self.spare();
         buf.reserve(DATA_OVERHEAD + payload.len());
         buf.resize(HEADER_LEN, 0);
         buf.extend_from_slice(payload);
         Payload(buf)
+    }
+
+    /// A spare buffer (cleared), or a new one.
+    fn spare(&self) -> Vec<u8> {
+        match self.rx.try_recv() {
+            Ok(mut b) => {
+                self.held.fetch_sub(b.capacity(), Ordering::Relaxed);
+                b.clear();
+                b
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Keeps a message's buffer for a later one.
@@ -413,6 +419,14 @@ impl BufferPool {
         for p in payloads {
             self.give(p.0);
         }
+    }
+}
+
+impl crate::session::PayloadSource for BufferPool {
+    fn copy_out(&self, data: &[u8]) -> Vec<u8> {
+        let mut buf = self.spare();
+        buf.extend_from_slice(data);
+        buf
     }
 }
 
@@ -977,7 +991,8 @@ impl Reactor {
     }
 
     /// Adds a plain DATA send to the coalescing batch, sending the batch
-    /// first when it is for another session or stream.
+    /// first when it is for another session or stream. A message too large
+    /// to share a frame goes at once, after the batch, sealed in place.
     fn coalesce(
         &mut self,
         batch: &mut Option<Coalescing>,
@@ -986,6 +1001,20 @@ impl Reactor {
         payload: Payload,
         now: Instant,
     ) {
+        let frame_limit = self
+            .core
+            .sessions
+            .get(&session)
+            .and_then(|e| e.path.max_datagram)
+            .unwrap_or(COALESCE_LIMIT)
+            .min(MAX_PAYLOAD_LEN as usize);
+        let alone =
+            DATA_OVERHEAD + 2 * BATCH_RECORD_OVERHEAD + payload.message().len() >= frame_limit;
+        if alone {
+            self.send_batch(batch, now);
+            let _ = self.send_payload(session, stream_id, FrameType::Data, payload, now);
+            return;
+        }
         match batch {
             Some((s, st, list)) if *s == session && *st == stream_id => list.push(payload),
             _ => {
@@ -1599,7 +1628,8 @@ impl Core {
         self.max_datagram.get(transport).copied().flatten()
     }
 
-    fn insert(&mut self, id: SessionId, entry: Entry) {
+    fn insert(&mut self, id: SessionId, mut entry: Entry) {
+        entry.session.set_payload_source(self.shared.pool.clone());
         self.sessions.insert(id, entry);
         self.shared.sessions.fetch_add(1, Ordering::Relaxed);
     }

@@ -63,17 +63,22 @@ fn run(seconds: f64, size: usize, sessions: usize) -> Option<Sample> {
         let info = ok(clients[c].connect_udp(addr), "connecting over UDP")?;
         targets.push((c, info.id));
     }
+    let server = Arc::new(server);
     let events = server.events();
     let done = Arc::new(AtomicBool::new(false));
     let done2 = done.clone();
+    let node = server.clone();
     let receiver = std::thread::spawn(move || {
         let mut tally = Tally::new();
         let mut per: HashMap<SessionId, u64> = HashMap::new();
         loop {
             match events.recv_timeout(Duration::from_millis(200)) {
-                Ok(NodeEvent::Message { session, .. }) => {
+                Ok(NodeEvent::Message {
+                    session, payload, ..
+                }) => {
                     tally.hit();
                     *per.entry(session).or_default() += 1;
+                    node.recycle(payload);
                 }
                 Ok(_) => {}
                 Err(_) if done2.load(Ordering::Relaxed) => break,

@@ -281,14 +281,19 @@ fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Opt
     let server = stt_udp_node("udp server", backend, offload, 1, true)?;
     let client = stt_udp_node("udp client", backend, offload, 1, false)?;
     let session = client.connect_udp(server.udp_local_addr()?).ok()?;
+    let server = Arc::new(server);
     let events = server.events();
     let done = Arc::new(AtomicBool::new(false));
     let done2 = done.clone();
+    let node = server.clone();
     let receiver = std::thread::spawn(move || {
         let mut tally = Tally::new();
         loop {
             match events.recv_timeout(Duration::from_millis(200)) {
-                Ok(NodeEvent::Message { .. }) => tally.hit(),
+                Ok(NodeEvent::Message { payload, .. }) => {
+                    tally.hit();
+                    node.recycle(payload);
+                }
                 Ok(_) => {}
                 Err(_) if done2.load(Ordering::Relaxed) => break,
                 Err(_) => {}

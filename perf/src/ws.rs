@@ -74,7 +74,7 @@ const IDLE: Duration = Duration::from_millis(500);
 // ---------------------------------------------------------------- stt ----
 
 struct SttPair {
-    server: Node,
+    server: Arc<Node>,
     client: Node,
     session: SessionId,
 }
@@ -108,7 +108,7 @@ impl SttPair {
         )?
         .id;
         Some(SttPair {
-            server,
+            server: Arc::new(server),
             client,
             session,
         })
@@ -133,6 +133,7 @@ impl SttPair {
 fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
     let pair = SttPair::start()?;
     let events = pair.server.events();
+    let server = pair.server.clone();
     // u64::MAX until the sender is done; then how many it sent.
     let sent_total = Arc::new(AtomicU64::new(u64::MAX));
     let sent_total2 = sent_total.clone();
@@ -141,9 +142,10 @@ fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
         let mut heard = Instant::now();
         loop {
             match events.recv_timeout(Duration::from_millis(5)) {
-                Ok(NodeEvent::Message { .. }) => {
+                Ok(NodeEvent::Message { payload, .. }) => {
                     tally.hit();
                     heard = Instant::now();
+                    server.recycle(payload);
                 }
                 Ok(_) => {}
                 Err(e) if e.is_disconnected() => break,

@@ -61,6 +61,7 @@ pub use transmit::Transmits;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::crypto::{
@@ -141,6 +142,16 @@ pub struct Session {
     close_reason: Option<CloseReason>,
     rtt: RttStats,
     stats: SessionStats,
+    /// Where delivered messages' buffers come from (a node's recycled
+    /// buffers); fresh allocations when unset.
+    payload_source: Option<Arc<dyn PayloadSource>>,
+}
+
+/// Where a session takes the buffers of the messages it delivers: a node
+/// hands it the buffers its application gave back (`Node::recycle`).
+pub(crate) trait PayloadSource: Send + Sync {
+    /// A buffer holding a copy of `data`.
+    fn copy_out(&self, data: &[u8]) -> Vec<u8>;
 }
 
 impl Session {
@@ -285,6 +296,20 @@ impl Session {
             close_reason: None,
             rtt: RttStats::default(),
             stats: SessionStats::default(),
+            payload_source: None,
+        }
+    }
+
+    /// Takes the buffers of delivered messages from `source`.
+    pub(crate) fn set_payload_source(&mut self, source: Arc<dyn PayloadSource>) {
+        self.payload_source = Some(source);
+    }
+
+    /// A buffer holding a copy of a message to deliver.
+    fn payload_of(&self, data: &[u8]) -> Vec<u8> {
+        match &self.payload_source {
+            Some(source) => source.copy_out(data),
+            None => data.to_vec(),
         }
     }
 

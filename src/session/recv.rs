@@ -364,7 +364,8 @@ impl Session {
                     return Err(SessionError::MessageTooLarge { len: r.len(), max });
                 }
                 for r in records {
-                    self.deliver(header.stream_id, t, r.to_vec());
+                    let payload = self.payload_of(r);
+                    self.deliver(header.stream_id, t, payload);
                 }
                 Ok(())
             }
@@ -375,7 +376,8 @@ impl Session {
                 })
             }
             t => {
-                self.deliver(header.stream_id, t, plaintext.to_vec());
+                let payload = self.payload_of(plaintext);
+                self.deliver(header.stream_id, t, payload);
                 Ok(())
             }
         }

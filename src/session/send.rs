@@ -299,8 +299,11 @@ mod tests {
             .collect()
     }
 
+    /// Room for the header in front and for the tag behind, as the node's
+    /// buffer pool gives.
     fn with_room(message: &[u8]) -> Vec<u8> {
-        let mut buf = vec![0u8; HEADER_LEN];
+        let mut buf = Vec::with_capacity(DATA_OVERHEAD + message.len());
+        buf.resize(HEADER_LEN, 0);
         buf.extend_from_slice(message);
         buf
     }

@@ -146,6 +146,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                     } = ev
                     {
                         let _ = echo.send(session, &payload);
+                        echo.recycle(payload);
                     }
                 }
             })?;

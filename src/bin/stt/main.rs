@@ -229,6 +229,7 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
                 session, payload, ..
             }) if !args.sink => {
                 let _ = node.send(session, &payload);
+                node.recycle(payload);
             }
             Ok(NodeEvent::SessionEstablished(info)) => {
                 println!(
@@ -239,6 +240,8 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
             Ok(NodeEvent::SessionClosed { session, reason }) => {
                 println!("session {session} closed: {reason}")
             }
+            // A sink: counted in the statistics, the buffer given back.
+            Ok(NodeEvent::Message { payload, .. }) => node.recycle(payload),
             _ => {}
         }
         if args.stats_every > 0 && std::time::Instant::now() >= next_stats {
