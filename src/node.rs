@@ -705,7 +705,7 @@ impl Node {
             holder,
             Command::SetPath {
                 session,
-                path,
+                path: Box::new(path),
                 reply: tx,
             },
         )?;

@@ -534,7 +534,7 @@ pub(crate) enum Command {
     Forward {
         transport: usize,
         from: SocketAddr,
-        path: Option<Path>,
+        path: Option<Box<Path>>,
         datagram: Vec<u8>,
     },
     /// Datagrams of a session owned elsewhere, to send on a transport here.
@@ -546,7 +546,7 @@ pub(crate) enum Command {
     /// Moves a session to another path (`Node::move_session_*`).
     SetPath {
         session: SessionId,
-        path: Path,
+        path: Box<Path>,
         reply: Sender<Result<(), NodeError>>,
     },
     /// Opens a target (a WebSocket URL) on a transport here and returns
@@ -1165,7 +1165,7 @@ impl Reactor {
                     mut datagram,
                 } => {
                     match path {
-                        Some(path) => self.core.on_datagram_via(path, &mut datagram, now),
+                        Some(path) => self.core.on_datagram_via(*path, &mut datagram, now),
                         // From a sibling socket of the group: this reactor
                         // owns the id, but the session may be held by a third
                         // one (it arrived over another transport).
@@ -1190,7 +1190,7 @@ impl Reactor {
                     path,
                     reply,
                 } => {
-                    let r = self.core.set_path(session, path, now);
+                    let r = self.core.set_path(session, *path, now);
                     let _ = reply.send(r);
                 }
                 Command::OpenPath {
@@ -1710,7 +1710,7 @@ impl Core {
                         Command::Forward {
                             transport,
                             from,
-                            path: Some(path),
+                            path: Some(Box::new(path)),
                             datagram: datagram.to_vec(),
                         },
                     ));
@@ -2223,6 +2223,17 @@ fn emit(overflow: &mut VecDeque<NodeEvent>, events: &Sender<NodeEvent>, ev: Node
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_stays_small() {
+        // Every `Node::send` moves one through the reactor's channel: at
+        // 64-byte messages, its copies were 6% of the profile at 160 bytes.
+        assert!(
+            std::mem::size_of::<Command>() <= 96,
+            "{}",
+            std::mem::size_of::<Command>()
+        );
+    }
 
     #[test]
     fn the_pool_recycles_buffers_within_its_budget() {

@@ -110,6 +110,19 @@ pub fn cpu_time() -> Duration {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
+/// The next event of a node's channel: taken at once when one waits (no
+/// clock read, as a plain blocking receive), otherwise waited for up to
+/// `timeout`.
+pub fn next_event(
+    events: &crossbeam_channel::Receiver<NodeEvent>,
+    timeout: Duration,
+) -> Result<NodeEvent, crossbeam_channel::RecvTimeoutError> {
+    match events.try_recv() {
+        Ok(ev) => Ok(ev),
+        Err(_) => events.recv_timeout(timeout),
+    }
+}
+
 /// Counts arrivals: first and last arrival times and how many.
 pub struct Tally {
     pub first: Option<Instant>,

@@ -22,7 +22,7 @@ use stt::frame::SessionId;
 use stt::node::{Node, NodeEvent};
 use stt::transport::udp::UdpBackend;
 
-use crate::common::{cpu_time, machine, median, min_max, ok, Tally};
+use crate::common::{cpu_time, machine, median, min_max, next_event, ok, Tally};
 use crate::{udp, Args};
 
 /// Client nodes the sessions are spread over.
@@ -72,7 +72,7 @@ fn run(seconds: f64, size: usize, sessions: usize) -> Option<Sample> {
         let mut tally = Tally::new();
         let mut per: HashMap<SessionId, u64> = HashMap::new();
         loop {
-            match events.recv_timeout(Duration::from_millis(200)) {
+            match next_event(&events, Duration::from_millis(200)) {
                 Ok(NodeEvent::Message {
                     session, payload, ..
                 }) => {

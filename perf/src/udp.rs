@@ -26,8 +26,8 @@ use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::udp::{self, UdpBackend, UdpConfig};
 
 use crate::common::{
-    big_std_socket, cpu_time, machine, median, min_max, ok, send_for, Contender, Sample, Tally,
-    BUFFER,
+    big_std_socket, cpu_time, machine, median, min_max, next_event, ok, send_for, Contender,
+    Sample, Tally, BUFFER,
 };
 use crate::Args;
 use crate::{crypto, quic};
@@ -289,7 +289,7 @@ fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Opt
     let receiver = std::thread::spawn(move || {
         let mut tally = Tally::new();
         loop {
-            match events.recv_timeout(Duration::from_millis(200)) {
+            match next_event(&events, Duration::from_millis(200)) {
                 Ok(NodeEvent::Message { payload, .. }) => {
                     tally.hit();
                     node.recycle(payload);

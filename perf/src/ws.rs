@@ -59,7 +59,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::common::{
-    cpu_time, histogram, machine, median, min_max, ok, send_for, stt_ping_pong,
+    cpu_time, histogram, machine, median, min_max, next_event, ok, send_for, stt_ping_pong,
     stt_ping_pong_inline, Contender, Latency, Sample, Tally, ECHO_TIMEOUT, WARMUP,
 };
 use crate::quic::{runtime, BoxError};
@@ -139,12 +139,11 @@ fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
     let sent_total2 = sent_total.clone();
     let receiver = std::thread::spawn(move || {
         let mut tally = Tally::new();
-        let mut heard = Instant::now();
+        let started = Instant::now();
         loop {
-            match events.recv_timeout(Duration::from_millis(5)) {
+            match next_event(&events, Duration::from_millis(5)) {
                 Ok(NodeEvent::Message { payload, .. }) => {
                     tally.hit();
-                    heard = Instant::now();
                     server.recycle(payload);
                 }
                 Ok(_) => {}
@@ -152,7 +151,9 @@ fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
                 Err(_) => {}
             }
             let total = sent_total2.load(Ordering::Acquire);
-            if total != u64::MAX && (tally.count >= total || heard.elapsed() > IDLE) {
+            if total != u64::MAX
+                && (tally.count >= total || tally.last.unwrap_or(started).elapsed() > IDLE)
+            {
                 break;
             }
         }
