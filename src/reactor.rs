@@ -741,6 +741,8 @@ pub(crate) struct Reactor {
     /// order each turn (a reactor never blocks on another, and reliable
     /// traffic must not be dropped on the way).
     to_peers: VecDeque<(usize, Command)>,
+    /// Sending what in-reactor handlers sent (see [`Reactor::hold`]).
+    answering: bool,
     core: Core,
 }
 
@@ -817,6 +819,7 @@ impl Reactor {
                 held: HashMap::new(),
                 held_total: 0,
                 to_peers: VecDeque::new(),
+                answering: false,
                 core: Core {
                     index,
                     count,
@@ -912,7 +915,11 @@ impl Reactor {
                 break;
             }
             paused = false;
-            let full = !self.core.drain_overflow() || {
+            // Throttled, reliable transports are not read either: with an
+            // in-reactor handler, what is read is answered at once, and the
+            // answers would pile up behind the slow peer (nothing else would
+            // hold the reading back: the application's channel stays empty).
+            let full = throttled || !self.core.drain_overflow() || {
                 let crowded =
                     |c: &Sender<NodeEvent>| c.capacity().is_some_and(|cap| c.len() * 4 >= cap * 3);
                 crowded(&self.core.shared.events) || crowded(&self.core.shared.work)
@@ -921,7 +928,12 @@ impl Reactor {
                 if !self.ready[i] {
                     continue;
                 }
-                if full && self.transports[i].is_reliable() {
+                // An in-reactor handler is the application: while its
+                // answers wait for a slow peer, nothing more is read for it
+                // to answer (a datagram the kernel then drops is lost as
+                // any datagram may be).
+                let answering = throttled && self.core.shared.inline.get().is_some();
+                if answering || (full && self.transports[i].is_reliable()) {
                     // Backpressure: leave the data in the kernel, whose TCP
                     // window then slows the sender; nothing is dropped.
                     paused = true;
@@ -992,7 +1004,8 @@ impl Reactor {
 
     /// Adds a plain DATA send to the coalescing batch, sending the batch
     /// first when it is for another session or stream. A message too large
-    /// to share a frame goes at once, after the batch, sealed in place.
+    /// to share a frame with one of its size goes at once, after the batch,
+    /// sealed in place.
     fn coalesce(
         &mut self,
         batch: &mut Option<Coalescing>,
@@ -1008,8 +1021,10 @@ impl Reactor {
             .and_then(|e| e.path.max_datagram)
             .unwrap_or(COALESCE_LIMIT)
             .min(MAX_PAYLOAD_LEN as usize);
+        // Could it share a frame with a message of its own size? If not,
+        // coalescing would send it alone anyway, after a copy.
         let alone =
-            DATA_OVERHEAD + 2 * BATCH_RECORD_OVERHEAD + payload.message().len() >= frame_limit;
+            DATA_OVERHEAD + 2 * (BATCH_RECORD_OVERHEAD + payload.message().len()) > frame_limit;
         if alone {
             self.send_batch(batch, now);
             let _ = self.send_payload(session, stream_id, FrameType::Data, payload, now);
@@ -1032,6 +1047,7 @@ impl Reactor {
             return;
         }
         let mut sends = std::mem::take(&mut self.core.inline_sends);
+        self.answering = true;
         let mut batch: Option<Coalescing> = None;
         for send in sends.drain(..) {
             let InlineSend {
@@ -1070,6 +1086,7 @@ impl Reactor {
             }
         }
         self.send_batch(&mut batch, now);
+        self.answering = false;
         // Keep the allocation; a handler run by the sends above (none does
         // today) would have queued into a fresh vector.
         sends.append(&mut self.core.inline_sends);
@@ -1385,6 +1402,7 @@ impl Reactor {
                 &self.core.counters[ti],
                 to,
                 datagram,
+                self.answering,
             );
         }
         match t.send(to, datagram) {
@@ -1396,6 +1414,7 @@ impl Reactor {
                     &self.core.counters[ti],
                     to,
                     datagram,
+                    self.answering,
                 )
             }
             other => other,
@@ -1405,14 +1424,19 @@ impl Reactor {
     /// Queues a datagram behind a slow peer's others. A peer that has not
     /// read [`PEER_HELD_LIMIT`] datagrams is not reading at all: what is
     /// beyond is dropped, counted and logged rather than held without bound.
+    ///
+    /// In-reactor handlers' answers (`answering`) are always held: a handler
+    /// cannot wait, and reading pauses while the reactor is throttled, so
+    /// what one turn read bounds them.
     fn hold(
         queue: &mut VecDeque<Vec<u8>>,
         total: &mut usize,
         counters: &TransportCounters,
         to: SocketAddr,
         datagram: &[u8],
+        answering: bool,
     ) -> Result<(), TransportError> {
-        if queue.len() >= PEER_HELD_LIMIT {
+        if queue.len() >= PEER_HELD_LIMIT && !answering {
             TransportCounters::add(&counters.packets_dropped, 1);
             tracing::warn!(peer = %to, held = queue.len(), "peer is not reading: datagram dropped");
             return Err(TransportError::QueueFull(queue.len()));

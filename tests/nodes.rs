@@ -669,3 +669,72 @@ fn recycled_buffers_carry_the_next_messages() {
     client.send(s, b"third").unwrap();
     assert_eq!(next_from(&events).unwrap().1, b"third");
 }
+
+#[test]
+fn an_in_reactor_handler_keeps_websocket_backpressure() {
+    use stt::frame::FrameType;
+    // The server answers from its reactor, one frame per reply (an
+    // application type: never coalesced), to a client that sends far
+    // faster than it reads. The server must stop reading the client rather
+    // than hold replies without bound and drop them.
+    let server = Node::start(no_udp("inline-bp-server", 1)).unwrap();
+    let small = stt::transport::ws::WsConfig {
+        max_message_size: 64 << 10,
+        write_buffer_limit: 0,
+        ..Default::default()
+    };
+    let addr = server
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), small)
+        .unwrap();
+    server
+        .on_frame_inline(|frame, _, replies| {
+            let _ = replies.send_typed(
+                frame.session,
+                0,
+                FrameType::Application(0x90),
+                &frame.payload,
+            );
+        })
+        .unwrap();
+    let client = Node::start(NodeConfig {
+        queue_depth: 16,
+        ..no_udp("inline-bp-client", 1)
+    })
+    .unwrap();
+    let s = client
+        .connect_websocket(&format!("ws://{addr}/"))
+        .unwrap()
+        .id;
+    const N: u32 = 60_000;
+    let client = std::sync::Arc::new(client);
+    let sender = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let mut m = vec![0u8; 200];
+            for i in 0..N {
+                m[..4].copy_from_slice(&i.to_be_bytes());
+                client.send(s, &m).unwrap();
+            }
+        })
+    };
+    // Not reading for a while: everything backs up.
+    std::thread::sleep(Duration::from_millis(1500));
+    let events = client.events();
+    let mut next = 0u32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < N && Instant::now() < deadline {
+        if let Ok(NodeEvent::Message { payload, .. }) = events.recv_timeout(Duration::from_secs(1))
+        {
+            assert_eq!(
+                u32::from_be_bytes(payload[..4].try_into().unwrap()),
+                next,
+                "in order"
+            );
+            next += 1;
+        }
+    }
+    sender.join().unwrap();
+    let (traffic, _) = server.websocket_stats().unwrap();
+    assert_eq!(traffic.packets_dropped, 0, "{traffic:?}");
+    assert_eq!(next, N, "every reply arrived");
+}

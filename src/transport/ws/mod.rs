@@ -85,7 +85,8 @@ pub struct WsConfig {
     /// 10,000.
     pub max_connections: usize,
     /// Bytes queued for one connection before `send` reports backpressure.
-    /// Default 8 MiB.
+    /// Default 8 MiB; never below `max_message_size` + 64 KiB, nor below
+    /// the 128 KiB at which a connection starts writing.
     pub write_buffer_limit: usize,
     /// How dialled connections come back after a failure.
     pub reconnect: ReconnectPolicy,
@@ -117,13 +118,16 @@ impl Default for WsConfig {
 
 impl WsConfig {
     fn tungstenite(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .max_message_size(Some(self.max_message_size))
+        let base = WebSocketConfig::default();
+        // tungstenite panics unless its write buffer's limit is above the
+        // size at which it starts writing: small limits are raised to that.
+        let limit = self
+            .write_buffer_limit
+            .max(self.max_message_size.saturating_add(64 * 1024))
+            .max(base.write_buffer_size.saturating_add(1));
+        base.max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
-            .max_write_buffer_size(
-                self.write_buffer_limit
-                    .max(self.max_message_size + 64 * 1024),
-            )
+            .max_write_buffer_size(limit)
     }
 }
 
@@ -1215,6 +1219,28 @@ impl Drop for WsTransport {
                 let _ = ws.flush();
             }
             self.remove(t, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_limits_make_a_config_tungstenite_accepts() {
+        for (max_message_size, write_buffer_limit) in
+            [(1, 0), (64 << 10, 0), (0, 1), (1 << 20, 8 << 20)]
+        {
+            let c = WsConfig {
+                max_message_size,
+                write_buffer_limit,
+                ..WsConfig::default()
+            }
+            .tungstenite();
+            // tungstenite asserts this when a connection is made.
+            assert!(c.max_write_buffer_size > c.write_buffer_size, "{c:?}");
+            assert!(c.max_write_buffer_size >= write_buffer_limit);
         }
     }
 }
