@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Err(e) = replies.send(frame.session, &frame.payload) {
             eprintln!("echo refused: {e}");
         }
+        // The buffer goes back to the node's pool for a later message.
+        replies.recycle(frame.payload);
     })?;
 
     // The client: each echo records its round trip and sends the next ping
@@ -52,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         s.0 = Instant::now();
         let _ = replies.send(frame.session, &frame.payload);
+        replies.recycle(frame.payload);
     })?;
 
     let addr = server

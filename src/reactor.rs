@@ -281,8 +281,10 @@ impl Replies<'_> {
     ///
     /// Refused at once, as by [`Node::send_typed`](crate::node::Node::send_typed):
     /// a type that is not a message, a message over `max_message_size`, a
-    /// session that is not established on this node. What happens when the
-    /// reactor seals it is counted in the statistics.
+    /// session that is not established on this node. A session that closes
+    /// before the reactor seals the message loses it (logged at debug
+    /// level); a refusal when sealing counts in its transport's
+    /// `errors_send`.
     pub fn send_typed(
         &mut self,
         session: SessionId,
@@ -290,17 +292,7 @@ impl Replies<'_> {
         frame_type: FrameType,
         payload: &[u8],
     ) -> Result<(), NodeError> {
-        if !frame_type.is_message() {
-            return Err(SessionError::NotAMessageType(frame_type).into());
-        }
-        let max = self.shared.session_config.reassembly.max_message_size;
-        if payload.len() > max {
-            return Err(SessionError::MessageTooLarge {
-                len: payload.len(),
-                max,
-            }
-            .into());
-        }
+        self.shared.check_message(frame_type, payload.len())?;
         if !self.shared.is_live(session) {
             return Err(NodeError::UnknownSession(session));
         }
@@ -311,6 +303,13 @@ impl Replies<'_> {
             payload: self.shared.pool.copy_of(payload),
         });
         Ok(())
+    }
+
+    /// Gives a received message's buffer back, as
+    /// [`Node::recycle`](crate::node::Node::recycle) does: an echo that
+    /// sends `frame.payload` can then give it back.
+    pub fn recycle(&mut self, payload: Vec<u8>) {
+        self.shared.pool.give(payload);
     }
 }
 
@@ -464,6 +463,19 @@ impl Dispatch {
 }
 
 impl Shared {
+    /// Refuses what no session would send: a type that is not a message, a
+    /// message over `max_message_size`.
+    pub(crate) fn check_message(&self, frame_type: FrameType, len: usize) -> Result<(), NodeError> {
+        if !frame_type.is_message() {
+            return Err(SessionError::NotAMessageType(frame_type).into());
+        }
+        let max = self.session_config.reassembly.max_message_size;
+        if len > max {
+            return Err(SessionError::MessageTooLarge { len, max }.into());
+        }
+        Ok(())
+    }
+
     /// The reactor that holds established session `id`, if any.
     pub(crate) fn holder_of(&self, id: SessionId) -> Option<usize> {
         let count = self.live.len();
@@ -1320,7 +1332,10 @@ impl Reactor {
                 .session
                 .send_in_place(now, frame_type, stream_id, &mut buf, &mut core.transmits);
         core.shared.pool.give(buf);
-        sealed?;
+        if let Err(e) = sealed {
+            TransportCounters::add(&entry.path.counters.errors_send, 1);
+            return Err(e.into());
+        }
         let path = entry.path.clone();
         let result = self.send_transmits(&path);
         self.core.after_activity(id, now);
@@ -1677,13 +1692,7 @@ impl Core {
 
     /// The reactor holding established session `id`, if another one does.
     fn holder(&self, id: SessionId) -> Option<usize> {
-        (0..self.count).find(|&r| {
-            r != self.index
-                && self.shared.live[r]
-                    .read()
-                    .map(|set| set.contains(&id))
-                    .unwrap_or(false)
-        })
+        self.shared.holder_of(id).filter(|&r| r != self.index)
     }
 
     fn on_datagram(

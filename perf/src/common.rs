@@ -307,6 +307,7 @@ pub fn stt_ping_pong_inline(
     ok(
         server.on_frame_inline(|frame, _, replies| {
             let _ = replies.send(frame.session, &frame.payload);
+            replies.recycle(frame.payload);
         }),
         "server handler",
     )?;
@@ -345,6 +346,7 @@ pub fn stt_ping_pong_inline(
                 }
                 s.sent_at = Instant::now();
                 let _ = replies.send(frame.session, &frame.payload);
+                replies.recycle(frame.payload);
             }),
             "client handler",
         )?;

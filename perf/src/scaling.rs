@@ -197,7 +197,8 @@ pub fn workload(args: &Args) -> String {
          socket), session i opened from client node i mod {clients}, in every case (with 1 \
          session three client nodes idle). UDP backend `Auto`, GSO/GRO on. One application \
          thread sends round-robin over the sessions (`Node::send`); \"messages/s\" is what \
-         the server's application got in total, first to last arrival; \"cores busy\" is the \
+         the server's application got in total, first to last arrival (giving each \
+         message's buffer back with `Node::recycle`); \"cores busy\" is the \
          process's CPU time (every node's threads, sender, receiver) over the wall time. \
          \"sessions heard\" is the fewest sessions any run heard from; the last column is the \
          fewest and the most messages one session delivered, over the mean per session \

@@ -438,7 +438,8 @@ pub fn workload(args: &Args) -> String {
         "## UDP, {size}-byte messages, one sender → one receiver over loopback\n\n\
          Machine: {machine}. {runs} runs of {secs} s each, contenders interleaved; \
          socket buffers {buf} MiB for all. \"messages/s\" is what the receiver got, \
-         first to last arrival; \"cores busy\" is the whole process's CPU time (sender, \
+         first to last arrival (stt's receiving application gives each message's buffer \
+         back with `Node::recycle`); \"cores busy\" is the whole process's CPU time (sender, \
          receiver and every stt thread) over the wall time.\n\n\
          The last column, for the sealed contenders, divides the datagrams/s delivered by \
          the one-core AES-256-GCM seal ceiling: {ceiling:.0} seals/s of {size}-byte payloads \

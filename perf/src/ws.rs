@@ -818,7 +818,8 @@ pub fn workload(args: &Args) -> String {
          `Node::send`, which waits while the reactor's queue is full; tokio-tungstenite: \
          `SinkExt::feed`, flushed at the end; fastwebsockets: `write_frame`, which writes each \
          frame to the socket at once). \"messages/s\" is what the receiving application \
-         got, first to last arrival; \"cores busy\" is the whole process's CPU time (both ends, \
+         got, first to last arrival (stt's gives each message's buffer back with \
+         `Node::recycle`); \"cores busy\" is the whole process's CPU time (both ends, \
          every thread) over the wall time from the first send to the last arrival. Ratios: \
          above 1 is more messages/s than tokio-tungstenite over plain TCP, or over rustls.\n\n\
          {t_table}\n\

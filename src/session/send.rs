@@ -53,11 +53,15 @@ impl Session {
 
     /// [`send_typed`](Self::send_typed) for a message that waits in
     /// `buf[HEADER_LEN..]`, the first [`HEADER_LEN`] bytes being room for
-    /// the header (a shorter `buf` is taken as room for an empty message): when it goes as one frame and `out` is empty, it is
-    /// sealed where it lies, without being copied — `buf` and `out`'s buffer
-    /// trade places, and `buf` comes back empty, keeping the other's
-    /// capacity. Otherwise it is sent as `send_typed` would send it and
-    /// `buf` is left as it was.
+    /// the header (a shorter `buf` is taken as room for an empty message).
+    ///
+    /// When it goes as one frame and `out` is empty, it is sealed where it
+    /// lies, without being copied: `buf` and `out`'s buffer trade places,
+    /// and `buf` comes back empty, keeping the other's capacity. Otherwise
+    /// it is sent as `send_typed` would send it and `buf` is left as it
+    /// was. A session that is not established refuses it with `buf`
+    /// untouched; a sealing failure past that point (packet numbers
+    /// exhausted, which ends the session) loses it and leaves `out` empty.
     pub(crate) fn send_in_place(
         &mut self,
         now: Instant,
@@ -88,6 +92,7 @@ impl Session {
             packet_number: 0,
             payload_len: 0,
         };
+        self.established_keys()?;
         out.clear();
         std::mem::swap(&mut out.buf, buf);
         buf.clear();
@@ -375,5 +380,19 @@ mod tests {
             ),
             Err(SessionError::NotAMessageType(_))
         ));
+
+        // A closed session refuses it in place, leaving both buffers as
+        // they were and counting nothing.
+        client.close(now, 0, "done");
+        let sent = client.stats().messages_sent;
+        let mut out = Transmits::new();
+        let mut buf = with_room(b"too late");
+        assert!(matches!(
+            client.send_in_place(now, FrameType::Data, 0, &mut buf, &mut out),
+            Err(SessionError::NotEstablished(_))
+        ));
+        assert_eq!(buf, with_room(b"too late"));
+        assert!(out.is_empty() && out.bytes() == 0);
+        assert_eq!(client.stats().messages_sent, sent);
     }
 }
