@@ -302,6 +302,31 @@ fn stopping_a_websocket_server_closes_its_peers_sessions() {
     );
 }
 
+/// Receives messages numbered 0.. in their first 4 bytes, asserting their
+/// order, until `n` or a minute; calls `after` with the count after each.
+/// Returns how many arrived.
+fn receive_numbered(
+    events: &crossbeam_channel::Receiver<NodeEvent>,
+    n: u32,
+    mut after: impl FnMut(u32),
+) -> u32 {
+    let mut next = 0u32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < n && Instant::now() < deadline {
+        if let Ok(NodeEvent::Message { payload, .. }) = events.recv_timeout(Duration::from_secs(1))
+        {
+            assert_eq!(
+                u32::from_be_bytes(payload[..4].try_into().unwrap()),
+                next,
+                "in order"
+            );
+            next += 1;
+            after(next);
+        }
+    }
+    next
+}
+
 #[test]
 fn websocket_loses_nothing_when_the_receiver_is_slow() {
     let server = Node::start(NodeConfig {
@@ -332,24 +357,12 @@ fn websocket_loses_nothing_when_the_receiver_is_slow() {
         }
         client
     });
-    let events = server.events();
-    let mut next = 0u32;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while next < N && Instant::now() < deadline {
-        if let Ok(NodeEvent::Message { payload, .. }) = events.recv_timeout(Duration::from_secs(1))
-        {
-            assert_eq!(
-                u32::from_be_bytes(payload[..4].try_into().unwrap()),
-                next,
-                "in order"
-            );
-            next += 1;
-            if next % 20 == 0 {
-                // A slow application: the queue fills, reading pauses.
-                std::thread::sleep(Duration::from_millis(10));
-            }
+    // A slow application: the queue fills, reading pauses.
+    let next = receive_numbered(&server.events(), N, |next| {
+        if next % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(10));
         }
-    }
+    });
     let client = sender.join().unwrap();
     assert_eq!(next, N, "every message arrived");
     let (traffic, _) = client.websocket_stats().unwrap();
@@ -757,20 +770,7 @@ fn an_in_reactor_handler_keeps_websocket_backpressure() {
     };
     // Not reading for a while: everything backs up.
     std::thread::sleep(Duration::from_millis(1500));
-    let events = client.events();
-    let mut next = 0u32;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while next < N && Instant::now() < deadline {
-        if let Ok(NodeEvent::Message { payload, .. }) = events.recv_timeout(Duration::from_secs(1))
-        {
-            assert_eq!(
-                u32::from_be_bytes(payload[..4].try_into().unwrap()),
-                next,
-                "in order"
-            );
-            next += 1;
-        }
-    }
+    let next = receive_numbered(&client.events(), N, |_| {});
     sender.join().unwrap();
     let (traffic, _) = server.websocket_stats().unwrap();
     assert_eq!(traffic.packets_dropped, 0, "{traffic:?}");

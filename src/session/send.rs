@@ -75,23 +75,13 @@ impl Session {
             buf.resize(HEADER_LEN, 0);
         }
         let message = &buf[HEADER_LEN..];
-        let single = self
-            .config
-            .max_datagram_size
-            .is_none_or(|size| message.len() + DATA_OVERHEAD <= size);
+        let single = self.one_frame(message.len());
         let fits = message.len() <= self.config.reassembly.max_message_size;
         if !(out.is_empty() && single && fits && frame_type.is_message()) {
             let message = &buf[HEADER_LEN..];
             return self.send_typed(now, frame_type, stream_id, message, out);
         }
-        let header = Header {
-            frame_type,
-            flags: Flags::EMPTY,
-            session_id: self.id,
-            stream_id,
-            packet_number: 0,
-            payload_len: 0,
-        };
+        let header = self.header(frame_type, Flags::EMPTY, stream_id);
         self.established_keys()?;
         out.clear();
         std::mem::swap(&mut out.buf, buf);
@@ -107,21 +97,10 @@ impl Session {
         payload: &[u8],
         out: &mut Transmits,
     ) -> Result<(), SessionError> {
-        let mut header = Header {
-            frame_type,
-            flags: Flags::EMPTY,
-            session_id: self.id,
-            stream_id,
-            packet_number: 0,
-            payload_len: 0,
-        };
+        let mut header = self.header(frame_type, Flags::EMPTY, stream_id);
         self.established_keys()?;
         let datagram_size = self.config.max_datagram_size;
-        let single = match datagram_size {
-            None => true,
-            Some(size) => payload.len() + DATA_OVERHEAD <= size,
-        };
-        if single {
+        if self.one_frame(payload.len()) {
             let start = out.begin_frame();
             out.buf.extend_from_slice(payload);
             return self.seal_frame(out, start, header);
@@ -177,14 +156,7 @@ impl Session {
         out: &mut Transmits,
     ) -> Result<(), SessionError> {
         self.established_keys()?;
-        let header = Header {
-            frame_type: FrameType::Data,
-            flags: Flags::BATCH,
-            session_id: self.id,
-            stream_id,
-            packet_number: 0,
-            payload_len: 0,
-        };
+        let header = self.header(FrameType::Data, Flags::BATCH, stream_id);
         // Start offset of the batch frame being filled, if any.
         let mut open: Option<usize> = None;
         let record = |m: &[u8]| BATCH_RECORD_OVERHEAD + m.len();
@@ -214,6 +186,26 @@ impl Session {
             self.seal_frame(out, start, header)?;
         }
         Ok(())
+    }
+
+    /// The header of a message frame of this session (packet number and
+    /// length are filled in when it is sealed).
+    fn header(&self, frame_type: FrameType, flags: Flags, stream_id: u32) -> Header {
+        Header {
+            frame_type,
+            flags,
+            session_id: self.id,
+            stream_id,
+            packet_number: 0,
+            payload_len: 0,
+        }
+    }
+
+    /// Whether a message of `len` bytes goes as one plain frame.
+    fn one_frame(&self, len: usize) -> bool {
+        self.config
+            .max_datagram_size
+            .is_none_or(|size| len + DATA_OVERHEAD <= size)
     }
 
     /// Seals the frame that starts at `start` in `out` and ends the datagram.
