@@ -1040,6 +1040,12 @@ impl Node {
     /// Returns once the message is queued for the session's reactor: an
     /// unknown session or a message over `max_message_size` is refused here;
     /// what happens on the wire is counted in the statistics.
+    ///
+    /// Backpressure: while the reactor's queue is full (16,384 messages, or
+    /// 64 MiB of messages of 1 KiB and more), this waits for room. The
+    /// reactor stops taking messages while a WebSocket peer reads too
+    /// slowly, so a sender to a slow peer waits here rather than filling
+    /// memory.
     pub fn send_on(
         &self,
         session: SessionId,

@@ -60,6 +60,26 @@ const WAKER: Token = Token(usize::MAX);
 /// an application sending faster than the network drains feels backpressure
 /// instead of growing memory.
 const COMMAND_QUEUE: usize = 16_384;
+
+/// Bytes of messages queued for one reactor beyond which `Node::send` waits:
+/// with large messages the queue's length alone would let an application
+/// queue gigabytes (16,384 messages of 64 KiB are 1 GiB).
+const QUEUED_BYTES_LIMIT: usize = 64 << 20;
+
+/// Messages smaller than this are not counted against
+/// [`QUEUED_BYTES_LIMIT`]: the queue's length bounds them (16 MiB at most),
+/// and small messages skip two atomic operations each.
+const COUNTED_FROM: usize = 1024;
+
+/// The message bytes a command carries, for [`QUEUED_BYTES_LIMIT`].
+fn queued_bytes(command: &Command) -> usize {
+    match command {
+        Command::Send { payload, .. } if payload.message().len() >= COUNTED_FROM => {
+            payload.message().len()
+        }
+        _ => 0,
+    }
+}
 /// Commands handled per loop turn before the turn's datagrams are flushed:
 /// large enough to fill several `sendmmsg` batches, small enough that an
 /// application sending without pause cannot keep the reactor from flushing,
@@ -587,33 +607,60 @@ pub(crate) struct ReactorHandle {
     waker: Arc<Waker>,
     notified: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// Message bytes in the queue (see [`QUEUED_BYTES_LIMIT`]).
+    queued: Arc<AtomicUsize>,
 }
 
 impl ReactorHandle {
-    /// Queues a command, waiting while the queue is full, and wakes the
-    /// reactor if it is not already awake for an earlier one (one wake-up per
-    /// burst, not per command).
+    /// Queues a command, waiting while the queue is full (or holds
+    /// [`QUEUED_BYTES_LIMIT`] bytes of messages), and wakes the reactor if it
+    /// is not already awake for an earlier one (one wake-up per burst, not
+    /// per command).
     pub(crate) fn send(&self, command: Command) -> Result<(), NodeError> {
-        match self.commands.try_send(command) {
-            Ok(()) => {}
+        let bytes = queued_bytes(&command);
+        if bytes > 0 {
+            // A message larger than the limit still goes, into an empty
+            // queue. The wait is a short sleep: it only happens with tens of
+            // megabytes queued, which take the reactor milliseconds.
+            while {
+                let queued = self.queued.load(Ordering::Acquire);
+                queued > 0 && queued + bytes > QUEUED_BYTES_LIMIT
+            } {
+                if self.stop.load(Ordering::Acquire) {
+                    return Err(NodeError::Stopped);
+                }
+                self.wake()?;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            self.queued.fetch_add(bytes, Ordering::AcqRel);
+        }
+        let sent = match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(command)) => {
                 // Make sure the reactor is awake to drain, then wait.
                 self.wake()?;
-                self.commands
-                    .send(command)
-                    .map_err(|_| NodeError::Stopped)?;
+                self.commands.send(command).map_err(|_| NodeError::Stopped)
             }
-            Err(TrySendError::Disconnected(_)) => return Err(NodeError::Stopped),
+            Err(TrySendError::Disconnected(_)) => Err(NodeError::Stopped),
+        };
+        if sent.is_err() {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
         }
+        sent?;
         self.wake()
     }
 
     /// Queues a command without waiting (between reactors, which must never
     /// block on each other); a full queue hands it back.
     pub(crate) fn try_send_back(&self, command: Command) -> Result<(), Box<Command>> {
+        let bytes = queued_bytes(&command);
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
         let result = match self.commands.try_send(command) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => Err(Box::new(c)),
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
+                self.queued.fetch_sub(bytes, Ordering::AcqRel);
+                Err(Box::new(c))
+            }
         };
         let _ = self.wake();
         result
@@ -739,6 +786,8 @@ pub(crate) struct Reactor {
     count: usize,
     poll: Poll,
     commands: Receiver<Command>,
+    /// Message bytes in `commands` (see [`QUEUED_BYTES_LIMIT`]).
+    queued: Arc<AtomicUsize>,
     notified: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     peers: Vec<ReactorHandle>,
@@ -805,11 +854,13 @@ impl Reactor {
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let notified = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         let handle = ReactorHandle {
             commands: tx,
             waker,
             notified: notified.clone(),
             stop: stop.clone(),
+            queued: queued.clone(),
         };
         let counters = transports.iter().map(|t| t.counters().clone()).collect();
         let kinds = transports.iter().map(|t| t.kind()).collect();
@@ -823,6 +874,7 @@ impl Reactor {
                 count,
                 poll,
                 commands: rx,
+                queued,
                 notified,
                 stop,
                 peers: Vec::new(),
@@ -1110,6 +1162,10 @@ impl Reactor {
             let Ok(cmd) = self.commands.try_recv() else {
                 return Drained::All;
             };
+            let bytes = queued_bytes(&cmd);
+            if bytes > 0 {
+                self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            }
             if let Command::Send {
                 session,
                 stream_id,
@@ -1368,9 +1424,19 @@ impl Reactor {
     /// Sends what `core.transmits` holds along `path`: here, or through the
     /// reactor the path's transport lives on.
     fn send_transmits(&mut self, path: &Path) -> Result<(), NodeError> {
-        let transmits = std::mem::take(&mut self.core.transmits);
+        let mut transmits = std::mem::take(&mut self.core.transmits);
         let mut result = Ok(());
-        if path.via == self.index {
+        let reliable = self.core.reliable.get(path.transport).copied() == Some(true);
+        if path.via == self.index && reliable && transmits.len() == 1 {
+            // One whole message for a stream transport: its buffer can go
+            // to the transport as it is (the WebSocket transport frames it
+            // without a copy), another coming back in its place.
+            if let Err(e) = self.transport_send_owned(path.transport, path.peer, &mut transmits.buf)
+            {
+                result = Err(NodeError::Transport(e.to_string()));
+            }
+            transmits.clear();
+        } else if path.via == self.index {
             for d in transmits.iter() {
                 if let Err(e) = self.transport_send(path.transport, path.peer, d) {
                     result = Err(NodeError::Transport(e.to_string()));
@@ -1432,6 +1498,38 @@ impl Reactor {
                     self.answering,
                 )
             }
+            other => other,
+        }
+    }
+
+    /// [`transport_send`](Self::transport_send) for a reliable transport
+    /// that may take the datagram's buffer ([`Transport::send_owned`]).
+    fn transport_send_owned(
+        &mut self,
+        ti: usize,
+        to: SocketAddr,
+        datagram: &mut Vec<u8>,
+    ) -> Result<(), TransportError> {
+        if self.held.contains_key(&(ti, to)) {
+            // Behind what waits for this peer already: in order.
+            return self.transport_send(ti, to, datagram);
+        }
+        let Some(t) = self.transports.get_mut(ti) else {
+            return Err(TransportError::io(
+                "sending",
+                io::ErrorKind::NotFound.into(),
+            ));
+        };
+        match t.send_owned(to, datagram) {
+            // Refused, the transport gave the datagram back: hold it.
+            Err(TransportError::QueueFull(_)) => Self::hold(
+                self.held.entry((ti, to)).or_default(),
+                &mut self.held_total,
+                &self.core.counters[ti],
+                to,
+                datagram,
+                self.answering,
+            ),
             other => other,
         }
     }

@@ -776,3 +776,55 @@ fn an_in_reactor_handler_keeps_websocket_backpressure() {
     assert_eq!(traffic.packets_dropped, 0, "{traffic:?}");
     assert_eq!(next, N, "every reply arrived");
 }
+
+#[test]
+fn large_messages_queue_by_bytes_not_only_by_count() {
+    // A server that never reads, a client that sends 16 KiB messages as fast
+    // as it can: once every buffer on the way is full, `send` must wait with
+    // tens of megabytes queued, not with its 16,384-command queue full
+    // (256 MiB of such messages).
+    let server = Node::start(NodeConfig {
+        queue_depth: 16,
+        ..no_udp("bytes-server", 1)
+    })
+    .unwrap();
+    let addr = server
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    let client = std::sync::Arc::new(Node::start(no_udp("bytes-client", 1)).unwrap());
+    let s = client
+        .connect_websocket(&format!("ws://{addr}/"))
+        .unwrap()
+        .id;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sender = {
+        let (client, sent) = (client.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let m = vec![7u8; 16 << 10];
+            for _ in 0..20_000 {
+                if client.send(s, &m).is_err() {
+                    return;
+                }
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    // Wait until sending stalls.
+    let mut last = usize::MAX;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
+    let accepted = sent.load(std::sync::atomic::Ordering::Relaxed);
+    // 64 MiB queued for the reactor, 16 MiB held behind the peer, plus
+    // socket and WebSocket buffers: about 7,000 messages of 16 KiB.
+    assert!(accepted < 12_000, "{accepted} messages accepted");
+    client.stop();
+    sender.join().unwrap();
+    drop(server);
+}

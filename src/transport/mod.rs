@@ -73,6 +73,16 @@ pub trait Transport: Send + fmt::Debug {
     /// [`max_datagram_size`](Self::max_datagram_size).
     fn send(&mut self, to: SocketAddr, datagram: &[u8]) -> Result<(), TransportError>;
 
+    /// [`send`](Self::send) for a datagram the transport may keep instead of
+    /// copying: it may take the buffer, leaving another in its place (empty;
+    /// any capacity). When it refuses the datagram with
+    /// [`TransportError::QueueFull`], `datagram` holds it again. The default
+    /// copies, as `send` does; a transport that hands whole buffers to its
+    /// writer (the WebSocket one) overrides it.
+    fn send_owned(&mut self, to: SocketAddr, datagram: &mut Vec<u8>) -> Result<(), TransportError> {
+        self.send(to, datagram)
+    }
+
     /// Sends everything queued. Datagrams the kernel cannot take now (its
     /// buffer is full) stay queued up to the transport's bound and
     /// [`wants_write`](Self::wants_write) says so; beyond the bound they are

@@ -215,6 +215,9 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     fn send(&mut self, to: SocketAddr, datagram: &[u8]) -> Result<(), TransportError> {
         (**self).send(to, datagram)
     }
+    fn send_owned(&mut self, to: SocketAddr, datagram: &mut Vec<u8>) -> Result<(), TransportError> {
+        (**self).send_owned(to, datagram)
+    }
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
     }

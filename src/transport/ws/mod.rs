@@ -428,6 +428,45 @@ pub struct WsTransport {
     counters: Arc<TransportCounters>,
     ws: Arc<WsCounters>,
     rng: u64,
+    /// Buffers lent to tungstenite with the messages sent by `send_owned`
+    /// come back here once it has framed them (see [`Lent`]).
+    spares: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+/// A message's buffer lent to tungstenite (which takes `Bytes`): when
+/// tungstenite drops it, having copied it into its write buffer, the buffer
+/// goes back to its transport's spares instead of the allocator. The
+/// reactor's transmit buffer and these trade places message by message, so
+/// a stream of large messages is framed without a copy or an allocation.
+struct Lent {
+    buf: Vec<u8>,
+    home: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Lent {
+    /// Spare buffers kept at most, and the largest kept.
+    const SPARES: usize = 16;
+    const LARGEST: usize = 1 << 20;
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.capacity() > Lent::LARGEST {
+            return;
+        }
+        // Only this transport's reactor thread takes the lock.
+        let mut spares = self.home.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.len() < Lent::SPARES {
+            spares.push(buf);
+        }
+    }
 }
 
 impl std::fmt::Debug for WsTransport {
@@ -506,6 +545,7 @@ impl WsTransport {
             counters: TransportCounters::new(local_addr),
             ws: Arc::new(WsCounters::default()),
             rng: seed | 1,
+            spares: Arc::default(),
         })
     }
 
@@ -948,39 +988,86 @@ impl WsTransport {
 
     /// Queues one binary message on an open connection.
     fn write_to(&mut self, token: Token, datagram: &[u8]) -> Result<(), TransportError> {
+        let message = Message::Binary(datagram.to_vec().into());
+        self.write_message(token, message).map_err(|(e, _)| e)
+    }
+
+    /// The open connection to `to`, if any.
+    fn open_token(&self, to: SocketAddr) -> Option<Token> {
+        let token = *self.by_peer.get(&to)?;
+        let open = matches!(
+            self.conns.get(&token).map(|c| &c.state),
+            Some(State::Open(_))
+        );
+        open.then_some(token)
+    }
+
+    /// Writes `datagram`'s buffer itself, lent to tungstenite; the buffer
+    /// left in its place is a spare (see [`Lent`]). Refused, `datagram`
+    /// holds the message again.
+    fn write_owned(&mut self, token: Token, datagram: &mut Vec<u8>) -> Result<(), TransportError> {
+        let spare = {
+            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            spares.pop().unwrap_or_default()
+        };
+        let buf = std::mem::replace(datagram, spare);
+        let lent = Lent {
+            buf,
+            home: self.spares.clone(),
+        };
+        let message = Message::Binary(tungstenite::Bytes::from_owner(lent));
+        self.write_message(token, message).map_err(|(e, back)| {
+            if let Some(back) = back {
+                datagram.clear();
+                datagram.extend_from_slice(&back);
+            }
+            e
+        })
+    }
+
+    /// Writes one message; a refusal gives back what tungstenite returned
+    /// of it (`WriteBufferFull`), for the caller to keep.
+    fn write_message(
+        &mut self,
+        token: Token,
+        message: Message,
+    ) -> Result<(), (TransportError, Option<tungstenite::Bytes>)> {
+        fn payload(message: Message) -> Option<tungstenite::Bytes> {
+            match message {
+                Message::Binary(b) => Some(b),
+                Message::Frame(f) => Some(f.into_payload()),
+                _ => None,
+            }
+        }
+        let len = message.len();
+        let not_connected = || TransportError::io("sending", io::ErrorKind::NotConnected.into());
         let Some(conn) = self.conns.get_mut(&token) else {
-            return Err(TransportError::io(
-                "sending",
-                io::ErrorKind::NotConnected.into(),
-            ));
+            return Err((not_connected(), payload(message)));
         };
         let State::Open(ws) = &mut conn.state else {
-            return Err(TransportError::io(
-                "sending",
-                io::ErrorKind::NotConnected.into(),
-            ));
+            return Err((not_connected(), payload(message)));
         };
-        match ws.write(Message::Binary(datagram.to_vec().into())) {
+        match ws.write(message) {
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             // Not sent, not dropped: the caller keeps it and tries again
             // once the peer has read (the reactor holds it in order).
-            Err(tungstenite::Error::WriteBufferFull(_)) => {
-                return Err(TransportError::QueueFull(1))
+            Err(tungstenite::Error::WriteBufferFull(back)) => {
+                return Err((TransportError::QueueFull(1), payload(back)));
             }
             Err(e) => {
                 TransportCounters::add(&self.counters.errors_send, 1);
-                return Err(TransportError::io(
-                    "sending",
-                    io::Error::other(e.to_string()),
+                return Err((
+                    TransportError::io("sending", io::Error::other(e.to_string())),
+                    None,
                 ));
             }
         }
         conn.last_send = Instant::now();
         conn.stats.messages_sent += 1;
-        conn.stats.bytes_sent += datagram.len() as u64;
+        conn.stats.bytes_sent += len as u64;
         TransportCounters::add(&self.counters.packets_sent, 1);
-        TransportCounters::add(&self.counters.bytes_sent, datagram.len() as u64);
+        TransportCounters::add(&self.counters.bytes_sent, len as u64);
         Ok(())
     }
 }
@@ -1065,13 +1152,8 @@ impl Transport for WsTransport {
                 max: self.config.max_message_size,
             });
         }
-        if let Some(&token) = self.by_peer.get(&to) {
-            if matches!(
-                self.conns.get(&token).map(|c| &c.state),
-                Some(State::Open(_))
-            ) {
-                return self.write_to(token, datagram);
-            }
+        if let Some(token) = self.open_token(to) {
+            return self.write_to(token, datagram);
         }
         // A dialled peer not (yet, or no longer) connected: queue.
         if let Some(d) = self.dialled.get_mut(&to) {
@@ -1098,6 +1180,15 @@ impl Transport for WsTransport {
                 "no WebSocket connection to this peer",
             ),
         ))
+    }
+
+    fn send_owned(&mut self, to: SocketAddr, datagram: &mut Vec<u8>) -> Result<(), TransportError> {
+        if datagram.len() <= self.config.max_message_size {
+            if let Some(token) = self.open_token(to) {
+                return self.write_owned(token, datagram);
+            }
+        }
+        self.send(to, datagram)
     }
 
     fn flush(&mut self) -> io::Result<()> {
