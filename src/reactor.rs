@@ -1482,7 +1482,7 @@ impl Reactor {
                 &mut self.held_total,
                 &self.core.counters[ti],
                 to,
-                datagram,
+                datagram.to_vec(),
                 self.answering,
             );
         }
@@ -1494,7 +1494,7 @@ impl Reactor {
                     &mut self.held_total,
                     &self.core.counters[ti],
                     to,
-                    datagram,
+                    datagram.to_vec(),
                     self.answering,
                 )
             }
@@ -1510,9 +1510,16 @@ impl Reactor {
         to: SocketAddr,
         datagram: &mut Vec<u8>,
     ) -> Result<(), TransportError> {
-        if self.held.contains_key(&(ti, to)) {
+        if let Some(queue) = self.held.get_mut(&(ti, to)) {
             // Behind what waits for this peer already: in order.
-            return self.transport_send(ti, to, datagram);
+            return Self::hold(
+                queue,
+                &mut self.held_total,
+                &self.core.counters[ti],
+                to,
+                std::mem::take(datagram),
+                self.answering,
+            );
         }
         let Some(t) = self.transports.get_mut(ti) else {
             return Err(TransportError::io(
@@ -1527,7 +1534,7 @@ impl Reactor {
                 &mut self.held_total,
                 &self.core.counters[ti],
                 to,
-                datagram,
+                std::mem::take(datagram),
                 self.answering,
             ),
             other => other,
@@ -1546,7 +1553,7 @@ impl Reactor {
         total: &mut usize,
         counters: &TransportCounters,
         to: SocketAddr,
-        datagram: &[u8],
+        datagram: Vec<u8>,
         answering: bool,
     ) -> Result<(), TransportError> {
         if queue.len() >= PEER_HELD_LIMIT && !answering {
@@ -1554,7 +1561,7 @@ impl Reactor {
             tracing::warn!(peer = %to, held = queue.len(), "peer is not reading: datagram dropped");
             return Err(TransportError::QueueFull(queue.len()));
         }
-        queue.push_back(datagram.to_vec());
+        queue.push_back(datagram);
         *total += 1;
         Ok(())
     }
@@ -1577,13 +1584,16 @@ impl Reactor {
             let Some(queue) = self.held.get_mut(&(ti, to)) else {
                 continue;
             };
-            while let Some(d) = queue.front() {
-                match t.send(to, d) {
-                    Err(TransportError::QueueFull(_)) => break,
+            while let Some(mut d) = queue.pop_front() {
+                match t.send_owned(to, &mut d) {
+                    Err(TransportError::QueueFull(_)) => {
+                        // Given back: first again next time.
+                        queue.push_front(d);
+                        break;
+                    }
                     Ok(()) => {}
                     Err(_) => TransportCounters::add(&self.core.counters[ti].errors_send, 1),
                 }
-                queue.pop_front();
                 self.held_total -= 1;
             }
             if queue.is_empty() {
