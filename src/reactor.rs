@@ -98,6 +98,17 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 /// taking commands.
 const HELD_LIMIT: usize = 1024;
 
+/// Bytes of such datagrams beyond which it stops too (1,024 large
+/// messages could be a gigabyte).
+const HELD_BYTES_LIMIT: usize = 64 << 20;
+
+/// What waits in a reactor's `held` queues.
+#[derive(Debug, Default)]
+struct HeldCount {
+    frames: usize,
+    bytes: usize,
+}
+
 /// Commands waiting for a busy sibling reactor before further ones are
 /// dropped (logged).
 const TO_PEERS_LIMIT: usize = 65_536;
@@ -620,27 +631,32 @@ impl ReactorHandle {
         let bytes = queued_bytes(&command);
         if bytes > 0 {
             // A message larger than the limit still goes, into an empty
-            // queue. The wait is a short sleep: it only happens with tens of
-            // megabytes queued, which take the reactor milliseconds.
-            while {
+            // queue. The wait sleeps, from 50 µs up to 1 ms: it only
+            // happens with tens of megabytes queued, which take the reactor
+            // milliseconds; the reactor is woken once, not per look.
+            let over = || {
                 let queued = self.queued.load(Ordering::Acquire);
                 queued > 0 && queued + bytes > QUEUED_BYTES_LIMIT
-            } {
-                if self.stop.load(Ordering::Acquire) {
-                    return Err(NodeError::Stopped);
-                }
+            };
+            if over() {
                 self.wake()?;
-                std::thread::sleep(Duration::from_micros(50));
+                let mut nap = Duration::from_micros(50);
+                while over() {
+                    if self.stop.load(Ordering::Acquire) {
+                        return Err(NodeError::Stopped);
+                    }
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(Duration::from_millis(1));
+                }
             }
             self.queued.fetch_add(bytes, Ordering::AcqRel);
         }
         let sent = match self.commands.try_send(command) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(command)) => {
-                // Make sure the reactor is awake to drain, then wait.
-                self.wake()?;
-                self.commands.send(command).map_err(|_| NodeError::Stopped)
-            }
+            // Make sure the reactor is awake to drain, then wait.
+            Err(TrySendError::Full(command)) => self
+                .wake()
+                .and_then(|()| self.commands.send(command).map_err(|_| NodeError::Stopped)),
             Err(TrySendError::Disconnected(_)) => Err(NodeError::Stopped),
         };
         if sent.is_err() {
@@ -797,7 +813,7 @@ pub(crate) struct Reactor {
     /// take yet (that peer reads slowly), in order. Other peers of the same
     /// transport are not held up behind them.
     held: HashMap<(usize, SocketAddr), VecDeque<Vec<u8>>>,
-    held_total: usize,
+    held_total: HeldCount,
     /// Commands for other reactors that found their queue full: retried in
     /// order each turn (a reactor never blocks on another, and reliable
     /// traffic must not be dropped on the way).
@@ -881,7 +897,7 @@ impl Reactor {
                 transports,
                 ready,
                 held: HashMap::new(),
-                held_total: 0,
+                held_total: HeldCount::default(),
                 to_peers: VecDeque::new(),
                 answering: false,
                 core: Core {
@@ -916,6 +932,15 @@ impl Reactor {
 
     /// Runs the loop until a `Stop` command.
     pub(crate) fn run(mut self) {
+        // However the loop ends (a failed poll, a panic), senders waiting
+        // for room must learn that this reactor is gone.
+        struct Exit(Arc<AtomicBool>);
+        impl Drop for Exit {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _exit = Exit(self.stop.clone());
         let mut events = Events::with_capacity(256);
         let mut busy = true;
         let mut paused = false;
@@ -963,7 +988,8 @@ impl Reactor {
             // Reliable peers reading slowly: take no more sends until they
             // catch up (the application's sends block meanwhile); a stop
             // still gets through.
-            throttled = self.held_total > HELD_LIMIT;
+            throttled =
+                self.held_total.frames > HELD_LIMIT || self.held_total.bytes > HELD_BYTES_LIMIT;
             if woken || !self.commands.is_empty() {
                 self.notified.store(false, Ordering::Release);
                 match self.drain_commands(now, throttled) {
@@ -1550,7 +1576,7 @@ impl Reactor {
     /// what one turn read bounds them.
     fn hold(
         queue: &mut VecDeque<Vec<u8>>,
-        total: &mut usize,
+        total: &mut HeldCount,
         counters: &TransportCounters,
         to: SocketAddr,
         datagram: Vec<u8>,
@@ -1561,8 +1587,9 @@ impl Reactor {
             tracing::warn!(peer = %to, held = queue.len(), "peer is not reading: datagram dropped");
             return Err(TransportError::QueueFull(queue.len()));
         }
+        total.frames += 1;
+        total.bytes += datagram.len();
         queue.push_back(datagram);
-        *total += 1;
         Ok(())
     }
 
@@ -1585,6 +1612,7 @@ impl Reactor {
                 continue;
             };
             while let Some(mut d) = queue.pop_front() {
+                let len = d.len();
                 match t.send_owned(to, &mut d) {
                     Err(TransportError::QueueFull(_)) => {
                         // Given back: first again next time.
@@ -1594,7 +1622,8 @@ impl Reactor {
                     Ok(()) => {}
                     Err(_) => TransportCounters::add(&self.core.counters[ti].errors_send, 1),
                 }
-                self.held_total -= 1;
+                self.held_total.frames -= 1;
+                self.held_total.bytes -= len;
             }
             if queue.is_empty() {
                 self.held.remove(&(ti, to));

@@ -33,6 +33,7 @@ struct Running {
     waker: Arc<mio::Waker>,
     rx: Receiver<(SocketAddr, Vec<u8>)>,
     stats: Arc<stt::transport::ws::WsCounters>,
+    traffic: Arc<stt::transport::TransportCounters>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -41,6 +42,7 @@ impl Running {
     fn start(mut t: WsTransport, echo: bool) -> Running {
         let addr = t.local_addr();
         let stats = t.ws_counters();
+        let traffic = t.counters().clone();
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Cmd>();
         let (tx, rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
@@ -106,6 +108,7 @@ impl Running {
             waker,
             rx,
             stats,
+            traffic,
             stop,
             thread: Some(thread),
         }
@@ -178,6 +181,10 @@ impl Running {
 
     fn stats(&self) -> WsStats {
         self.stats.snapshot()
+    }
+
+    fn stats_traffic(&self) -> stt::transport::TransportStats {
+        self.traffic.snapshot()
     }
 }
 
@@ -329,17 +336,24 @@ fn server_restart_client_reconnects_and_queued_frames_arrive() {
     c.send_all(peer, b"before");
     assert_eq!(s.take(1).len(), 1);
     drop(s);
-    // Sent while the server is down: queued.
+    // Sent while the server is down: queued. Far more than socket buffers
+    // take at once (800 × 16 KiB), so the replay outruns the socket.
     std::thread::sleep(Duration::from_millis(100));
-    for i in 0..10u8 {
-        c.send_all(peer, &[i]);
+    const QUEUED: u32 = 800;
+    for i in 0..QUEUED {
+        let mut m = vec![0u8; 16 << 10];
+        m[..4].copy_from_slice(&i.to_be_bytes());
+        c.send_all(peer, &m);
     }
     let s2 = Running::start(WsTransport::bind(addr, WsConfig::default()).unwrap(), false);
-    let got = s2.take(10);
+    let got = s2.take(QUEUED as usize);
     assert_eq!(
-        got.iter().map(|(_, d)| d[0]).collect::<Vec<_>>(),
-        (0..10).collect::<Vec<u8>>()
+        got.iter()
+            .map(|(_, d)| u32::from_be_bytes(d[..4].try_into().unwrap()))
+            .collect::<Vec<_>>(),
+        (0..QUEUED).collect::<Vec<u32>>()
     );
+    assert_eq!(c.stats_traffic().packets_dropped, 0);
     assert!(c.stats().reconnects >= 1);
     assert_eq!(c.stats().connections_dialled, 2);
 }

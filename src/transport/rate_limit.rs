@@ -77,6 +77,9 @@ pub struct RateLimited<T> {
     bucket: TokenBucket,
     waiting: VecDeque<(SocketAddr, Vec<u8>)>,
     max_waiting: usize,
+    /// The first waiting datagram's budget is taken already (the inner
+    /// transport refused it for now).
+    front_paid: bool,
 }
 
 impl<T: Transport> RateLimited<T> {
@@ -88,18 +91,28 @@ impl<T: Transport> RateLimited<T> {
             bucket: TokenBucket::new(bytes_per_second, burst, Instant::now()),
             waiting: VecDeque::new(),
             max_waiting: max_waiting.max(1),
+            front_paid: false,
         }
     }
 
     /// Releases waiting datagrams the budget now covers.
     fn release(&mut self, now: Instant) {
         while let Some((_, d)) = self.waiting.front() {
-            if !self.bucket.try_take(d.len(), now) {
+            if !self.front_paid && !self.bucket.try_take(d.len(), now) {
                 break;
             }
+            self.front_paid = false;
             if let Some((to, d)) = self.waiting.pop_front() {
-                if self.inner.send(to, &d).is_err() {
-                    TransportCounters::add(&self.inner.counters().errors_send, 1);
+                match self.inner.send(to, &d) {
+                    Ok(()) => {}
+                    // The inner transport's peer reads slowly: first again
+                    // next time, its budget already taken.
+                    Err(TransportError::QueueFull(_)) => {
+                        self.waiting.push_front((to, d));
+                        self.front_paid = true;
+                        break;
+                    }
+                    Err(_) => TransportCounters::add(&self.inner.counters().errors_send, 1),
                 }
             }
         }

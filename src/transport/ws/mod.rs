@@ -707,7 +707,15 @@ impl WsTransport {
                     d.retry_at = None;
                     let queued: Vec<Vec<u8>> = d.queue.drain(..).collect();
                     for datagram in queued {
-                        let _ = self.write_to(token, &datagram);
+                        // All of them, into tungstenite's buffer (up to
+                        // `write_buffer_limit`) even once the socket is
+                        // full: they were accepted, and nothing else holds
+                        // them.
+                        let message = Message::Binary(datagram.into());
+                        if let Err((e, _)) = self.write_message(token, message, true) {
+                            TransportCounters::add(&self.counters.packets_dropped, 1);
+                            tracing::warn!(peer = %peer, error = %e, "queued message lost on reconnect");
+                        }
                     }
                 }
             }
@@ -997,8 +1005,32 @@ impl WsTransport {
 
     /// Queues one binary message on an open connection.
     fn write_to(&mut self, token: Token, datagram: &[u8]) -> Result<(), TransportError> {
+        self.ready_to_write(token)?;
         let message = Message::Binary(datagram.to_vec().into());
-        self.write_message(token, message).map_err(|(e, _)| e)
+        self.write_message(token, message, false)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Refuses with `QueueFull` while the connection is `blocked` and its
+    /// socket still cannot take what tungstenite holds.
+    fn ready_to_write(&mut self, token: Token) -> Result<(), TransportError> {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return Ok(());
+        };
+        let State::Open(ws) = &mut conn.state else {
+            return Ok(());
+        };
+        if conn.blocked {
+            match ws.flush() {
+                Ok(()) => conn.blocked = false,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(TransportError::QueueFull(1));
+                }
+                // The write reports the connection's failure.
+                Err(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// The open connection to `to`, if any.
@@ -1015,6 +1047,8 @@ impl WsTransport {
     /// left in its place is a spare (see [`Lent`]). Refused, `datagram`
     /// holds the message again.
     fn write_owned(&mut self, token: Token, datagram: &mut Vec<u8>) -> Result<(), TransportError> {
+        // Refused before the buffer is lent: nothing to copy back.
+        self.ready_to_write(token)?;
         let spare = {
             let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
             spares.pop().unwrap_or_default()
@@ -1025,21 +1059,24 @@ impl WsTransport {
             home: self.spares.clone(),
         };
         let message = Message::Binary(tungstenite::Bytes::from_owner(lent));
-        self.write_message(token, message).map_err(|(e, back)| {
-            if let Some(back) = back {
-                datagram.clear();
-                datagram.extend_from_slice(&back);
-            }
-            e
-        })
+        self.write_message(token, message, false)
+            .map_err(|(e, back)| {
+                if let Some(back) = back {
+                    datagram.clear();
+                    datagram.extend_from_slice(&back);
+                }
+                e
+            })
     }
 
-    /// Writes one message; a refusal gives back what tungstenite returned
-    /// of it (`WriteBufferFull`), for the caller to keep.
+    /// Writes one message (callers check [`ready_to_write`](Self::ready_to_write)
+    /// first, or write regardless with `force`); a refusal gives back what
+    /// tungstenite returned of it, for the caller to keep.
     fn write_message(
         &mut self,
         token: Token,
         message: Message,
+        force: bool,
     ) -> Result<(), (TransportError, Option<tungstenite::Bytes>)> {
         fn payload(message: Message) -> Option<tungstenite::Bytes> {
             match message {
@@ -1056,15 +1093,8 @@ impl WsTransport {
         let State::Open(ws) = &mut conn.state else {
             return Err((not_connected(), payload(message)));
         };
-        if conn.blocked {
-            match ws.flush() {
-                Ok(()) => conn.blocked = false,
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err((TransportError::QueueFull(1), payload(message)));
-                }
-                // The write below reports the connection's failure.
-                Err(_) => {}
-            }
+        if conn.blocked && !force {
+            return Err((TransportError::QueueFull(1), payload(message)));
         }
         match ws.write(message) {
             Ok(()) => {}
