@@ -174,6 +174,40 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The ratios `a[run] / b[run]` of the runs where both were measured:
+/// their median, smallest and largest. On a noisy machine two contenders
+/// measured in the same run share its noise; their ratio run by run shows
+/// what the ratio of their medians can hide.
+pub fn paired(a: &[Option<f64>], b: &[Option<f64>]) -> Option<(f64, f64, f64)> {
+    let r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(x, y)| match (x, y) {
+            (Some(x), Some(y)) if *y > 0.0 => Some(x / y),
+            _ => None,
+        })
+        .collect();
+    if r.is_empty() {
+        return None;
+    }
+    let (lo, hi) = min_max(&r);
+    Some((median(r), lo, hi))
+}
+
+/// A ratio cell: the ratio of medians, then the run-by-run ratios (see
+/// [`paired`]) when there are several.
+pub fn ratio_cell(a: f64, b: f64, runs: Option<(f64, f64, f64)>) -> String {
+    if b <= 0.0 {
+        return "–".into();
+    }
+    match runs {
+        Some((m, lo, hi)) if hi > lo => {
+            format!("{:.2}× (per run {m:.2}×, {lo:.2}–{hi:.2})", a / b)
+        }
+        _ => format!("{:.2}×", a / b),
+    }
+}
+
 /// The smallest and the largest of `v` (`(inf, 0)` when empty).
 pub fn min_max(v: &[f64]) -> (f64, f64) {
     let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);

@@ -26,8 +26,8 @@ use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::udp::{self, UdpBackend, UdpConfig};
 
 use crate::common::{
-    big_std_socket, cpu_time, machine, median, min_max, next_event, ok, send_for, Contender,
-    Sample, Tally, BUFFER,
+    big_std_socket, cpu_time, machine, median, min_max, next_event, ok, paired, ratio_cell,
+    send_for, Contender, Sample, Tally, BUFFER,
 };
 use crate::Args;
 use crate::{crypto, quic};
@@ -365,6 +365,8 @@ pub fn workload(args: &Args) -> String {
         eprintln!("io_uring is not available here: its row is left out");
     }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); contenders.len()];
+    // [contender][run]: the rate, for run-by-run ratios.
+    let mut by_run: Vec<Vec<Option<f64>>> = vec![Vec::new(); contenders.len()];
     let mut ceiling: Vec<f64> = Vec::new();
     for run in 0..args.runs {
         // The one-core AES-256-GCM seal ceiling, measured between the runs
@@ -388,21 +390,30 @@ pub fn workload(args: &Args) -> String {
                         s.sent,
                         s.cores
                     );
+                    by_run[i].push(Some(s.rate));
                     samples[i].push(s);
                 }
-                None => eprintln!("run {}: {name} failed to start", run + 1),
+                None => {
+                    by_run[i].push(None);
+                    eprintln!("run {}: {name} failed to start", run + 1)
+                }
             }
         }
     }
     let base = median(samples[0].iter().map(|s| s.rate).collect());
+    // The sealed peer: quinn's datagrams.
+    let quinn = contenders
+        .iter()
+        .position(|(name, _)| name.starts_with("quinn datagrams"));
+    let quinn_rate = quinn.map_or(0.0, |q| median(samples[q].iter().map(|s| s.rate).collect()));
     let seal_ceiling = median(ceiling.clone());
     let (ceiling_lo, ceiling_hi) = min_max(&ceiling);
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| contender | messages/s (median) | min – max | vs std loop | goodput Gbit/s | cores busy | cores per Gbit/s | delivered / sent | % of one-core AES seal ceiling |"
+        "| contender | messages/s (median) | min – max | vs std loop | vs quinn datagrams | goodput Gbit/s | cores busy | cores per Gbit/s | delivered / sent | % of one-core AES seal ceiling |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|");
     for (i, (name, _)) in contenders.iter().enumerate() {
         let s = &samples[i];
         if s.is_empty() {
@@ -416,13 +427,18 @@ pub fn workload(args: &Args) -> String {
         let gbit = rate * args.size as f64 * 8.0 / 1e9;
         let delivered: u64 = s.iter().map(|x| x.delivered).sum();
         let sent: u64 = s.iter().map(|x| x.sent).sum();
+        let vs_quinn = match quinn {
+            Some(q) if q != i => ratio_cell(rate, quinn_rate, paired(&by_run[i], &by_run[q])),
+            Some(_) => "1.00×".into(),
+            None => "–".into(),
+        };
         let _ = writeln!(
             table,
-            "| {name} | {:.0} | {:.0} – {:.0} | {:.2}× | {:.2} | {:.2} | {:.2} | {:.1}% | {} |",
+            "| {name} | {:.0} | {:.0} – {:.0} | {} | {vs_quinn} | {:.2} | {:.2} | {:.2} | {:.1}% | {} |",
             rate,
             lo,
             hi,
-            if base > 0.0 { rate / base } else { 0.0 },
+            ratio_cell(rate, base, paired(&by_run[i], &by_run[0])),
             gbit,
             cores,
             if gbit > 0.0 { cores / gbit } else { 0.0 },
@@ -440,7 +456,9 @@ pub fn workload(args: &Args) -> String {
          socket buffers {buf} MiB for all. \"messages/s\" is what the receiver got, \
          first to last arrival (stt's receiving application gives each message's buffer \
          back with `Node::recycle`); \"cores busy\" is the whole process's CPU time (sender, \
-         receiver and every stt thread) over the wall time.\n\n\
+         receiver and every stt thread) over the wall time. The two ratio columns divide \
+         medians; \"per run\" then gives the median and the range of the ratios taken run \
+         by run (the two contenders of one run share its noise).\n\n\
          The last column, for the sealed contenders, divides the datagrams/s delivered by \
          the one-core AES-256-GCM seal ceiling: {ceiling:.0} seals/s of {size}-byte payloads \
          (median, {ceiling_lo:.0} – {ceiling_hi:.0}; stt's `SendKeys::seal` on one thread, no \

@@ -59,8 +59,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::common::{
-    cpu_time, histogram, machine, median, min_max, next_event, ok, send_for, stt_ping_pong,
-    stt_ping_pong_inline, Contender, Latency, Sample, Tally, ECHO_TIMEOUT, WARMUP,
+    cpu_time, histogram, machine, median, min_max, next_event, ok, paired, ratio_cell, send_for,
+    stt_ping_pong, stt_ping_pong_inline, Contender, Latency, Sample, Tally, ECHO_TIMEOUT, WARMUP,
 };
 use crate::quic::{runtime, BoxError};
 use crate::Args;
@@ -656,6 +656,8 @@ pub fn workload(args: &Args) -> String {
     let n = CONTENDERS.len();
     // [contender][size] -> samples
     let mut tput: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); SIZES.len()]; n];
+    // [contender][size][run]: the rate, for run-by-run ratios.
+    let mut by_run: Vec<Vec<Vec<Option<f64>>>> = vec![vec![Vec::new(); SIZES.len()]; n];
     let mut lat: Vec<Vec<Vec<Latency>>> = vec![vec![Vec::new(); SIZES.len()]; n];
     for run in 0..args.runs {
         for (si, &size) in SIZES.iter().enumerate() {
@@ -695,7 +697,9 @@ pub fn workload(args: &Args) -> String {
                         continue;
                     }
                 }
-                match t.as_ref().map(|t| t()) {
+                let measured = t.as_ref().map(|t| t());
+                by_run[ci][si].push(measured.as_ref().and_then(|m| m.as_ref().map(|s| s.rate)));
+                match measured {
                     None => {}
                     Some(Some(s)) => {
                         eprintln!(
@@ -751,6 +755,14 @@ pub fn workload(args: &Args) -> String {
             let gbit = rate(ci) * size as f64 * 8.0 / 1e9;
             let delivered: u64 = s.iter().map(|x| x.delivered).sum();
             let sent: u64 = s.iter().map(|x| x.sent).sum();
+            let vs = |base: usize| {
+                if base == ci {
+                    "1.00×".to_string()
+                } else {
+                    let runs = paired(&by_run[ci][si], &by_run[base][si]);
+                    ratio_cell(rate(ci), rate(base), runs)
+                }
+            };
             let _ = writeln!(
                 t_table,
                 "| {name} | {} | {:.0} | {:.0} – {:.0} | {:.2} | {} | {} | {:.2} | {:.2} | {:.1}% |",
@@ -759,8 +771,8 @@ pub fn workload(args: &Args) -> String {
                 lo,
                 hi,
                 gbit,
-                ratio(rate(ci), rate(TUNGSTENITE)),
-                ratio(rate(ci), rate(TUNGSTENITE_RUSTLS)),
+                vs(TUNGSTENITE),
+                vs(TUNGSTENITE_RUSTLS),
                 cores,
                 if gbit > 0.0 { cores / gbit } else { 0.0 },
                 100.0 * delivered as f64 / sent.max(1) as f64
@@ -821,7 +833,9 @@ pub fn workload(args: &Args) -> String {
          got, first to last arrival (stt's gives each message's buffer back with \
          `Node::recycle`); \"cores busy\" is the whole process's CPU time (both ends, \
          every thread) over the wall time from the first send to the last arrival. Ratios: \
-         above 1 is more messages/s than tokio-tungstenite over plain TCP, or over rustls.\n\n\
+         above 1 is more messages/s than tokio-tungstenite over plain TCP, or over rustls; \
+         each divides medians, then \"per run\" gives the median and the range of the \
+         ratios taken run by run (the contenders of one run share its noise).\n\n\
          {t_table}\n\
          ### Round-trip latency\n\n\
          Ping-pong, one message in flight, the server's application echoing it back; {pings} \
