@@ -832,7 +832,12 @@ impl Node {
     /// Backpressure: while a reliable peer reads too slowly (its answers
     /// wait), the reactor stops reading every transport, so the handler is
     /// not given more to answer; UDP datagrams that arrive meanwhile wait in
-    /// the socket's buffer, and beyond it are dropped by the kernel.
+    /// the socket's buffer, and beyond it are dropped by the kernel. Two
+    /// nodes that both answer from their reactors, and flood each other with
+    /// requests over one WebSocket connection faster than either reads, can
+    /// each stop reading while waiting for the other: bound such traffic in
+    /// the application (a window of requests in flight), as request-response
+    /// protocols do.
     ///
     /// Set once per node; a second call is refused.
     ///

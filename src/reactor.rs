@@ -1005,11 +1005,12 @@ impl Reactor {
                 break;
             }
             paused = false;
-            // Throttled, reliable transports are not read either: with an
-            // in-reactor handler, what is read is answered at once, and the
-            // answers would pile up behind the slow peer (nothing else would
-            // hold the reading back: the application's channel stays empty).
-            let full = throttled || !self.core.drain_overflow() || {
+            // A throttled reactor keeps reading (its application's channel
+            // paces that): two nodes that both stopped reading while their
+            // own writes wait would wait on each other for ever. Only an
+            // in-reactor handler's reactor stops (below), since nothing else
+            // would hold its answers back.
+            let full = !self.core.drain_overflow() || {
                 let crowded =
                     |c: &Sender<NodeEvent>| c.capacity().is_some_and(|cap| c.len() * 4 >= cap * 3);
                 crowded(&self.core.shared.events) || crowded(&self.core.shared.work)

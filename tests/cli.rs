@@ -93,7 +93,49 @@ fn a_short_bench_reports_real_figures_as_json() {
 }
 
 #[test]
+fn a_bench_against_a_server_echoing_from_its_reactors_works_too() {
+    let (ok, out, err) = stt(&[
+        "bench",
+        "--transport",
+        "all",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--rate",
+        "2000",
+        "--json",
+        "--reactors",
+        "1",
+        "--echo-in-reactor",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    for (i, transport) in ["udp", "ws"].iter().enumerate() {
+        let r = &v[i];
+        assert_eq!(r["transport"], *transport);
+        assert!(r["throughput_msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["latency_received"].as_u64().unwrap() > 0, "{r}");
+    }
+    // Aimed at a remote server, the flag has no local server to apply to.
+    let (ok, _, err) = stt(&["bench", "--server", "127.0.0.1:9", "--echo-in-reactor"]);
+    assert!(!ok);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
 fn serve_echoes_what_send_sends() {
+    serve_and_send(&[]);
+}
+
+#[test]
+fn serve_echoes_from_its_reactors_too() {
+    serve_and_send(&["--echo-in-reactor"]);
+}
+
+/// Starts `stt serve` with `extra` flags, sends it a message with
+/// `stt send`, and checks the echo.
+fn serve_and_send(extra: &[&str]) {
     use std::io::{BufRead, BufReader};
     let seeds = tempfile_with(&stt(&["seeds"]).1);
     let client_seeds = tempfile_with(&stt(&["seeds"]).1.replace("shared_seed", "ignored"));
@@ -124,6 +166,7 @@ fn serve_echoes_what_send_sends() {
             "--seed-file",
         ])
         .arg(&seeds)
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

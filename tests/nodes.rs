@@ -828,3 +828,52 @@ fn large_messages_queue_by_bytes_not_only_by_count() {
     sender.join().unwrap();
     drop(server);
 }
+
+#[test]
+fn two_nodes_flooding_each_other_over_websocket_both_finish() {
+    // Each sends far more than the connection buffers, at the same time:
+    // a reactor whose writes wait must keep reading, or both would wait on
+    // each other for ever.
+    // Small event queues, read late: both reactors first stop reading for
+    // their applications, their writes wait, and they get throttled.
+    let node = |seed: &str| {
+        std::sync::Arc::new(
+            Node::start(NodeConfig {
+                queue_depth: 64,
+                ..no_udp(seed, 1)
+            })
+            .unwrap(),
+        )
+    };
+    let a = node("flood-a");
+    let addr = a
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    let b = node("flood-b");
+    let s_b = b.connect_websocket(&format!("ws://{addr}/")).unwrap().id;
+    let established = a.events().recv_timeout(Duration::from_secs(10)).unwrap();
+    let NodeEvent::SessionEstablished(info) = established else {
+        panic!("{established:?}")
+    };
+    let s_a = info.id;
+    const N: u32 = 3_000;
+    let flood = |node: std::sync::Arc<Node>, session| {
+        std::thread::spawn(move || {
+            let mut m = vec![1u8; 32 << 10];
+            for i in 0..N {
+                m[..4].copy_from_slice(&i.to_be_bytes());
+                node.send(session, &m).unwrap();
+            }
+        })
+    };
+    let senders = [flood(a.clone(), s_a), flood(b.clone(), s_b)];
+    std::thread::sleep(Duration::from_millis(500));
+    let (events_a, events_b) = (a.events(), b.events());
+    let reader_b = std::thread::spawn(move || receive_numbered(&events_b, N, |_| {}));
+    let got_a = receive_numbered(&events_a, N, |_| {});
+    let got_b = reader_b.join().unwrap();
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert_eq!((got_a, got_b), (N, N));
+}

@@ -80,6 +80,10 @@ struct ServeArgs {
     /// Only count messages; do not echo them.
     #[arg(long)]
     sink: bool,
+    /// Echo from the reactor threads (`Node::on_frame_inline`) instead of
+    /// an application thread: no thread hand-off on the way back.
+    #[arg(long, conflicts_with = "sink")]
+    echo_in_reactor: bool,
     /// Seconds between statistics lines (0: none).
     #[arg(long, default_value_t = 5)]
     stats_every: u64,
@@ -209,6 +213,13 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
     }
     let node = Node::start(config)?;
     println!("node {}", node.node_id());
+    if args.echo_in_reactor {
+        node.on_frame_inline(|frame, _, replies| {
+            let _ = replies.send(frame.session, &frame.payload);
+            replies.recycle(frame.payload);
+        })?;
+        println!("echoing from the reactors");
+    }
     if let Some(addr) = node.udp_local_addr() {
         println!("UDP listening on {addr}");
     }
