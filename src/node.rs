@@ -829,11 +829,12 @@ impl Node {
     /// a `send` that returned just before the handler ran may still be
     /// queued behind it.
     ///
-    /// Backpressure: while a reliable peer reads too slowly (its answers
-    /// wait), the reactor stops reading every transport, so the handler is
-    /// not given more to answer; UDP datagrams that arrive meanwhile wait in
-    /// the socket's buffer, and beyond it are dropped by the kernel. Two
-    /// nodes that both answer from their reactors, and flood each other with
+    /// Backpressure: while too many of the handler's answers wait for
+    /// reliable peers that read too slowly (1,024 frames or 64 MiB), the
+    /// reactor stops reading every transport, so the handler is not given
+    /// more to answer; UDP datagrams that arrive meanwhile wait in the
+    /// socket's buffer, and beyond it are dropped by the kernel. Two nodes
+    /// that both answer from their reactors, and flood each other with
     /// requests over one WebSocket connection faster than either reads, can
     /// each stop reading while waiting for the other: bound such traffic in
     /// the application (a window of requests in flight), as request-response
@@ -1050,7 +1051,11 @@ impl Node {
     /// 64 MiB of messages of 1 KiB and more), this waits for room. The
     /// reactor stops taking messages while a WebSocket peer reads too
     /// slowly, so a sender to a slow peer waits here rather than filling
-    /// memory.
+    /// memory. Do not wait here on the thread that drains
+    /// [`events`](Self::events) when the peer's application may do the
+    /// same (an echo that sends from its receiving loop, against a peer
+    /// that floods it): each side would wait for the other to read. Receive
+    /// on a thread of its own, or bound the requests in flight.
     pub fn send_on(
         &self,
         session: SessionId,

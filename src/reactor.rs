@@ -102,11 +102,31 @@ const HELD_LIMIT: usize = 1024;
 /// messages could be a gigabyte).
 const HELD_BYTES_LIMIT: usize = 64 << 20;
 
-/// What waits in a reactor's `held` queues.
+/// Datagrams waiting for one slow reliable peer, each with whether an
+/// in-reactor handler sent it.
+type HeldQueue = VecDeque<(Vec<u8>, bool)>;
+
+/// What waits in a reactor's `held` queues; `answers` and `answer_bytes`
+/// count the part in-reactor handlers sent.
 #[derive(Debug, Default)]
 struct HeldCount {
     frames: usize,
     bytes: usize,
+    answers: usize,
+    answer_bytes: usize,
+}
+
+impl HeldCount {
+    /// Too much waits: the reactor takes no more sends.
+    fn throttles(&self) -> bool {
+        self.frames > HELD_LIMIT || self.bytes > HELD_BYTES_LIMIT
+    }
+
+    /// Too many in-reactor handlers' answers wait: the reactor reads
+    /// nothing more for them to answer.
+    fn stops_answering(&self) -> bool {
+        self.answers > HELD_LIMIT || self.answer_bytes > HELD_BYTES_LIMIT
+    }
 }
 
 /// Commands waiting for a busy sibling reactor before further ones are
@@ -812,7 +832,8 @@ pub(crate) struct Reactor {
     /// Per reliable transport and peer: datagrams the transport could not
     /// take yet (that peer reads slowly), in order. Other peers of the same
     /// transport are not held up behind them.
-    held: HashMap<(usize, SocketAddr), VecDeque<Vec<u8>>>,
+    /// Each datagram with whether an in-reactor handler sent it.
+    held: HashMap<(usize, SocketAddr), HeldQueue>,
     held_total: HeldCount,
     /// Commands for other reactors that found their queue full: retried in
     /// order each turn (a reactor never blocks on another, and reliable
@@ -988,8 +1009,7 @@ impl Reactor {
             // Reliable peers reading slowly: take no more sends until they
             // catch up (the application's sends block meanwhile); a stop
             // still gets through.
-            throttled =
-                self.held_total.frames > HELD_LIMIT || self.held_total.bytes > HELD_BYTES_LIMIT;
+            throttled = self.held_total.throttles();
             if woken || !self.commands.is_empty() {
                 self.notified.store(false, Ordering::Release);
                 match self.drain_commands(now, throttled) {
@@ -1015,16 +1035,18 @@ impl Reactor {
                     |c: &Sender<NodeEvent>| c.capacity().is_some_and(|cap| c.len() * 4 >= cap * 3);
                 crowded(&self.core.shared.events) || crowded(&self.core.shared.work)
             };
+            // An in-reactor handler is the application: while too many of
+            // its answers wait for slow peers, nothing more is read for it
+            // to answer (a datagram the kernel then drops is lost as any
+            // datagram may be). Only its own answers count: a node whose
+            // application's sends wait keeps reading, or two nodes could
+            // each wait for the other to read.
+            let answers_wait = self.held_total.stops_answering();
             for i in 0..self.transports.len() {
                 if !self.ready[i] {
                     continue;
                 }
-                // An in-reactor handler is the application: while its
-                // answers wait for a slow peer, nothing more is read for it
-                // to answer (a datagram the kernel then drops is lost as
-                // any datagram may be).
-                let answering = throttled && self.core.shared.inline.get().is_some();
-                if answering || (full && self.transports[i].is_reliable()) {
+                if answers_wait || (full && self.transports[i].is_reliable()) {
                     // Backpressure: leave the data in the kernel, whose TCP
                     // window then slows the sender; nothing is dropped.
                     paused = true;
@@ -1576,7 +1598,7 @@ impl Reactor {
     /// cannot wait, and reading pauses while the reactor is throttled, so
     /// what one turn read bounds them.
     fn hold(
-        queue: &mut VecDeque<Vec<u8>>,
+        queue: &mut HeldQueue,
         total: &mut HeldCount,
         counters: &TransportCounters,
         to: SocketAddr,
@@ -1590,7 +1612,11 @@ impl Reactor {
         }
         total.frames += 1;
         total.bytes += datagram.len();
-        queue.push_back(datagram);
+        if answering {
+            total.answers += 1;
+            total.answer_bytes += datagram.len();
+        }
+        queue.push_back((datagram, answering));
         Ok(())
     }
 
@@ -1612,19 +1638,24 @@ impl Reactor {
             let Some(queue) = self.held.get_mut(&(ti, to)) else {
                 continue;
             };
-            while let Some(mut d) = queue.pop_front() {
+            while let Some((mut d, answer)) = queue.pop_front() {
                 let len = d.len();
                 match t.send_owned(to, &mut d) {
                     Err(TransportError::QueueFull(_)) => {
                         // Given back: first again next time.
-                        queue.push_front(d);
+                        queue.push_front((d, answer));
                         break;
                     }
                     Ok(()) => {}
                     Err(_) => TransportCounters::add(&self.core.counters[ti].errors_send, 1),
                 }
-                self.held_total.frames -= 1;
-                self.held_total.bytes -= len;
+                let total = &mut self.held_total;
+                total.frames -= 1;
+                total.bytes -= len;
+                if answer {
+                    total.answers -= 1;
+                    total.answer_bytes -= len;
+                }
             }
             if queue.is_empty() {
                 self.held.remove(&(ti, to));

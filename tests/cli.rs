@@ -171,12 +171,19 @@ fn serve_and_send(extra: &[&str]) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut echoing_in_reactor = false;
     let addr = loop {
         let line = lines.next().expect("serve prints its address").unwrap();
+        echoing_in_reactor |= line == "echoing from the reactors";
         if let Some(a) = line.strip_prefix("UDP listening on ") {
             break a.to_owned();
         }
     };
+    assert_eq!(
+        echoing_in_reactor,
+        extra.contains(&"--echo-in-reactor"),
+        "serve says how it echoes"
+    );
     let (ok, out, err) = stt(&[
         "send",
         "--udp",

@@ -857,23 +857,41 @@ fn two_nodes_flooding_each_other_over_websocket_both_finish() {
     };
     let s_a = info.id;
     const N: u32 = 3_000;
-    let flood = |node: std::sync::Arc<Node>, session| {
+    let sent = std::sync::Arc::new([
+        std::sync::atomic::AtomicU32::new(0),
+        std::sync::atomic::AtomicU32::new(0),
+    ]);
+    let flood = |node: std::sync::Arc<Node>, session, side: usize| {
+        let sent = sent.clone();
         std::thread::spawn(move || {
             let mut m = vec![1u8; 32 << 10];
             for i in 0..N {
                 m[..4].copy_from_slice(&i.to_be_bytes());
-                node.send(session, &m).unwrap();
+                if node.send(session, &m).is_err() {
+                    return;
+                }
+                sent[side].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         })
     };
-    let senders = [flood(a.clone(), s_a), flood(b.clone(), s_b)];
-    std::thread::sleep(Duration::from_millis(500));
+    let senders = [flood(a.clone(), s_a, 0), flood(b.clone(), s_b, 1)];
+    // Start reading only once both sides have sent enough to be throttled
+    // (over 1,024 frames held), or after a while.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent
+        .iter()
+        .any(|s| s.load(std::sync::atomic::Ordering::Relaxed) < 2_000)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (events_a, events_b) = (a.events(), b.events());
     let reader_b = std::thread::spawn(move || receive_numbered(&events_b, N, |_| {}));
     let got_a = receive_numbered(&events_a, N, |_| {});
     let got_b = reader_b.join().unwrap();
+    // Before joining: a sender stuck for ever must fail the test, not hang it.
+    assert_eq!((got_a, got_b), (N, N));
     for s in senders {
         s.join().unwrap();
     }
-    assert_eq!((got_a, got_b), (N, N));
 }
