@@ -1525,28 +1525,12 @@ impl Reactor {
         if !self.core.reliable[ti] {
             return t.send(to, datagram);
         }
-        if let Some(queue) = self.held.get_mut(&(ti, to)) {
-            return Self::hold(
-                queue,
-                &mut self.held_total,
-                &self.core.counters[ti],
-                to,
-                datagram.to_vec(),
-                self.answering,
-            );
+        if self.held.contains_key(&(ti, to)) {
+            // Behind what waits for this peer already: in order.
+            return self.hold(ti, to, datagram.to_vec());
         }
         match t.send(to, datagram) {
-            Err(TransportError::QueueFull(_)) => {
-                let queue = self.held.entry((ti, to)).or_default();
-                Self::hold(
-                    queue,
-                    &mut self.held_total,
-                    &self.core.counters[ti],
-                    to,
-                    datagram.to_vec(),
-                    self.answering,
-                )
-            }
+            Err(TransportError::QueueFull(_)) => self.hold(ti, to, datagram.to_vec()),
             other => other,
         }
     }
@@ -1559,16 +1543,9 @@ impl Reactor {
         to: SocketAddr,
         datagram: &mut Vec<u8>,
     ) -> Result<(), TransportError> {
-        if let Some(queue) = self.held.get_mut(&(ti, to)) {
+        if self.held.contains_key(&(ti, to)) {
             // Behind what waits for this peer already: in order.
-            return Self::hold(
-                queue,
-                &mut self.held_total,
-                &self.core.counters[ti],
-                to,
-                std::mem::take(datagram),
-                self.answering,
-            );
+            return self.hold(ti, to, std::mem::take(datagram));
         }
         let Some(t) = self.transports.get_mut(ti) else {
             return Err(TransportError::io(
@@ -1578,14 +1555,7 @@ impl Reactor {
         };
         match t.send_owned(to, datagram) {
             // Refused, the transport gave the datagram back: hold it.
-            Err(TransportError::QueueFull(_)) => Self::hold(
-                self.held.entry((ti, to)).or_default(),
-                &mut self.held_total,
-                &self.core.counters[ti],
-                to,
-                std::mem::take(datagram),
-                self.answering,
-            ),
+            Err(TransportError::QueueFull(_)) => self.hold(ti, to, std::mem::take(datagram)),
             other => other,
         }
     }
@@ -1594,22 +1564,18 @@ impl Reactor {
     /// read [`PEER_HELD_LIMIT`] datagrams is not reading at all: what is
     /// beyond is dropped, counted and logged rather than held without bound.
     ///
-    /// In-reactor handlers' answers (`answering`) are always held: a handler
-    /// cannot wait, and reading pauses while the reactor is throttled, so
-    /// what one turn read bounds them.
-    fn hold(
-        queue: &mut HeldQueue,
-        total: &mut HeldCount,
-        counters: &TransportCounters,
-        to: SocketAddr,
-        datagram: Vec<u8>,
-        answering: bool,
-    ) -> Result<(), TransportError> {
+    /// In-reactor handlers' answers (`self.answering`) are always held: a
+    /// handler cannot wait, and reading pauses while they wait, so what one
+    /// turn read bounds them.
+    fn hold(&mut self, ti: usize, to: SocketAddr, datagram: Vec<u8>) -> Result<(), TransportError> {
+        let answering = self.answering;
+        let queue = self.held.entry((ti, to)).or_default();
         if queue.len() >= PEER_HELD_LIMIT && !answering {
-            TransportCounters::add(&counters.packets_dropped, 1);
+            TransportCounters::add(&self.core.counters[ti].packets_dropped, 1);
             tracing::warn!(peer = %to, held = queue.len(), "peer is not reading: datagram dropped");
             return Err(TransportError::QueueFull(queue.len()));
         }
+        let total = &mut self.held_total;
         total.frames += 1;
         total.bytes += datagram.len();
         if answering {
