@@ -712,7 +712,7 @@ impl WsTransport {
                         // full: they were accepted, and nothing else holds
                         // them.
                         let message = Message::Binary(datagram.into());
-                        if let Err((e, _)) = self.write_message(token, message, true) {
+                        if let Err((e, _)) = self.write_message(token, message) {
                             TransportCounters::add(&self.counters.packets_dropped, 1);
                             tracing::warn!(peer = %peer, error = %e, "queued message lost on reconnect");
                         }
@@ -1007,8 +1007,7 @@ impl WsTransport {
     fn write_to(&mut self, token: Token, datagram: &[u8]) -> Result<(), TransportError> {
         self.ready_to_write(token)?;
         let message = Message::Binary(datagram.to_vec().into());
-        self.write_message(token, message, false)
-            .map_err(|(e, _)| e)
+        self.write_message(token, message).map_err(|(e, _)| e)
     }
 
     /// Refuses with `QueueFull` while the connection is `blocked` and its
@@ -1059,24 +1058,23 @@ impl WsTransport {
             home: self.spares.clone(),
         };
         let message = Message::Binary(tungstenite::Bytes::from_owner(lent));
-        self.write_message(token, message, false)
-            .map_err(|(e, back)| {
-                if let Some(back) = back {
-                    datagram.clear();
-                    datagram.extend_from_slice(&back);
-                }
-                e
-            })
+        self.write_message(token, message).map_err(|(e, back)| {
+            if let Some(back) = back {
+                datagram.clear();
+                datagram.extend_from_slice(&back);
+            }
+            e
+        })
     }
 
-    /// Writes one message (callers check [`ready_to_write`](Self::ready_to_write)
-    /// first, or write regardless with `force`); a refusal gives back what
-    /// tungstenite returned of it, for the caller to keep.
+    /// Writes one message, whatever [`ready_to_write`](Self::ready_to_write)
+    /// would say (callers that wait for a blocked connection ask it first);
+    /// a refusal gives back what tungstenite returned of it, for the caller
+    /// to keep.
     fn write_message(
         &mut self,
         token: Token,
         message: Message,
-        force: bool,
     ) -> Result<(), (TransportError, Option<tungstenite::Bytes>)> {
         fn payload(message: Message) -> Option<tungstenite::Bytes> {
             match message {
@@ -1093,9 +1091,6 @@ impl WsTransport {
         let State::Open(ws) = &mut conn.state else {
             return Err((not_connected(), payload(message)));
         };
-        if conn.blocked && !force {
-            return Err((TransportError::QueueFull(1), payload(message)));
-        }
         match ws.write(message) {
             Ok(()) => {}
             // Taken: it waits in tungstenite's buffer.
