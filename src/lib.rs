@@ -62,6 +62,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod crypto;
+mod endpoint;
 pub mod frame;
 pub mod node;
 mod reactor;

@@ -1,0 +1,817 @@
+//! The endpoint (sans-IO): one shard of a node's session table, and
+//! everything that decides what an incoming datagram means before a session
+//! has it.
+//!
+//! An [`Endpoint`] owns the sessions of one shard (a reactor) and their
+//! timers. It routes a datagram by session id (to a session here, to the
+//! shard that owns or holds it, or to admission), admits new sessions (the
+//! message-1 check, cookies under load, the pending-handshake limit, see
+//! [`admission`]), and validates a new path before a session moves to it
+//! (see [`path`]). It owns no socket and reads no clock: the caller passes
+//! `now`, the link a datagram came on and its bytes, and an [`Output`] that
+//! takes every datagram to send (one output path, data and control alike)
+//! and every [`Event`]; [`poll_timeout`](Endpoint::poll_timeout) says when
+//! to call [`handle_timeout`](Endpoint::handle_timeout).
+//!
+//! Its tests (`tests.rs`) drive several endpoints over a virtual clock with
+//! spoofed sources, floods, loss and copies.
+
+mod admission;
+mod directory;
+mod path;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use directory::Directory;
+pub(crate) use path::{Link, Path};
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
+use crate::frame::{close_code, FrameType, Header, SessionId, MAX_PAYLOAD_LEN};
+use crate::session::{
+    CloseReason, Event as SessionEvent, PayloadSource, Role, Session, SessionConfig, SessionError,
+    SessionStats, Transmits, BATCH_RECORD_OVERHEAD, DATA_OVERHEAD,
+};
+use crate::stream::MemoryBudget;
+use crate::transport::TransportCounters;
+use path::PathProbe;
+
+/// Settings and counters shared by every shard of a node.
+pub(crate) struct EndpointConfig {
+    /// This node's identity.
+    pub identity: Identity,
+    /// The network's key.
+    pub network: NetworkKey,
+    /// Every session's configuration (each path sets its datagram size).
+    pub session: SessionConfig,
+    /// Incoming handshakes are accepted.
+    pub accepting: AtomicBool,
+    /// Most sessions one shard holds.
+    pub max_sessions_per_shard: usize,
+    /// Most pending incoming handshakes one shard keeps.
+    pub max_pending_per_shard: usize,
+    /// Pending incoming handshakes on one shard above which a message 1
+    /// over an unvalidated transport gets a cookie challenge.
+    pub cookie_threshold_per_shard: usize,
+    /// Reassembly memory of every session together.
+    pub budget: MemoryBudget,
+    /// The secret of stateless address-validation cookies.
+    pub cookie_key: CookieKey,
+    /// The stateless check a message 1 passes before anything else.
+    pub msg1_check: Msg1Check,
+    /// The origin of cookie epochs.
+    pub started: Instant,
+    /// Which shard holds each established session.
+    pub directory: Directory,
+    /// Where delivered messages' buffers come from.
+    pub payloads: Option<Arc<dyn PayloadSource>>,
+    /// Counters of every shard together.
+    pub stats: EndpointStats,
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("node_id", &self.identity.node_id())
+            .field("max_sessions_per_shard", &self.max_sessions_per_shard)
+            .field("max_pending_per_shard", &self.max_pending_per_shard)
+            .field("cookie_threshold_per_shard", &self.cookie_threshold_per_shard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of a node's endpoints.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointStats {
+    /// Sessions open, in any state.
+    pub sessions: AtomicUsize,
+    /// Incoming handshakes waiting for their message 3.
+    pub pending: AtomicUsize,
+    /// Cookie challenges sent.
+    pub cookie_challenges: AtomicU64,
+    /// Message 1s and cookie echoes refused (bad cookie, pending limit).
+    pub handshakes_refused: AtomicU64,
+}
+
+/// What an endpoint reports.
+#[derive(Debug)]
+pub(crate) enum Event<'a> {
+    /// A session completed its handshake.
+    Established {
+        id: SessionId,
+        peer: NodeId,
+        path: &'a Path,
+        initiator: bool,
+    },
+    /// A message arrived on an established session.
+    Message {
+        id: SessionId,
+        peer: NodeId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: Vec<u8>,
+        path: &'a Path,
+    },
+    /// A session ended (the last event of a session).
+    Closed {
+        id: SessionId,
+        reason: CloseReason,
+        path: &'a Path,
+        initiator: bool,
+    },
+}
+
+/// Where an endpoint puts what it produces.
+pub(crate) trait Output {
+    /// Datagrams to send along `path`, in order. The endpoint clears
+    /// `datagrams` afterwards; the output may take its buffer.
+    fn transmit(&mut self, path: &Path, datagrams: &mut Transmits);
+    /// Something for the application.
+    fn event(&mut self, event: Event<'_>);
+}
+
+/// What became of a datagram given to [`Endpoint::handle`].
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// Handled here (delivered, answered, or dropped and counted).
+    Done,
+    /// Belongs to shard `owner`: hand it the datagram, with the way back
+    /// when `path` is set (the session lives there but arrived over a
+    /// transport of this shard).
+    Forward { owner: usize, path: Option<Path> },
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error("session limit reached ({0} sessions on this shard)")]
+    TooManySessions(usize),
+    #[error("no randomness for a session id")]
+    NoRandomness,
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Why an operation on a session was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SessionRefused {
+    #[error("no session {0} on this shard")]
+    Unknown(SessionId),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// A source of random session ids.
+pub(crate) trait IdSource: Send {
+    /// Fills `buf` with random bytes; false if none could be had.
+    fn fill(&mut self, buf: &mut [u8]) -> bool;
+}
+
+impl IdSource for ring::rand::SystemRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        ring::rand::SecureRandom::fill(self, buf).is_ok()
+    }
+}
+
+/// One session and what the endpoint keeps beside it.
+struct Entry {
+    session: Session,
+    path: Path,
+    /// The earliest deadline this session has in the timer heap.
+    timer: Option<Instant>,
+    /// Listed in the directory (established, not closing).
+    live: bool,
+    /// An incoming handshake, counted in `pending` until it completes or
+    /// ends.
+    pending: bool,
+    /// A new path being validated before the session moves to it.
+    probe: Option<PathProbe>,
+    /// The application chose the path (`set_path`): the session no longer
+    /// follows the peer.
+    pinned: bool,
+}
+
+impl Entry {
+    fn new(session: Session, path: Path) -> Self {
+        Entry {
+            session,
+            path,
+            timer: None,
+            live: false,
+            pending: false,
+            probe: None,
+            pinned: false,
+        }
+    }
+}
+
+/// One shard of a node's sessions. See the [module docs](self).
+pub(crate) struct Endpoint {
+    shard: usize,
+    config: Arc<EndpointConfig>,
+    links: Vec<Link>,
+    sessions: HashMap<SessionId, Entry>,
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// Incoming handshakes on this shard waiting for message 3.
+    pending: usize,
+    /// Control datagrams on their way to the output.
+    control: Transmits,
+    /// Sealed data on its way to the output.
+    data: Transmits,
+    ids: Box<dyn IdSource>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("shard", &self.shard)
+            .field("sessions", &self.sessions.len())
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Shard `shard` of a node configured by `config`.
+    pub(crate) fn new(shard: usize, config: Arc<EndpointConfig>, ids: Box<dyn IdSource>) -> Self {
+        Endpoint {
+            shard,
+            config,
+            links: Vec::new(),
+            sessions: HashMap::new(),
+            timers: BinaryHeap::new(),
+            pending: 0,
+            control: Transmits::new(),
+            data: Transmits::new(),
+            ids,
+        }
+    }
+
+    /// Adds a transport of this shard; its index is the next one.
+    pub(crate) fn add_link(&mut self, link: Link) -> usize {
+        self.links.push(link);
+        self.links.len() - 1
+    }
+
+    /// The path to `peer` over this shard's transport `link`.
+    pub(crate) fn path(&self, link: usize, peer: SocketAddr) -> Option<Path> {
+        Some(Path::new(self.shard, link, self.links.get(link)?, peer))
+    }
+
+    /// Sessions on this shard, in any state.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Incoming handshakes on this shard waiting for message 3.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// The node-wide configuration.
+    pub(crate) fn config(&self) -> &Arc<EndpointConfig> {
+        &self.config
+    }
+
+    /// A fresh random session id owned by this shard and unused here.
+    fn new_session_id(&mut self) -> Option<SessionId> {
+        let count = self.config.directory.shards();
+        for _ in 0..16 {
+            let mut b = [0u8; 8];
+            if !self.ids.fill(&mut b) {
+                return None;
+            }
+            let raw = u64::from_be_bytes(b);
+            // Low byte = k * count + shard, with k uniform: byte % count == shard.
+            let slots = (256 / count) as u64;
+            let low = (raw & 0xFF) % slots * count as u64 + self.shard as u64;
+            let id = SessionId((raw & !0xFF) | low);
+            if !self.sessions.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Opens a session to the peer at the end of `path`: message 1 goes to
+    /// the output at once.
+    pub(crate) fn connect(
+        &mut self,
+        now: Instant,
+        path: Path,
+        out: &mut dyn Output,
+    ) -> Result<SessionId, OpenError> {
+        if self.sessions.len() >= self.config.max_sessions_per_shard {
+            return Err(OpenError::TooManySessions(self.sessions.len()));
+        }
+        let id = self.new_session_id().ok_or(OpenError::NoRandomness)?;
+        let mut config = self.config.session.clone();
+        config.max_datagram_size = path.max_datagram;
+        let session = Session::connect_with_budget(
+            config,
+            &self.config.identity,
+            &self.config.network,
+            id,
+            now,
+            Some(self.config.budget.clone()),
+        )?;
+        self.insert(id, Entry::new(session, path));
+        self.after_activity(id, now, out);
+        Ok(id)
+    }
+
+    fn insert(&mut self, id: SessionId, mut entry: Entry) {
+        if let Some(source) = &self.config.payloads {
+            entry.session.set_payload_source(source.clone());
+        }
+        self.sessions.insert(id, entry);
+        self.config.stats.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A datagram that arrived from `from` on this shard's transport `link`.
+    pub(crate) fn handle(
+        &mut self,
+        now: Instant,
+        link: usize,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        out: &mut dyn Output,
+    ) -> Routed {
+        let Some(path) = self.path(link, from) else {
+            return Routed::Done;
+        };
+        let Ok(header) = Header::decode(datagram) else {
+            path.dropped();
+            return Routed::Done;
+        };
+        let id = header.session_id;
+        if !self.sessions.contains_key(&id) {
+            let directory = &self.config.directory;
+            let owner = directory.owner(id);
+            if self.links[link].sharded && owner != self.shard {
+                // A socket of the group that the steering program did not
+                // pick for this session: its owner answers from its own
+                // socket of the same group.
+                return Routed::Forward { owner, path: None };
+            }
+            let holder = directory.holder(id).filter(|&s| s != self.shard);
+            // A message 1, bare or wrapped in a cookie echo.
+            let first_message = header.packet_number == 1
+                && matches!(header.frame_type, FrameType::Handshake | FrameType::Auth);
+            match holder {
+                // An id already in use on this node: a replay, or a
+                // collision. It must not shadow the live session there.
+                Some(_) if first_message => {
+                    path.dropped();
+                    return Routed::Done;
+                }
+                // A session of another shard arriving over a transport of
+                // this one (it moved here, e.g. from UDP to a WebSocket
+                // connection): hand it over with the way back.
+                Some(holder) => {
+                    return Routed::Forward {
+                        owner: holder,
+                        path: Some(path),
+                    }
+                }
+                None => {}
+            }
+        }
+        self.handle_via(now, path, datagram, out);
+        Routed::Done
+    }
+
+    /// A datagram that arrived along `path` (a transport of this shard, or
+    /// of another that forwarded it).
+    pub(crate) fn handle_via(
+        &mut self,
+        now: Instant,
+        path: Path,
+        datagram: &mut [u8],
+        out: &mut dyn Output,
+    ) {
+        let Ok(header) = Header::decode(datagram) else {
+            return path.dropped();
+        };
+        let id = header.session_id;
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return self.admit(now, header, path, datagram, out);
+        };
+        let len = datagram.len();
+        let result = entry.session.handle_datagram(now, datagram);
+        // A pong to the path probe validates its path, whichever path the
+        // pong came back on (as QUIC's PATH_RESPONSE).
+        if let Some(p) = entry.probe.as_mut() {
+            p.answered |= entry
+                .session
+                .last_pong()
+                .is_some_and(|t| p.tokens.contains(&t));
+        }
+        match result {
+            // The session id, not the address, finds the session: a
+            // datagram that authenticated along a new path (a new address
+            // after NAT rebinding, or another transport) means the peer
+            // moved, once the path is validated (see `path`).
+            //
+            // Only the responder follows, and only while the application
+            // has not chosen the path itself (`set_path`): the initiator is
+            // the side whose address changes, and two sides that both
+            // followed would chase each other's late datagrams.
+            Ok(true)
+                if !entry.path.same_route(&path)
+                    && entry.session.is_established()
+                    && entry.session.role() == Role::Responder
+                    && !entry.pinned =>
+            {
+                self.follow(id, path, len, now, out);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::trace!(session = %id, from = %path.peer, error = %e, "datagram dropped");
+                path.dropped();
+            }
+        }
+        self.after_activity(id, now, out);
+    }
+
+    /// An authenticated newest datagram of session `id` came along `path`,
+    /// not its current one: move there if the path is validated, or probe
+    /// it.
+    fn follow(&mut self, id: SessionId, path: Path, len: usize, now: Instant, out: &mut dyn Output) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let answered = entry
+            .probe
+            .as_ref()
+            .is_some_and(|p| p.answered && p.path.same_route(&path));
+        if answered {
+            tracing::info!(
+                session = %id,
+                from = %entry.path.peer,
+                to = %path.peer,
+                transport = path.kind,
+                "session path changed"
+            );
+            let _ = entry.session.set_max_datagram_size(path.max_datagram);
+            entry.path = path;
+            entry.probe = None;
+            return;
+        }
+        // Credit the path with what came along it (a new path starts
+        // afresh), then probe if one is due.
+        match entry.probe.as_mut() {
+            Some(p) if p.path.same_route(&path) => p.bytes_in += len,
+            _ => entry.probe = Some(PathProbe::new(path, len, now)),
+        }
+        if entry.probe.as_ref().is_some_and(|p| now >= p.due) {
+            self.probe(id, now, out);
+        }
+    }
+
+    /// Sends a path probe for session `id`: a ping whose pong validates the
+    /// path. The only thing sent on an unvalidated path; at most one per
+    /// datagram that arrived along it, plus a few on the timer.
+    fn probe(&mut self, id: SessionId, now: Instant, out: &mut dyn Output) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(p) = entry.probe.as_mut() else {
+            return;
+        };
+        // A ping is a fixed size: check the budget before sealing one.
+        let ping_len = crate::frame::HEADER_LEN + 9 + crate::frame::TAG_LEN;
+        if !p.may_send(ping_len) {
+            return;
+        }
+        let Some((token, datagram)) = entry.session.path_probe(now) else {
+            return;
+        };
+        tracing::debug!(session = %id, to = %p.path.peer, sent = p.sent, "validating a new path");
+        // Backs off like the handshake, from the session's own estimate of
+        // the round trip (at least initial_rto), doubling per probe.
+        let initial = entry.session.config().initial_rto;
+        let rto = entry
+            .session
+            .rtt()
+            .smoothed
+            .map_or(initial, |s| (s * 2).max(initial));
+        let due = now + rto * (1 << p.sent.min(6));
+        p.sent(token, datagram.len(), due);
+        self.control.clear();
+        self.control.push(&datagram);
+        out.transmit(&p.path, &mut self.control);
+        self.control.clear();
+        self.timers.push(Reverse((due, id)));
+    }
+
+    /// Moves session `id` to `path` (the application asked), and pings along
+    /// it at once so that the peer learns the new path. The session then
+    /// stays on it, whatever path the peer's datagrams take.
+    pub(crate) fn set_path(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        path: Path,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        entry
+            .session
+            .set_max_datagram_size(path.max_datagram)
+            .map_err(|e| SessionRefused::Session(e.into()))?;
+        tracing::info!(session = %id, to = %path.peer, transport = path.kind, "session moved");
+        entry.path = path;
+        entry.probe = None;
+        entry.pinned = true;
+        entry.session.send_ping(now);
+        self.after_activity(id, now, out);
+        Ok(())
+    }
+
+    /// The largest frame a batch of small messages to `id` may fill: the
+    /// path's datagram size, or `stream_limit` on a stream transport.
+    pub(crate) fn batch_limit(&self, id: SessionId, stream_limit: usize) -> usize {
+        self.sessions
+            .get(&id)
+            .and_then(|e| e.path.max_datagram)
+            .unwrap_or(stream_limit)
+            .min(MAX_PAYLOAD_LEN as usize)
+    }
+
+    /// Whether a message of `len` bytes can share a frame of `limit` bytes
+    /// with another of its size (if not, batching would send it alone).
+    pub(crate) fn shares_frame(len: usize, limit: usize) -> bool {
+        DATA_OVERHEAD + 2 * (BATCH_RECORD_OVERHEAD + len) <= limit
+    }
+
+    /// Seals a message lying in `buf` after the header room the session
+    /// needs ([`crate::session::SEND_HEADROOM`]), where it lies when it goes
+    /// as one frame; `buf` then holds another buffer to reuse.
+    pub(crate) fn send_in_place(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        buf: &mut Vec<u8>,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        self.data.clear();
+        let sealed = entry
+            .session
+            .send_in_place(now, frame_type, stream_id, buf, &mut self.data)
+            .map(|_| ());
+        self.sealed(id, sealed, now, out)
+    }
+
+    /// Seals a message (a copy of `payload`).
+    pub(crate) fn send(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        self.data.clear();
+        let sealed = entry
+            .session
+            .send_typed(now, frame_type, stream_id, payload, &mut self.data)
+            .map(|_| ());
+        self.sealed(id, sealed, now, out)
+    }
+
+    /// Seals DATA messages in order, as few frames of up to `limit` bytes
+    /// as they fit.
+    pub(crate) fn send_batch(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        stream_id: u32,
+        messages: &[&[u8]],
+        limit: usize,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        self.data.clear();
+        let sealed = entry
+            .session
+            .send_batch(now, stream_id, messages, limit, &mut self.data)
+            .map(|_| ());
+        self.sealed(id, sealed, now, out)
+    }
+
+    /// After a send of session `id`: hands the sealed data to the output,
+    /// then what the send provoked; a refusal counts in the path's
+    /// `errors_send`.
+    fn sealed(
+        &mut self,
+        id: SessionId,
+        sealed: Result<(), SessionError>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        if let Some(entry) = self.sessions.get(&id) {
+            if sealed.is_err() {
+                TransportCounters::add(&entry.path.counters.errors_send, 1);
+            } else if !self.data.is_empty() {
+                out.transmit(&entry.path, &mut self.data);
+            }
+            self.data.clear();
+        }
+        self.after_activity(id, now, out);
+        sealed.map_err(SessionRefused::from)
+    }
+
+    /// Closes session `id` with a CLOSE frame (`code`, `reason`).
+    pub(crate) fn close(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        code: u16,
+        reason: &str,
+        out: &mut dyn Output,
+    ) {
+        if let Some(e) = self.sessions.get_mut(&id) {
+            e.session.close(now, code, reason);
+        }
+        self.after_activity(id, now, out);
+    }
+
+    /// Closes every session (the node stops): CLOSE frames go to the output,
+    /// the sessions are forgotten, and the counters and directory let go of
+    /// them.
+    pub(crate) fn close_all(&mut self, now: Instant, out: &mut dyn Output) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close(now, id, close_code::SHUTDOWN, "node stopping", out);
+        }
+        let stats = &self.config.stats;
+        stats
+            .sessions
+            .fetch_sub(self.sessions.len(), Ordering::Relaxed);
+        stats
+            .pending
+            .fetch_sub(std::mem::take(&mut self.pending), Ordering::Relaxed);
+        for id in std::mem::take(&mut self.sessions).into_keys() {
+            self.config.directory.set(self.shard, id, false);
+        }
+    }
+
+    /// Statistics of session `id`.
+    pub(crate) fn session_stats(&self, id: SessionId) -> Option<SessionStats> {
+        self.sessions.get(&id).map(|e| e.session.stats())
+    }
+
+    /// After anything touched a session: hand its datagrams and events to
+    /// the output, re-arm its timer, and forget it once closed.
+    fn after_activity(&mut self, id: SessionId, now: Instant, out: &mut dyn Output) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        self.control.clear();
+        while let Some(d) = entry.session.poll_transmit() {
+            self.control.push(&d);
+        }
+        if !self.control.is_empty() {
+            out.transmit(&entry.path, &mut self.control);
+            self.control.clear();
+        }
+        let initiator = entry.session.role() == Role::Initiator;
+        let mut closed = false;
+        while let Some(event) = entry.session.poll_event() {
+            match event {
+                SessionEvent::Established { peer, .. } => {
+                    self.config.directory.set(self.shard, id, true);
+                    entry.live = true;
+                    tracing::info!(
+                        session = %id,
+                        peer_node = ?peer,
+                        peer_addr = %entry.path.peer,
+                        transport = entry.path.kind,
+                        initiator,
+                        "session established"
+                    );
+                    out.event(Event::Established {
+                        id,
+                        peer,
+                        path: &entry.path,
+                        initiator,
+                    });
+                }
+                SessionEvent::Message {
+                    stream_id,
+                    frame_type,
+                    payload,
+                } => {
+                    // Only established sessions deliver: the peer is known.
+                    if let Some(peer) = entry.session.peer() {
+                        out.event(Event::Message {
+                            id,
+                            peer,
+                            stream_id,
+                            frame_type,
+                            payload,
+                            path: &entry.path,
+                        });
+                    }
+                }
+                SessionEvent::PeerError { .. } => {}
+                SessionEvent::Closed { reason } => {
+                    tracing::info!(session = %id, peer_addr = %entry.path.peer, %reason, "session closed");
+                    out.event(Event::Closed {
+                        id,
+                        reason,
+                        path: &entry.path,
+                        initiator,
+                    });
+                    closed = true;
+                }
+            }
+        }
+        if entry.pending && (closed || entry.session.is_established()) {
+            entry.pending = false;
+            self.pending -= 1;
+            self.config.stats.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        if entry.live && !entry.session.is_established() {
+            // Closing: no more sends are taken for it.
+            self.config.directory.set(self.shard, id, false);
+            entry.live = false;
+        }
+        if closed {
+            self.sessions.remove(&id);
+            self.config.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+            self.config.directory.set(self.shard, id, false);
+            return;
+        }
+        if let Some(deadline) = entry.session.poll_timeout() {
+            if entry.timer.is_none_or(|t| deadline < t || t <= now) {
+                entry.timer = Some(deadline);
+                self.timers.push(Reverse((deadline, id)));
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    /// May be early: a session whose deadline moved later is asked again.
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        // Drop entries of sessions that are gone.
+        while let Some(Reverse((_, id))) = self.timers.peek() {
+            if self.sessions.contains_key(id) {
+                break;
+            }
+            self.timers.pop();
+        }
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Runs the timers that are due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut dyn Output) {
+        // Every session's timer moves forward when handled; the bound only
+        // guards the loop against a deadline that would not.
+        let mut budget = self.sessions.len() * 2 + 16;
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.timers.pop();
+            let Some(entry) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if entry.timer == Some(t) {
+                entry.timer = None;
+            }
+            entry.session.handle_timeout(now);
+            // An unanswered path probe is sent again (a lost probe must not
+            // leave the session on a dead path until the peer's keepalive).
+            if entry.probe.as_ref().is_some_and(|p| p.retry_due(now)) {
+                self.probe(id, now, out);
+            }
+            self.after_activity(id, now, out);
+        }
+    }
+}

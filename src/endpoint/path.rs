@@ -1,0 +1,148 @@
+//! Paths, and the validation of a new one before a session moves to it.
+//!
+//! A [`Path`] is where a session's datagrams go: a transport (a link) of
+//! some shard and the peer's address on it. When an authenticated datagram
+//! of an established session arrives along another path, the responder
+//! does not move at once: a copy of a genuine datagram sent first from
+//! another (possibly forged) address, or over the copier's own WebSocket
+//! connection, authenticates too. So the new path gets a ping (a
+//! [`PathProbe`]); the session moves once that ping's pong is back and a
+//! newest datagram arrives along the path. Until then only probes go there,
+//! within three times the bytes that arrived along it (no amplifier for a
+//! forged address).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::transport::TransportCounters;
+
+/// What the endpoint knows of one of its shard's transports.
+#[derive(Clone, Debug)]
+pub(crate) struct Link {
+    /// A short name for logs (`"udp/io_uring"`, `"ws"`).
+    pub kind: &'static str,
+    /// Reliable and ordered (a WebSocket connection): the address is proven
+    /// by the transport's own handshake.
+    pub reliable: bool,
+    /// Largest datagram, or `None` for a stream transport.
+    pub max_datagram: Option<usize>,
+    /// One of a group spread over every shard (the UDP socket group), whose
+    /// sessions are owned by session id; otherwise the link lives on this
+    /// shard alone and so do its sessions.
+    pub sharded: bool,
+    /// The transport's counters, where drops are counted.
+    pub counters: Arc<TransportCounters>,
+}
+
+/// Where a session's datagrams go: a transport on this shard or on another
+/// (a WebSocket connection lives on the shard that accepted or dialled it),
+/// and the peer's address on it.
+#[derive(Clone, Debug)]
+pub(crate) struct Path {
+    /// The shard the transport lives on.
+    pub via: usize,
+    /// The transport's index on that shard.
+    pub transport: usize,
+    /// The peer's address on that transport.
+    pub peer: SocketAddr,
+    /// See [`Link::kind`].
+    pub kind: &'static str,
+    /// See [`Link::reliable`].
+    pub reliable: bool,
+    /// See [`Link::max_datagram`].
+    pub max_datagram: Option<usize>,
+    /// The transport's counters.
+    pub counters: Arc<TransportCounters>,
+}
+
+impl Path {
+    /// The path to `peer` over `link`, transport `transport` of shard `via`.
+    pub(crate) fn new(via: usize, transport: usize, link: &Link, peer: SocketAddr) -> Self {
+        Path {
+            via,
+            transport,
+            peer,
+            kind: link.kind,
+            reliable: link.reliable,
+            max_datagram: link.max_datagram,
+            counters: link.counters.clone(),
+        }
+    }
+
+    /// Whether two paths lead to the same place the same way.
+    pub(crate) fn same_route(&self, other: &Path) -> bool {
+        self.peer == other.peer && self.via == other.via && self.transport == other.transport
+    }
+
+    /// Counts a datagram dropped on this path.
+    pub(crate) fn dropped(&self) {
+        TransportCounters::add(&self.counters.packets_dropped, 1);
+    }
+}
+
+/// Probes sent along one path on the timer alone, unanswered, before it
+/// waits for another datagram along the path.
+pub(crate) const PROBE_RETRIES: u32 = 3;
+/// Tokens remembered per probed path.
+pub(crate) const PROBE_TOKENS: usize = 8;
+/// A path probe never sends more than this many times what arrived along
+/// the path.
+pub(crate) const PROBE_AMPLIFICATION: usize = 3;
+
+/// Pings sent along a path the peer appeared on; a pong to one of them
+/// validates the path.
+#[derive(Debug)]
+pub(crate) struct PathProbe {
+    pub path: Path,
+    /// The tokens of the pings sent along it, latest last: a pong to any of
+    /// them validates the path (a slow path answers an earlier one).
+    pub tokens: VecDeque<u64>,
+    /// When a probe may be sent again if none was answered.
+    pub due: Instant,
+    /// Probes sent along it so far.
+    pub sent: u32,
+    /// Bytes of authenticated datagrams that came along it.
+    pub bytes_in: usize,
+    /// Bytes of probes sent along it.
+    pub bytes_out: usize,
+    /// A pong to one of its pings came back.
+    pub answered: bool,
+}
+
+impl PathProbe {
+    /// A probe of `path`, which `bytes_in` authenticated bytes came along.
+    pub(crate) fn new(path: Path, bytes_in: usize, now: Instant) -> Self {
+        PathProbe {
+            path,
+            tokens: VecDeque::new(),
+            due: now,
+            sent: 0,
+            bytes_in,
+            bytes_out: 0,
+            answered: false,
+        }
+    }
+
+    /// Whether a probe of `len` bytes stays within the amplification budget.
+    pub(crate) fn may_send(&self, len: usize) -> bool {
+        self.bytes_out + len <= PROBE_AMPLIFICATION * self.bytes_in
+    }
+
+    /// Records a probe sent with `token`, `len` bytes, next due at `due`.
+    pub(crate) fn sent(&mut self, token: u64, len: usize, due: Instant) {
+        self.due = due;
+        self.sent += 1;
+        self.bytes_out += len;
+        if self.tokens.len() == PROBE_TOKENS {
+            self.tokens.pop_front();
+        }
+        self.tokens.push_back(token);
+    }
+
+    /// Whether the timer may send another probe at `now`.
+    pub(crate) fn retry_due(&self, now: Instant) -> bool {
+        !self.answered && now >= self.due && self.sent <= PROBE_RETRIES
+    }
+}
