@@ -1,0 +1,206 @@
+//! CONTROL frames: the [`Control`] messages with their encoding and decoding,
+//! their [`ControlType`] subtypes, the [`close_code`]s and [`MAX_REASON_LEN`].
+
+use super::FrameError;
+
+/// Subtype of a CONTROL frame: its first plaintext byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ControlType {
+    /// Liveness probe; the peer answers with a pong echoing the token.
+    Ping = 0x01,
+    /// Answer to a ping.
+    Pong = 0x02,
+    /// Flow-control credit (advisory in this version).
+    FlowCredit = 0x03,
+    /// Asks the peer to update its sending key now.
+    KeyRotation = 0x04,
+    /// The sender closes the session.
+    Close = 0x05,
+    /// The sender reports an error without closing.
+    Error = 0x06,
+}
+
+/// Longest reason text carried by a close or error message.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// A decoded control message (the plaintext of a CONTROL frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Liveness probe carrying an opaque token (the sender's clock, in practice).
+    Ping {
+        /// Echoed by the pong.
+        token: u64,
+    },
+    /// Answer to [`Control::Ping`].
+    Pong {
+        /// The ping's token.
+        token: u64,
+    },
+    /// Flow-control credit: how many more bytes the sender is ready to take.
+    FlowCredit {
+        /// Credit in bytes.
+        bytes: u64,
+    },
+    /// Asks the peer to update its sending key (see `docs/PROTOCOL.md`).
+    KeyRotation,
+    /// Closes the session.
+    Close {
+        /// Machine-readable code (see [`close_code`]).
+        code: u16,
+        /// Human-readable reason, at most [`MAX_REASON_LEN`] bytes.
+        reason: String,
+    },
+    /// Reports an error.
+    Error {
+        /// Machine-readable code.
+        code: u16,
+        /// Human-readable message, at most [`MAX_REASON_LEN`] bytes.
+        message: String,
+    },
+}
+
+/// Well-known close codes carried by [`Control::Close`].
+pub mod close_code {
+    /// The application closed the session.
+    pub const NORMAL: u16 = 0;
+    /// The node is shutting down.
+    pub const SHUTDOWN: u16 = 1;
+    /// The peer violated the protocol.
+    pub const PROTOCOL_ERROR: u16 = 2;
+    /// Nothing arrived within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 3;
+    /// Too many packets failed authentication: the keys must be considered
+    /// under attack.
+    pub const INTEGRITY_LIMIT: u16 = 4;
+    /// The packet number space is exhausted.
+    pub const PACKET_NUMBERS_EXHAUSTED: u16 = 5;
+}
+
+impl Control {
+    /// Appends the encoded control message (the plaintext) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Control::Ping { token } => {
+                out.push(ControlType::Ping as u8);
+                out.extend_from_slice(&token.to_be_bytes());
+            }
+            Control::Pong { token } => {
+                out.push(ControlType::Pong as u8);
+                out.extend_from_slice(&token.to_be_bytes());
+            }
+            Control::FlowCredit { bytes } => {
+                out.push(ControlType::FlowCredit as u8);
+                out.extend_from_slice(&bytes.to_be_bytes());
+            }
+            Control::KeyRotation => out.push(ControlType::KeyRotation as u8),
+            Control::Close { code, reason: text }
+            | Control::Error {
+                code,
+                message: text,
+            } => {
+                out.push(if matches!(self, Control::Close { .. }) {
+                    ControlType::Close as u8
+                } else {
+                    ControlType::Error as u8
+                });
+                out.extend_from_slice(&code.to_be_bytes());
+                let text = truncate_utf8(text, MAX_REASON_LEN);
+                // MAX_REASON_LEN fits in a u16.
+                out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+
+    /// Parses a control plaintext. Trailing bytes are an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        let (&kind, body) = bytes.split_first().ok_or(FrameError::BadControl("empty"))?;
+        let u64_body = || -> Result<u64, FrameError> {
+            let b: [u8; 8] = body
+                .try_into()
+                .map_err(|_| FrameError::BadControl("expected an 8-byte body"))?;
+            Ok(u64::from_be_bytes(b))
+        };
+        Ok(match kind {
+            0x01 => Control::Ping { token: u64_body()? },
+            0x02 => Control::Pong { token: u64_body()? },
+            0x03 => Control::FlowCredit { bytes: u64_body()? },
+            0x04 if body.is_empty() => Control::KeyRotation,
+            0x04 => return Err(FrameError::BadControl("key rotation has no body")),
+            0x05 | 0x06 => {
+                if body.len() < 4 {
+                    return Err(FrameError::BadControl("close/error shorter than 4 bytes"));
+                }
+                let code = u16::from_be_bytes([body[0], body[1]]);
+                let len = u16::from_be_bytes([body[2], body[3]]) as usize;
+                let text = &body[4..];
+                if len != text.len() || len > MAX_REASON_LEN {
+                    return Err(FrameError::BadControl("reason length mismatch"));
+                }
+                let text = std::str::from_utf8(text)
+                    .map_err(|_| FrameError::BadControl("reason is not UTF-8"))?
+                    .to_owned();
+                if kind == 0x05 {
+                    Control::Close { code, reason: text }
+                } else {
+                    Control::Error {
+                        code,
+                        message: text,
+                    }
+                }
+            }
+            _ => return Err(FrameError::BadControl("unknown control subtype")),
+        })
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn control_round_trip(token in any::<u64>(), code in any::<u16>(), reason in ".{0,300}") {
+            for c in [
+                Control::Ping { token },
+                Control::Pong { token },
+                Control::FlowCredit { bytes: token },
+                Control::KeyRotation,
+                Control::Close { code, reason: reason.clone() },
+                Control::Error { code, message: reason.clone() },
+            ] {
+                let mut out = Vec::new();
+                c.encode(&mut out);
+                prop_assert_eq!(Control::decode(&out).unwrap(), c);
+            }
+        }
+    }
+
+    #[test]
+    fn long_reasons_are_truncated_on_a_char_boundary() {
+        let reason = "é".repeat(MAX_REASON_LEN);
+        let mut out = Vec::new();
+        Control::Close { code: 1, reason }.encode(&mut out);
+        match Control::decode(&out).unwrap() {
+            Control::Close { reason, .. } => {
+                assert!(reason.len() <= MAX_REASON_LEN);
+                assert!(reason.chars().all(|c| c == 'é'));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
