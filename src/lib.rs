@@ -11,6 +11,11 @@
 //!   -> transport      UDP datagram or WebSocket binary message: opaque bytes
 //! ```
 //!
+//! Most applications use a [`Node`]: it opens sessions over UDP and
+//! WebSocket, sends to one session or many, and hands what arrives to an
+//! [`Events`] channel or a [`Handler`] (see [`node`]). Its public types are
+//! re-exported here.
+//!
 //! The protocol layers in this crate are **sans-IO**: they own no socket and
 //! read no clock. A [`session::Session`] takes datagrams and an `Instant`, and
 //! gives back datagrams, a deadline and [`session::Event`]s.
@@ -65,7 +70,18 @@ pub mod crypto;
 mod endpoint;
 pub mod frame;
 pub mod node;
+mod pool;
 mod reactor;
 pub mod session;
 pub mod stream;
 pub mod transport;
+
+pub use crypto::NodeId;
+pub use frame::{FrameType, SessionId};
+pub use node::{
+    on_reactor, on_worker, CloseError, ConnectError, ConnectOptions, Events, Handler, HandlerError,
+    ListenError, Message, MoveError, Node, NodeConfig, NodeEvent, NodeStats, Replies, RunsOn,
+    SendError, Session, SessionInfo, StartError, WeakNode,
+};
+pub use transport::udp::UdpConfig;
+pub use transport::ws::WsConfig;

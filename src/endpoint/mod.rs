@@ -81,7 +81,10 @@ impl std::fmt::Debug for EndpointConfig {
             .field("node_id", &self.identity.node_id())
             .field("max_sessions_per_shard", &self.max_sessions_per_shard)
             .field("max_pending_per_shard", &self.max_pending_per_shard)
-            .field("cookie_threshold_per_shard", &self.cookie_threshold_per_shard)
+            .field(
+                "cookie_threshold_per_shard",
+                &self.cookie_threshold_per_shard,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +126,6 @@ pub(crate) enum Event<'a> {
         id: SessionId,
         reason: CloseReason,
         path: &'a Path,
-        initiator: bool,
     },
 }
 
@@ -264,16 +266,24 @@ impl Endpoint {
         Some(Path::new(self.shard, link, self.links.get(link)?, peer))
     }
 
+    /// Whether session `id` is on this shard, in any state.
+    pub(crate) fn has(&self, id: SessionId) -> bool {
+        self.sessions.contains_key(&id)
+    }
+
+    #[cfg(test)]
     /// Sessions on this shard, in any state.
     pub(crate) fn len(&self) -> usize {
         self.sessions.len()
     }
 
+    #[cfg(test)]
     /// Incoming handshakes on this shard waiting for message 3.
     pub(crate) fn pending(&self) -> usize {
         self.pending
     }
 
+    #[cfg(test)]
     /// The node-wide configuration.
     pub(crate) fn config(&self) -> &Arc<EndpointConfig> {
         &self.config
@@ -443,7 +453,14 @@ impl Endpoint {
     /// An authenticated newest datagram of session `id` came along `path`,
     /// not its current one: move there if the path is validated, or probe
     /// it.
-    fn follow(&mut self, id: SessionId, path: Path, len: usize, now: Instant, out: &mut dyn Output) {
+    fn follow(
+        &mut self,
+        id: SessionId,
+        path: Path,
+        len: usize,
+        now: Instant,
+        out: &mut dyn Output,
+    ) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -680,6 +697,14 @@ impl Endpoint {
         }
     }
 
+    /// Established session `id`: its peer, current path and whether this
+    /// side opened it.
+    pub(crate) fn describe(&self, id: SessionId) -> Option<(NodeId, &Path, bool)> {
+        let e = self.sessions.get(&id).filter(|e| e.live)?;
+        let initiator = e.session.role() == Role::Initiator;
+        Some((e.session.peer()?, &e.path, initiator))
+    }
+
     /// Statistics of session `id`.
     pub(crate) fn session_stats(&self, id: SessionId) -> Option<SessionStats> {
         self.sessions.get(&id).map(|e| e.session.stats())
@@ -745,7 +770,6 @@ impl Endpoint {
                         id,
                         reason,
                         path: &entry.path,
-                        initiator,
                     });
                     closed = true;
                 }

@@ -20,7 +20,10 @@ struct Counter(u64);
 
 impl IdSource for Counter {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (self.0 >> ((i % 8) * 8)) as u8;
         }
@@ -366,9 +369,17 @@ fn a_session_opens_and_carries_messages_with_the_peer_node_id() {
     let client_id = net.nodes[client].ep.config().identity.node_id();
     assert_eq!(
         events,
-        vec![Seen::Message(id, client_id, b"hello".to_vec(), net.addr_of(client))]
+        vec![Seen::Message(
+            id,
+            client_id,
+            b"hello".to_vec(),
+            net.addr_of(client)
+        )]
     );
-    assert_eq!(net.nodes[server].stats().sessions.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        net.nodes[server].stats().sessions.load(Ordering::Relaxed),
+        1
+    );
     assert_eq!(net.nodes[server].stats().pending.load(Ordering::Relaxed), 0);
     assert_eq!(net.nodes[server].ep.config().directory.holder(id), Some(0));
 }
@@ -413,7 +424,11 @@ fn outsiders_get_silence_and_no_state() {
     assert!(net.nodes[server].out.sent.is_empty());
     assert!(net.events(outsider).is_empty());
     // Message 1 and its retransmissions, and the junk: all counted.
-    assert!(net.nodes[server].dropped() >= 7, "{}", net.nodes[server].dropped());
+    assert!(
+        net.nodes[server].dropped() >= 7,
+        "{}",
+        net.nodes[server].dropped()
+    );
 }
 
 #[test]
@@ -452,7 +467,13 @@ fn a_cookie_echo_from_another_address_is_refused() {
     net.connect(client, server);
     // Message 1 reaches the server; its challenge reaches the client.
     net.run(Duration::from_millis(25));
-    assert_eq!(net.nodes[server].stats().cookie_challenges.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        net.nodes[server]
+            .stats()
+            .cookie_challenges
+            .load(Ordering::Relaxed),
+        1
+    );
     // The client's echo is captured and replayed from a forged address
     // before the genuine one lands.
     let echo = net.flight.values().last().expect("an echo").bytes.clone();
@@ -466,7 +487,11 @@ fn a_cookie_echo_from_another_address_is_refused() {
     // by what it sent); no session was made for it.
     assert_eq!(net.nodes[server].ep.len(), 0);
     net.run(Duration::from_millis(300));
-    assert_eq!(net.nodes[server].ep.len(), 1, "the genuine echo still works");
+    assert_eq!(
+        net.nodes[server].ep.len(),
+        1,
+        "the genuine echo still works"
+    );
 }
 
 #[test]
@@ -480,7 +505,9 @@ fn the_pending_limit_refuses_handshakes_beyond_it() {
         },
     );
     // Clients whose message 3 never arrives: their message 2 is lost.
-    let clients: Vec<usize> = (0..6).map(|_| net.add(&NETWORK, Limits::default())).collect();
+    let clients: Vec<usize> = (0..6)
+        .map(|_| net.add(&NETWORK, Limits::default()))
+        .collect();
     for &c in &clients {
         net.connect(c, server);
     }
@@ -501,7 +528,10 @@ fn the_pending_limit_refuses_handshakes_beyond_it() {
     assert_eq!(net.nodes[server].ep.pending(), 0);
     assert_eq!(net.nodes[server].ep.len(), 0);
     assert_eq!(net.nodes[server].stats().pending.load(Ordering::Relaxed), 0);
-    assert_eq!(net.nodes[server].stats().sessions.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        net.nodes[server].stats().sessions.load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[test]
@@ -564,7 +594,10 @@ fn a_copied_datagram_from_a_forged_address_does_not_move_the_session() {
     // The victim received probes only, within 3x what was sent in its name.
     let to_victim = net.elsewhere.get(&victim).copied().unwrap_or(0);
     assert!(to_victim > 0, "the forged path was probed");
-    assert!(to_victim <= 3 * copied, "{to_victim} bytes to the victim, {copied} copied");
+    assert!(
+        to_victim <= 3 * copied,
+        "{to_victim} bytes to the victim, {copied} copied"
+    );
 }
 
 #[test]
@@ -584,7 +617,11 @@ fn probes_of_a_forged_path_stay_within_three_times_what_came_along_it() {
     }
     net.run(Duration::from_secs(30));
     let to_victim = net.elsewhere.get(&victim).copied().unwrap_or(0);
-    assert!(to_victim <= 3 * copy.len(), "{to_victim} > 3 x {}", copy.len());
+    assert!(
+        to_victim <= 3 * copy.len(),
+        "{to_victim} > 3 x {}",
+        copy.len()
+    );
     assert!(net.nodes[server].dropped() >= 49);
 }
 
@@ -620,7 +657,13 @@ fn a_datagram_for_another_shard_is_forwarded_to_its_owner() {
     datagram.extend_from_slice(&[0u8; 16]);
     let routed = ep.handle(start, 0, addr(9), &mut datagram, &mut out);
     assert!(
-        matches!(routed, Routed::Forward { owner: 1, path: None }),
+        matches!(
+            routed,
+            Routed::Forward {
+                owner: 1,
+                path: None
+            }
+        ),
         "{routed:?}"
     );
     // On its owner it is handled (here: dropped, no such session).
@@ -647,7 +690,11 @@ fn session_ids_belong_to_the_shard_that_made_them() {
         ..Limits::default()
     };
     for shard in 0..3 {
-        let mut ep = Endpoint::new(shard, config(1, &NETWORK, limits, start), Box::new(Counter(9)));
+        let mut ep = Endpoint::new(
+            shard,
+            config(1, &NETWORK, limits, start),
+            Box::new(Counter(9)),
+        );
         for _ in 0..100 {
             let id = ep.new_session_id().expect("an id");
             assert_eq!(ep.config().directory.owner(id), shard);
@@ -668,7 +715,10 @@ fn an_idle_session_closes_and_lets_go_of_everything() {
         .iter()
         .any(|e| matches!(e, Seen::Closed(s, CloseReason::IdleTimeout) if *s == id)));
     assert_eq!(net.nodes[server].ep.len(), 0);
-    assert_eq!(net.nodes[server].stats().sessions.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        net.nodes[server].stats().sessions.load(Ordering::Relaxed),
+        0
+    );
     assert_eq!(net.nodes[server].ep.config().directory.holder(id), None);
 }
 

@@ -12,6 +12,9 @@ pub const MIN_DATAGRAM_SIZE: usize = 256;
 pub const MAX_UDP_DATAGRAM_SIZE: usize = 65_507;
 /// Bytes a sealed DATA frame adds to its message.
 pub const DATA_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Room a message buffer keeps in front of the message so that it can be
+/// sealed where it lies (see `Session::send_in_place`).
+pub const SEND_HEADROOM: usize = HEADER_LEN;
 /// Bytes a sealed STREAM (fragment) frame adds to its chunk.
 pub const FRAGMENT_OVERHEAD: usize = HEADER_LEN + TAG_LEN + FRAGMENT_HEADER_LEN;
 /// Bytes a record adds inside a batch.

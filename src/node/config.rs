@@ -1,0 +1,184 @@
+//! How a node is configured, and why it may refuse to start.
+
+use std::fmt;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::crypto::SeedError;
+use crate::session::{ConfigError, SessionConfig};
+use crate::transport::udp::{UdpConfig, UdpConfigError};
+use crate::transport::TransportError;
+
+/// Everything a node needs to start. [`NodeConfig::new`] gives the defaults
+/// below; each says why. The builders ([`websocket_only`](Self::websocket_only),
+/// [`client`](Self::client), the `with_*` setters) cover the common shapes.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// This node's secret identity seed (at least 32 bytes).
+    pub node_seed: Zeroizing<Vec<u8>>,
+    /// The network's shared secret (at least 32 bytes, the same on every
+    /// node of the network).
+    pub shared_seed: Zeroizing<Vec<u8>>,
+    /// The UDP transport; `None` runs no UDP socket (a WebSocket-only node).
+    pub udp: Option<UdpConfig>,
+    /// Reactor threads. Default: one per available core.
+    pub reactors: usize,
+    /// Worker threads that run a worker [`Handler`](super::Handler)
+    /// (started when it is set). Default: one per available core.
+    pub workers: usize,
+    /// Capacity of the channel that hands received messages to the
+    /// application. Default 65,536: about 80 MB of 1200-byte messages, a
+    /// quarter of a second at 256k messages/s.
+    pub queue_depth: usize,
+    /// Session tunables (timers, reassembly, AEAD).
+    pub session: SessionConfig,
+    /// Accept incoming handshakes (server mode). Default true; a client-only
+    /// node sets false and only dials.
+    pub server_mode: bool,
+    /// Most sessions the node holds. Default 100,000.
+    pub max_sessions: usize,
+    /// Bytes all sessions together may hold in partial fragmented messages.
+    /// Default 256 MiB.
+    pub reassembly_budget: usize,
+    /// Pending incoming handshakes (message 1 answered, message 3 not yet
+    /// in) above which a message 1 is answered with a stateless cookie
+    /// challenge instead of state: the sender must prove it receives at its
+    /// address first (see [`crate::crypto::cookie`]). Default 256; 0 asks
+    /// every peer for a cookie.
+    pub cookie_threshold: usize,
+    /// Most pending incoming handshakes the node keeps, cookie or not;
+    /// message 1s beyond are dropped and counted. Default 4,096 (each costs
+    /// about 2 KiB until it completes or its handshake times out).
+    pub max_pending_handshakes: usize,
+    /// How long [`Node::send`](super::Node::send) and the other sends that
+    /// wait for room in a full queue wait before they give up with
+    /// [`SendError::QueueFull`](super::SendError::QueueFull). Default 30 s:
+    /// far beyond any burst a healthy peer absorbs, short enough that a
+    /// sender stuck behind a peer that reads nothing finds out.
+    pub send_timeout: Duration,
+    /// How long a call that waits for a reactor's answer (statistics,
+    /// confirmed sends, adding a transport, moving a session) waits before
+    /// it gives up. Default 5 s: a reactor answers within a loop turn, so
+    /// only a stopped or wedged node takes this long.
+    pub call_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults with these seeds and UDP on `0.0.0.0:0`.
+    pub fn new(node_seed: &[u8], shared_seed: &[u8]) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        NodeConfig {
+            node_seed: Zeroizing::new(node_seed.to_vec()),
+            shared_seed: Zeroizing::new(shared_seed.to_vec()),
+            udp: Some(UdpConfig::default()),
+            reactors: cores,
+            workers: cores,
+            queue_depth: 65_536,
+            session: SessionConfig::default(),
+            server_mode: true,
+            max_sessions: 100_000,
+            reassembly_budget: 256 << 20,
+            cookie_threshold: 256,
+            max_pending_handshakes: 4096,
+            send_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Defaults without a UDP socket: the node speaks WebSocket only
+    /// (start a server with
+    /// [`Node::start_websocket_server`](super::Node::start_websocket_server),
+    /// or dial with [`Node::connect_websocket`](super::Node::connect_websocket)).
+    pub fn websocket_only(node_seed: &[u8], shared_seed: &[u8]) -> Self {
+        Self::new(node_seed, shared_seed).without_udp()
+    }
+
+    /// Defaults for a node that only dials: it accepts no incoming
+    /// handshake.
+    pub fn client(node_seed: &[u8], shared_seed: &[u8]) -> Self {
+        Self::new(node_seed, shared_seed).with_server_mode(false)
+    }
+
+    /// Sets the UDP configuration.
+    pub fn with_udp(mut self, udp: UdpConfig) -> Self {
+        self.udp = Some(udp);
+        self
+    }
+
+    /// Runs no UDP socket.
+    pub fn without_udp(mut self) -> Self {
+        self.udp = None;
+        self
+    }
+
+    /// Sets the number of reactor threads.
+    pub fn with_reactors(mut self, reactors: usize) -> Self {
+        self.reactors = reactors;
+        self
+    }
+
+    /// Sets server mode (accepting incoming handshakes).
+    pub fn with_server_mode(mut self, on: bool) -> Self {
+        self.server_mode = on;
+        self
+    }
+
+    /// Sets the session configuration.
+    pub fn with_session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Sets the capacity of the channel to the application.
+    pub fn with_queue_depth(mut self, depth: usize) -> Self {
+        self.queue_depth = depth;
+        self
+    }
+
+    /// Sets how long sends wait for room (see
+    /// [`send_timeout`](Self::send_timeout)).
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("udp", &self.udp)
+            .field("reactors", &self.reactors)
+            .field("queue_depth", &self.queue_depth)
+            .field("session", &self.session)
+            .field("server_mode", &self.server_mode)
+            .field("max_sessions", &self.max_sessions)
+            .field("send_timeout", &self.send_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A seed is unusable.
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    /// The session configuration cannot work.
+    #[error("session config: {0}")]
+    Session(#[from] ConfigError),
+    /// The UDP configuration cannot work.
+    #[error("udp config: {0}")]
+    Udp(#[from] UdpConfigError),
+    /// The transport could not be set up (e.g. the address is in use).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Other settings out of range.
+    #[error("invalid node config: {0}")]
+    Invalid(&'static str),
+    /// A thread or poll could not be created.
+    #[error("starting the reactors: {0}")]
+    Io(#[from] std::io::Error),
+}

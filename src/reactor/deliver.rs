@@ -1,0 +1,330 @@
+//! What reactors hand to the application, and how.
+//!
+//! Every reactor of a node shares one [`Shared`]: the endpoint
+//! configuration, the two bounded hand-off channels (the application's
+//! events channel and the workers' channel for registered callbacks), which
+//! messages go to the workers ([`Dispatch`]), the buffer pool and the
+//! in-reactor handler. A reactor's [`App`] turns the endpoint's events into
+//! [`Delivery`]s:
+//!
+//! - lifecycle events (opened, closed) are never dropped: when the channel
+//!   is full they wait in order in the reactor's overflow queue;
+//! - messages of reliable paths (WebSocket) are never dropped either: they
+//!   wait likewise, and the reactor stops reading reliable transports until
+//!   the queue drains (TCP's window then slows the sender);
+//! - messages of datagram paths (UDP) are dropped when the channel is full,
+//!   and counted in the transport's `packets_dropped`;
+//! - with an in-reactor handler set, every message goes to it, on this
+//!   thread, with an [`InlineQueue`] for its answers.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::crypto::NodeId;
+use crate::endpoint::{EndpointConfig, Event};
+use crate::frame::{FrameType, SessionId};
+use crate::pool::{BufferPool, Payload};
+use crate::session::{CloseReason, SessionError};
+use crate::transport::TransportCounters;
+
+use super::command::{Failure, Reply};
+
+/// An established session, as reported to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionOpened {
+    pub id: SessionId,
+    pub peer_node: NodeId,
+    pub peer_addr: SocketAddr,
+    pub transport: &'static str,
+    pub initiator: bool,
+}
+
+/// A message, as handed to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Incoming {
+    pub session: SessionId,
+    pub peer_node: NodeId,
+    pub peer_addr: SocketAddr,
+    pub stream_id: u32,
+    pub frame_type: FrameType,
+    pub payload: Vec<u8>,
+}
+
+/// What goes on the hand-off channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Opened(SessionOpened),
+    Message(Incoming),
+    Closed {
+        session: SessionId,
+        reason: CloseReason,
+    },
+}
+
+/// A message handler that runs on the reactor thread.
+#[derive(Clone)]
+pub(crate) struct InlineHandler(pub Arc<InlineFn>);
+
+/// The in-reactor handler's signature.
+pub(crate) type InlineFn = dyn Fn(Incoming, InlineQueue<'_>) + Send + Sync;
+
+impl std::fmt::Debug for InlineHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineHandler")
+    }
+}
+
+/// A message an in-reactor handler sends: sealed and queued by the reactor
+/// right after the handler returns, in this turn.
+#[derive(Debug)]
+pub(crate) struct InlineSend {
+    pub session: SessionId,
+    pub stream_id: u32,
+    pub frame_type: FrameType,
+    pub payload: Payload,
+}
+
+/// Where an in-reactor handler's sends wait for the reactor.
+#[derive(Debug)]
+pub(crate) struct InlineQueue<'a> {
+    queue: &'a mut Vec<InlineSend>,
+    shared: &'a Shared,
+}
+
+impl InlineQueue<'_> {
+    /// Queues a message, refused at once as `Node::send` would refuse it.
+    pub(crate) fn push(
+        &mut self,
+        session: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+    ) -> Result<(), Failure> {
+        self.shared.check_message(frame_type, payload.len())?;
+        if self.shared.holder_of(session).is_none() {
+            return Err(Failure::UnknownSession(session));
+        }
+        self.queue.push(InlineSend {
+            session,
+            stream_id,
+            frame_type,
+            payload: self.shared.pool.copy_of(payload),
+        });
+        Ok(())
+    }
+
+    /// Gives a received message's buffer back to the pool.
+    pub(crate) fn recycle(&mut self, payload: Vec<u8>) {
+        self.shared.pool.give(payload);
+    }
+
+    /// Messages queued so far.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// Whether the reactors hand messages to the worker threads (where a
+/// worker handler runs) instead of the application's channel. Read on every
+/// message, so a plain atomic: a handler set while messages are in flight
+/// takes effect for the next ones.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatch {
+    /// A worker handler is set: every message goes to the workers.
+    pub to_workers: AtomicBool,
+}
+
+/// What every reactor of a node shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The endpoints' configuration, counters and directory.
+    pub endpoint: Arc<EndpointConfig>,
+    /// The application's channel.
+    pub events: Sender<Delivery>,
+    /// The worker threads' channel: messages for registered callbacks.
+    pub work: Sender<Delivery>,
+    /// Which messages go to the workers.
+    pub dispatch: Dispatch,
+    /// The node is stopping (workers exit).
+    pub stopping: AtomicBool,
+    /// Message buffers.
+    pub pool: Arc<BufferPool>,
+    /// The in-reactor message handler, set at most once.
+    pub inline: OnceLock<InlineHandler>,
+}
+
+impl Shared {
+    /// Refuses what no session would send: a type that is not a message, a
+    /// message over `max_message_size`.
+    pub(crate) fn check_message(&self, frame_type: FrameType, len: usize) -> Result<(), Failure> {
+        if !frame_type.is_message() {
+            return Err(SessionError::NotAMessageType(frame_type).into());
+        }
+        let max = self.endpoint.session.reassembly.max_message_size;
+        if len > max {
+            return Err(SessionError::MessageTooLarge { len, max }.into());
+        }
+        Ok(())
+    }
+
+    /// The reactor that holds established session `id`, if any.
+    pub(crate) fn holder_of(&self, id: SessionId) -> Option<usize> {
+        self.endpoint.directory.holder(id)
+    }
+
+    /// Where messages go: the workers or the application.
+    pub(crate) fn message_channel(&self) -> &Sender<Delivery> {
+        if self.dispatch.to_workers.load(Ordering::Relaxed) {
+            &self.work
+        } else {
+            &self.events
+        }
+    }
+}
+
+/// A reactor's side of the hand-off. See the [module docs](self).
+pub(crate) struct App {
+    pub shared: Arc<Shared>,
+    /// What found its channel full: handed over first, in order.
+    overflow: VecDeque<Delivery>,
+    /// What in-reactor handlers sent this turn.
+    pub inline_sends: Vec<InlineSend>,
+    /// Sessions this reactor opened for the application, waiting for the
+    /// handshake's outcome.
+    pub connects: HashMap<SessionId, Reply<SessionOpened>>,
+}
+
+impl App {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        App {
+            shared,
+            overflow: VecDeque::new(),
+            inline_sends: Vec::new(),
+            connects: HashMap::new(),
+        }
+    }
+
+    /// Hands an endpoint event to the application.
+    pub(crate) fn deliver(&mut self, event: Event<'_>) {
+        match event {
+            Event::Established {
+                id,
+                peer,
+                path,
+                initiator,
+            } => {
+                let info = SessionOpened {
+                    id,
+                    peer_node: peer,
+                    peer_addr: path.peer,
+                    transport: path.kind,
+                    initiator,
+                };
+                if let Some(reply) = self.connects.remove(&id) {
+                    let _ = reply.send(Ok(info.clone()));
+                }
+                self.keep(Delivery::Opened(info));
+            }
+            Event::Message {
+                id,
+                peer,
+                stream_id,
+                frame_type,
+                payload,
+                path,
+            } => {
+                let incoming = Incoming {
+                    session: id,
+                    peer_node: peer,
+                    peer_addr: path.peer,
+                    stream_id,
+                    frame_type,
+                    payload,
+                };
+                if let Some(InlineHandler(handler)) = self.shared.inline.get() {
+                    let queue = InlineQueue {
+                        queue: &mut self.inline_sends,
+                        shared: &self.shared,
+                    };
+                    // A panicking handler must not take the reactor (and
+                    // every session on it) down with it.
+                    let run = std::panic::AssertUnwindSafe(|| handler(incoming, queue));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!(session = %id, "in-reactor message handler panicked");
+                    }
+                    return;
+                }
+                let delivery = Delivery::Message(incoming);
+                if path.reliable {
+                    self.keep(delivery);
+                } else if let Err(TrySendError::Full(_)) =
+                    self.shared.message_channel().try_send(delivery)
+                {
+                    TransportCounters::add(&path.counters.packets_dropped, 1);
+                }
+            }
+            Event::Closed { id, reason, path } => {
+                if let Some(reply) = self.connects.remove(&id) {
+                    let _ = reply.send(Err(Failure::ConnectFailed {
+                        peer: path.peer,
+                        reason: reason.clone(),
+                    }));
+                }
+                self.keep(Delivery::Closed {
+                    session: id,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Hands `delivery` over, or keeps it in order behind what waits.
+    fn keep(&mut self, delivery: Delivery) {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(delivery);
+            return;
+        }
+        let channel = self.channel_of(&delivery);
+        if let Err(TrySendError::Full(d)) = channel.try_send(delivery) {
+            self.overflow.push_back(d);
+        }
+    }
+
+    fn channel_of(&self, delivery: &Delivery) -> &Sender<Delivery> {
+        match delivery {
+            Delivery::Message(_) => self.shared.message_channel(),
+            _ => &self.shared.events,
+        }
+    }
+
+    /// Hands waiting deliveries over; returns whether none is left.
+    pub(crate) fn drain_overflow(&mut self) -> bool {
+        while let Some(d) = self.overflow.pop_front() {
+            let channel = self.channel_of(&d);
+            if let Err(TrySendError::Full(d) | TrySendError::Disconnected(d)) = channel.try_send(d)
+            {
+                self.overflow.push_front(d);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether the application falls behind: something waits, or a channel
+    /// is three quarters full.
+    pub(crate) fn behind(&mut self) -> bool {
+        let crowded = |c: &Sender<Delivery>| c.capacity().is_some_and(|cap| c.len() * 4 >= cap * 3);
+        !self.drain_overflow() || crowded(&self.shared.events) || crowded(&self.shared.work)
+    }
+
+    /// The node stops: every connect still waiting learns it.
+    pub(crate) fn stopped(&mut self) {
+        for (_, reply) in self.connects.drain() {
+            let _ = reply.send(Err(Failure::Stopped));
+        }
+    }
+}
