@@ -116,6 +116,17 @@ pub trait Transport: Send + fmt::Debug {
         Ok(addr)
     }
 
+    /// `open` with transport-specific options for this one connection (a WebSocket dial takes a `WsConfig`); transports without options ignore them.
+    fn open_with(
+        &mut self,
+        target: &str,
+        addr: SocketAddr,
+        options: Option<&(dyn std::any::Any + Send)>,
+    ) -> Result<SocketAddr, TransportError> {
+        let _ = options;
+        self.open(target, addr)
+    }
+
     /// Whether the transport delivers reliably and in order (a stream
     /// transport): the reactor then stops reading it, rather than dropping,
     /// when the application falls behind. Default: false.
