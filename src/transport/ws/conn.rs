@@ -184,6 +184,11 @@ impl<S: Read + Write> Conn<S> {
         self.peer
     }
 
+    /// Whether this side dialled the connection.
+    pub(crate) fn dialled(&self) -> bool {
+        self.stats.dialled
+    }
+
     /// Whether the upgrade is done and the connection usable.
     pub(crate) fn is_open(&self) -> bool {
         matches!(self.state, State::Open(_))

@@ -234,7 +234,7 @@ impl WsTransport {
             return;
         };
         WsCounters::inc(&self.ws.connections_open);
-        if !slot.conn.stats(now).dialled {
+        if !slot.conn.dialled() {
             WsCounters::inc(&self.ws.connections_accepted);
             return;
         }
@@ -257,7 +257,7 @@ impl WsTransport {
         let Some(slot) = self.conns.get(&token) else {
             return;
         };
-        let (peer, dialled) = (slot.conn.peer(), slot.conn.stats(now).dialled);
+        let (peer, dialled) = (slot.conn.peer(), slot.conn.dialled());
         match &end {
             End::Refused(_) => WsCounters::inc(&self.ws.connections_refused),
             End::HandshakeTimeout if !dialled => WsCounters::inc(&self.ws.connections_refused),
