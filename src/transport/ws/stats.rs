@@ -1,0 +1,133 @@
+//! What the WebSocket transport counts: the shared connection counters
+//! ([`WsCounters`], read from any thread without locks), their copy
+//! ([`WsStats`]), and the traffic of one connection
+//! ([`WsConnectionStats`]).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Connection counters of a WebSocket transport, beside its
+/// [`TransportCounters`](crate::transport::TransportCounters).
+#[derive(Debug, Default)]
+pub struct WsCounters {
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections accepted (upgrade completed) since start.
+    pub connections_accepted: AtomicU64,
+    /// Connections dialled successfully (including reconnections).
+    pub connections_dialled: AtomicU64,
+    /// Connections closed since start.
+    pub connections_closed: AtomicU64,
+    /// Connections refused (over the cap) or failed before opening.
+    pub connections_refused: AtomicU64,
+    /// Reconnection attempts.
+    pub reconnects: AtomicU64,
+}
+
+impl WsCounters {
+    /// A copy of the counters.
+    pub fn snapshot(&self) -> WsStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WsStats {
+            connections_open: g(&self.connections_open),
+            connections_accepted: g(&self.connections_accepted),
+            connections_dialled: g(&self.connections_dialled),
+            connections_closed: g(&self.connections_closed),
+            connections_refused: g(&self.connections_refused),
+            reconnects: g(&self.reconnects),
+        }
+    }
+
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(c: &AtomicU64) {
+        c.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A copy of [`WsCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WsStats {
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections dialled successfully since start.
+    pub connections_dialled: u64,
+    /// Connections closed since start.
+    pub connections_closed: u64,
+    /// Connections refused or failed before opening.
+    pub connections_refused: u64,
+    /// Reconnection attempts.
+    pub reconnects: u64,
+}
+
+impl WsStats {
+    /// Adds another transport's counters to these.
+    pub fn add(&mut self, other: &WsStats) {
+        self.connections_open += other.connections_open;
+        self.connections_accepted += other.connections_accepted;
+        self.connections_dialled += other.connections_dialled;
+        self.connections_closed += other.connections_closed;
+        self.connections_refused += other.connections_refused;
+        self.reconnects += other.reconnects;
+    }
+}
+
+/// Traffic of one WebSocket connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WsConnectionStats {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Whether this side dialled it.
+    pub dialled: bool,
+    /// Whether the upgrade completed.
+    pub open: bool,
+    /// Milliseconds since the TCP connection began.
+    pub age_ms: u64,
+    /// Binary messages sent.
+    pub messages_sent: u64,
+    /// Binary messages received.
+    pub messages_received: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+}
+
+impl WsConnectionStats {
+    pub(crate) fn new(peer: SocketAddr, dialled: bool) -> Self {
+        WsConnectionStats {
+            peer,
+            dialled,
+            open: false,
+            age_ms: 0,
+            messages_sent: 0,
+            messages_received: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_copies_and_stats_add_up() {
+        let c = WsCounters::default();
+        WsCounters::inc(&c.connections_open);
+        WsCounters::inc(&c.connections_open);
+        WsCounters::dec(&c.connections_open);
+        WsCounters::inc(&c.reconnects);
+        let mut total = c.snapshot();
+        assert_eq!((total.connections_open, total.reconnects), (1, 1));
+        total.add(&c.snapshot());
+        assert_eq!((total.connections_open, total.reconnects), (2, 2));
+    }
+}
