@@ -29,7 +29,6 @@ mod uring;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use mmsg::MmsgUdp;
@@ -39,7 +38,8 @@ use crate::session::{MAX_UDP_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
 use crate::transport::{Transport, TransportError};
 
 /// Which UDP I/O backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum UdpBackend {
     /// The backend measured fastest: today `mio` (io_uring measured 0.92–0.97×
     /// of it on the project's machines; see `perf/RESULTS.md`).
@@ -150,7 +150,8 @@ pub enum UdpConfigError {
 }
 
 /// What the kernel granted when the sockets were set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct UdpSocketInfo {
     /// The bound address (with the port the system chose for port 0).
     pub local_addr: SocketAddr,

@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustls::{ClientConfig, ServerConfig};
-use serde::Serialize;
 use tungstenite::handshake::server::NoCallback;
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -204,7 +203,8 @@ pub struct WsCounters {
 }
 
 /// A copy of [`WsCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WsStats {
     /// Connections open now.
     pub connections_open: u64,
@@ -389,7 +389,8 @@ struct Conn {
 }
 
 /// Traffic of one WebSocket connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WsConnectionStats {
     /// The peer's address.
     pub peer: SocketAddr,
