@@ -34,7 +34,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub use mmsg::MmsgUdp;
 pub use uring::UringUdp;
 
-use crate::session::{MAX_UDP_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
+use crate::frame::{MAX_UDP_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
 use crate::transport::{Transport, TransportError};
 
 /// Which UDP I/O backend to use.
