@@ -256,6 +256,7 @@ impl SendKeys {
     }
 
     /// The packet number the next sealed frame will carry.
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     pub fn next_packet_number(&self) -> u64 {
         self.next_pn
     }
@@ -353,11 +354,13 @@ impl RecvKeys {
     }
 
     /// The algorithm.
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     pub fn algorithm(&self) -> Algorithm {
         self.alg
     }
 
     /// Key generation of the last frame that moved it forward.
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -368,6 +371,7 @@ impl RecvKeys {
     }
 
     /// Frames that failed authentication so far.
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     pub fn failures(&self) -> u64 {
         self.failures
     }
