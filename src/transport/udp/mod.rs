@@ -8,23 +8,32 @@
 //! rebinding). Where the program cannot be attached, reactors forward
 //! misrouted datagrams to their owner instead: slower, still correct.
 //!
-//! Backends (chosen by [`UdpBackend`]; `Auto` takes mio, measured the faster
-//! of the two here; io_uring is probed when asked for and refused cleanly
-//! where the kernel lacks it):
+//! Backends (chosen by [`UdpBackend`]; `Auto` takes mio; io_uring is probed
+//! when asked for and refused cleanly where the kernel lacks it):
 //!
-//! - **io_uring** (`uring`): sends queued as `SendMsg` entries and submitted
-//!   in one `io_uring_enter` per loop turn; receives through multishot
-//!   `RecvMsg` with a provided-buffer ring; the ring's fd sits in the
-//!   reactor's poll.
-//! - **mmsg** (the `mio` fallback): a non-blocking socket in the reactor's
+//! - **io_uring** (`uring`, Linux only): sends queued as `SendMsg` entries
+//!   and submitted in one `io_uring_enter` per loop turn; receives through
+//!   multishot `RecvMsg` with a provided-buffer ring; the ring's fd sits in
+//!   the reactor's poll.
+//! - **mmsg** (the `mio` backend): a non-blocking socket in the reactor's
 //!   poll, `sendmmsg`/`recvmmsg` batches.
 //!
 //! Both use GSO (`UDP_SEGMENT`) for runs of equal-size datagrams to one peer
 //! (the fragments of a large message) and GRO (`UDP_GRO`) on receive where the
 //! kernel has them.
+//!
+//! # Platforms
+//!
+//! Everything specific to one operating system sits behind one boundary:
+//! the `sys` module (system calls, socket options, the steering program) and
+//! the `uring` module, both `#[cfg(target_os = "linux")]`. Elsewhere `sys`
+//! is a portable fallback (one `sendto`/`recvfrom` per datagram, no GSO, GRO
+//! or steering), the mio backend runs on it unchanged, and
+//! [`UdpBackend::IoUring`] fails to start with `Unsupported`.
 
 mod mmsg;
 pub(crate) mod sys;
+#[cfg(target_os = "linux")]
 mod uring;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,6 +41,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use mmsg::MmsgUdp;
+#[cfg(target_os = "linux")]
 pub use uring::UringUdp;
 
 use crate::frame::{MAX_UDP_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
@@ -295,6 +305,15 @@ pub(crate) fn open_backend(
 ) -> Result<Box<dyn Transport>, TransportError> {
     match config.backend {
         UdpBackend::Mio | UdpBackend::Auto => Ok(Box::new(MmsgUdp::new(config, info, socket)?)),
+        #[cfg(not(target_os = "linux"))]
+        UdpBackend::IoUring => Err(TransportError::io(
+            "io_uring backend",
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "io_uring exists on Linux only: use UdpBackend::Auto or Mio",
+            ),
+        )),
+        #[cfg(target_os = "linux")]
         UdpBackend::IoUring => {
             if !UringUdp::supported() {
                 return Err(TransportError::io(
