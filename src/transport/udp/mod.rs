@@ -51,8 +51,9 @@ use crate::transport::{Transport, TransportError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum UdpBackend {
-    /// The backend measured fastest: today `mio` (io_uring measured 0.92–0.97×
-    /// of it on the project's machines; see `perf/RESULTS.md`).
+    /// The default: `mio`, which runs on every kernel and lets a transport
+    /// be driven from any thread. (The two backends side by side:
+    /// `perf/RESULTS.md`.)
     #[default]
     Auto,
     /// io_uring; starting fails if the kernel refuses it.
@@ -293,11 +294,12 @@ fn new_socket(domain: Domain, addr: SocketAddr) -> std::io::Result<Socket> {
 
 /// Wraps a bound socket in the configured backend.
 ///
-/// `Auto` picks the mio backend: measured side by side on this project's
-/// machines (`stt-perf udp`, sealed, 1200 B), io_uring reached 0.97× mio with
-/// GSO/GRO and 0.92× without, never ahead, and it binds a transport to one
-/// thread. io_uring stays one `UdpBackend::IoUring` away, tested by the same
-/// suite, for kernels and workloads where it wins.
+/// `Auto` picks the mio backend: it needs no kernel feature beyond
+/// `sendmmsg`/`recvmmsg` (and none on the portable path), and a transport
+/// built on it may move between threads, where an io_uring transport is
+/// bound to the thread that drives it. io_uring stays one
+/// `UdpBackend::IoUring` away, tested by the same suite; `stt-perf udp`
+/// compares the two (`perf/RESULTS.md`).
 pub(crate) fn open_backend(
     config: &UdpConfig,
     info: &UdpSocketInfo,
