@@ -64,7 +64,8 @@
 //! # }
 //! ```
 #![deny(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 pub mod crypto;
 mod endpoint;

@@ -101,6 +101,7 @@ impl ReplayWindow {
 
     /// [`check`](Self::check) then [`commit`](Self::commit), for callers that
     /// have nothing to authenticate in between.
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     pub fn accept(&mut self, pn: u64) -> Result<(), ReplayError> {
         self.check(pn)?;
         self.commit(pn);

@@ -10,7 +10,7 @@
 //! - over an unvalidated transport (UDP) with more pending handshakes than
 //!   the cookie threshold: a stateless cookie challenge, a third the size of
 //!   the message 1, and no state until the sender echoes the cookie from the
-//!   same address (see [`crate::crypto::cookie`]);
+//!   same address (`docs/PROTOCOL.md`, section 10.4);
 //! - otherwise a responder session is made and counted as pending until its
 //!   message 3 arrives or it ends.
 

@@ -46,3 +46,10 @@ pub const TAG_LEN: usize = 16;
 /// Largest payload a frame may declare (16 MiB plus room for a tag and a
 /// fragment header): bounds what a receiver will ever be asked to buffer.
 pub const MAX_PAYLOAD_LEN: u32 = (16 << 20) + 64;
+
+/// Smallest datagram a path must carry: handshake message 1 must fit. Also
+/// exported as `session::MIN_DATAGRAM_SIZE`.
+pub const MIN_DATAGRAM_SIZE: usize = 256;
+/// Largest UDP payload over IPv4 (65535 − 20 − 8). Also exported as
+/// `session::MAX_UDP_DATAGRAM_SIZE`.
+pub const MAX_UDP_DATAGRAM_SIZE: usize = 65_507;

@@ -44,7 +44,7 @@ pub struct NodeConfig {
     /// Pending incoming handshakes (message 1 answered, message 3 not yet
     /// in) above which a message 1 is answered with a stateless cookie
     /// challenge instead of state: the sender must prove it receives at its
-    /// address first (see [`crate::crypto::cookie`]). Default 256; 0 asks
+    /// address first (`docs/PROTOCOL.md`, section 10.4). Default 256; 0 asks
     /// every peer for a cookie.
     pub cookie_threshold: usize,
     /// Most pending incoming handshakes the node keeps, cookie or not;

@@ -8,7 +8,8 @@ use crate::transport::TransportStats;
 use super::Node;
 
 /// A node's state and counters at one moment (see [`Node::stats`]).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct NodeStats {
     /// The node id, hex.
     pub node_id: String,

@@ -6,10 +6,8 @@ use crate::crypto::AeadPreference;
 use crate::frame::{HEADER_LEN, MAX_PAYLOAD_LEN, TAG_LEN};
 use crate::stream::{ReassemblyConfig, FRAGMENT_HEADER_LEN};
 
-/// Smallest datagram size a session accepts: handshake message 1 must fit.
-pub const MIN_DATAGRAM_SIZE: usize = 256;
-/// Largest UDP payload over IPv4 (65535 − 20 − 8).
-pub const MAX_UDP_DATAGRAM_SIZE: usize = 65_507;
+pub use crate::frame::{MAX_UDP_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
+
 /// Bytes a sealed DATA frame adds to its message.
 pub const DATA_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Room a message buffer keeps in front of the message so that it can be

@@ -52,10 +52,10 @@
 //! A message of a single fragment completes at once and reserves nothing: its
 //! allocation is the size of the bytes that actually arrived.
 //!
-//! Ids of completed messages go into a
-//! [`ReplayWindow`](crate::crypto::replay::ReplayWindow): a late duplicate of a
-//! delivered message is refused as [`ReassemblyError::Stale`] instead of
-//! starting a new partial message that could only expire.
+//! Ids of completed messages go into a replay window (the one that guards
+//! packet numbers): a late duplicate of a delivered message is refused as
+//! [`ReassemblyError::Stale`] instead of starting a new partial message that
+//! could only expire.
 //!
 //! # Expiry
 //!

@@ -41,8 +41,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 /// A transport that moves datagrams between socket addresses.
 ///
 /// See the [module docs](self) for how the reactor drives it.
@@ -273,7 +271,8 @@ impl TransportCounters {
 }
 
 /// Statistics of a transport: the fields users of the original STT know.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TransportStats {
     /// Whether the transport is running.
     pub running: bool,

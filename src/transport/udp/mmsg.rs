@@ -1,9 +1,9 @@
 //! The readiness backend: a non-blocking UDP socket in the reactor's
-//! `mio::Poll`, with `sendmmsg`/`recvmmsg` batches and GSO/GRO.
+//! `mio::Poll`, with `sendmmsg`/`recvmmsg` batches and GSO/GRO (through
+//! `sys`, whose portable fallback sends and receives one datagram per call).
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use mio::Interest;
@@ -307,10 +307,9 @@ impl Transport for MmsgUdp {
     }
 
     fn recv(&mut self, on_datagram: &mut dyn FnMut(SocketAddr, &mut [u8])) -> io::Result<usize> {
-        let fd = self.socket.as_raw_fd();
         let mut total = 0;
         for _ in 0..RECV_ROUNDS {
-            let n = match self.slots.0.recvmmsg(fd) {
+            let n = match self.slots.0.recvmmsg(&self.socket) {
                 Ok(n) => n,
                 Err(e) if is_icmp_error(&e) => {
                     // An ICMP error queued on the socket (a peer's port
@@ -357,7 +356,6 @@ impl Transport for MmsgUdp {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let fd = self.socket.as_raw_fd();
         while !self.queue.is_empty() {
             let pending = self.queue.pending();
             let take = pending.len().min(self.batch);
@@ -369,7 +367,7 @@ impl Transport for MmsgUdp {
                     segment_size: (e.count > 1).then_some(e.segment as u16),
                 })
                 .collect();
-            match sys::sendmmsg(fd, &msgs) {
+            match sys::sendmmsg(&self.socket, &msgs) {
                 Ok(0) => break,
                 Ok(k) => {
                     let (datagrams, bytes) = self.queue.advance(k);

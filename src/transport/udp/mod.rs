@@ -8,41 +8,52 @@
 //! rebinding). Where the program cannot be attached, reactors forward
 //! misrouted datagrams to their owner instead: slower, still correct.
 //!
-//! Backends (chosen by [`UdpBackend`]; `Auto` takes mio, measured the faster
-//! of the two here; io_uring is probed when asked for and refused cleanly
-//! where the kernel lacks it):
+//! Backends (chosen by [`UdpBackend`]; `Auto` takes mio; io_uring is probed
+//! when asked for and refused cleanly where the kernel lacks it):
 //!
-//! - **io_uring** (`uring`): sends queued as `SendMsg` entries and submitted
-//!   in one `io_uring_enter` per loop turn; receives through multishot
-//!   `RecvMsg` with a provided-buffer ring; the ring's fd sits in the
-//!   reactor's poll.
-//! - **mmsg** (the `mio` fallback): a non-blocking socket in the reactor's
+//! - **io_uring** (`uring`, Linux only): sends queued as `SendMsg` entries
+//!   and submitted in one `io_uring_enter` per loop turn; receives through
+//!   multishot `RecvMsg` with a provided-buffer ring; the ring's fd sits in
+//!   the reactor's poll.
+//! - **mmsg** (the `mio` backend): a non-blocking socket in the reactor's
 //!   poll, `sendmmsg`/`recvmmsg` batches.
 //!
 //! Both use GSO (`UDP_SEGMENT`) for runs of equal-size datagrams to one peer
 //! (the fragments of a large message) and GRO (`UDP_GRO`) on receive where the
 //! kernel has them.
+//!
+//! # Platforms
+//!
+//! Everything specific to one operating system sits behind one boundary:
+//! the `sys` module (system calls, socket options, the steering program) and
+//! the `uring` module, both `#[cfg(target_os = "linux")]`. Elsewhere `sys`
+//! is a portable fallback (one `sendto`/`recvfrom` per datagram, no GSO, GRO
+//! or steering), the mio backend runs on it unchanged, and
+//! [`UdpBackend::IoUring`] fails to start with `Unsupported`.
 
 mod mmsg;
 pub(crate) mod sys;
+#[cfg(target_os = "linux")]
 mod uring;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use mmsg::MmsgUdp;
+#[cfg(target_os = "linux")]
 pub use uring::UringUdp;
 
-use crate::session::{MAX_UDP_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
+use crate::frame::{MAX_UDP_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
 use crate::transport::{Transport, TransportError};
 
 /// Which UDP I/O backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum UdpBackend {
-    /// The backend measured fastest: today `mio` (io_uring measured 0.92–0.97×
-    /// of it on the project's machines; see `perf/RESULTS.md`).
+    /// The default: `mio`, which runs on every kernel and lets a transport
+    /// be driven from any thread. (The two backends side by side:
+    /// `perf/RESULTS.md`.)
     #[default]
     Auto,
     /// io_uring; starting fails if the kernel refuses it.
@@ -150,7 +161,8 @@ pub enum UdpConfigError {
 }
 
 /// What the kernel granted when the sockets were set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct UdpSocketInfo {
     /// The bound address (with the port the system chose for port 0).
     pub local_addr: SocketAddr,
@@ -282,11 +294,12 @@ fn new_socket(domain: Domain, addr: SocketAddr) -> std::io::Result<Socket> {
 
 /// Wraps a bound socket in the configured backend.
 ///
-/// `Auto` picks the mio backend: measured side by side on this project's
-/// machines (`stt-perf udp`, sealed, 1200 B), io_uring reached 0.97× mio with
-/// GSO/GRO and 0.92× without, never ahead, and it binds a transport to one
-/// thread. io_uring stays one `UdpBackend::IoUring` away, tested by the same
-/// suite, for kernels and workloads where it wins.
+/// `Auto` picks the mio backend: it needs no kernel feature beyond
+/// `sendmmsg`/`recvmmsg` (and none on the portable path), and a transport
+/// built on it may move between threads, where an io_uring transport is
+/// bound to the thread that drives it. io_uring stays one
+/// `UdpBackend::IoUring` away, tested by the same suite; `stt-perf udp`
+/// compares the two (`perf/RESULTS.md`).
 pub(crate) fn open_backend(
     config: &UdpConfig,
     info: &UdpSocketInfo,
@@ -294,6 +307,15 @@ pub(crate) fn open_backend(
 ) -> Result<Box<dyn Transport>, TransportError> {
     match config.backend {
         UdpBackend::Mio | UdpBackend::Auto => Ok(Box::new(MmsgUdp::new(config, info, socket)?)),
+        #[cfg(not(target_os = "linux"))]
+        UdpBackend::IoUring => Err(TransportError::io(
+            "io_uring backend",
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "io_uring exists on Linux only: use UdpBackend::Auto or Mio",
+            ),
+        )),
+        #[cfg(target_os = "linux")]
         UdpBackend::IoUring => {
             if !UringUdp::supported() {
                 return Err(TransportError::io(

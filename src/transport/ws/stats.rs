@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
-
 /// Connection counters of a WebSocket transport, beside its
 /// [`TransportCounters`](crate::transport::TransportCounters).
 #[derive(Debug, Default)]
@@ -50,7 +48,8 @@ impl WsCounters {
 }
 
 /// A copy of [`WsCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WsStats {
     /// Connections open now.
     pub connections_open: u64,
@@ -79,7 +78,8 @@ impl WsStats {
 }
 
 /// Traffic of one WebSocket connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WsConnectionStats {
     /// The peer's address.
     pub peer: SocketAddr,

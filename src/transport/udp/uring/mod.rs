@@ -47,8 +47,9 @@
 //! binds the ring to one thread: it is created disabled (`R_DISABLED`, on
 //! the thread that starts the node) and enabled by the first thread that
 //! drives it, the reactor's ([`Transport::register`] runs there); any other
-//! thread is refused with an error. Measured on loopback (sealed, without
-//! GSO/GRO), this nearly doubles the throughput of the interrupting default.
+//! thread is refused with an error. In exchange, no datagram interrupts the
+//! reactor's thread: its work is done in batches when the loop enters the
+//! ring.
 //!
 //! With deferred work the ring's fd does *not* turn readable while work
 //! waits, only once completions are posted (Linux 6.18, see the tests), so the

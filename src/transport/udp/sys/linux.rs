@@ -1,8 +1,7 @@
-//! The system calls of the UDP transport: `sendmmsg`/`recvmmsg` with GSO and
-//! GRO control messages, socket options that socket2 does not cover, and the
-//! `SO_REUSEPORT` steering program.
+//! Linux: `sendmmsg`/`recvmmsg` with GSO (`UDP_SEGMENT`) and GRO (`UDP_GRO`)
+//! control messages, and the `SO_ATTACH_REUSEPORT_CBPF` steering program.
 //!
-//! This is one of the two modules allowed `unsafe` (the other is the
+//! One of the modules allowed `unsafe` (with the portable fallback and the
 //! io_uring backend). Every block says why it is sound. The structures handed
 //! to the kernel (`mmsghdr`, `iovec`, addresses, control buffers) are rebuilt
 //! for each call from vectors that outlive it, so no pointer outlives its
@@ -12,19 +11,12 @@
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use super::OutMsg;
 
 /// Space for one control message carrying a `u16`/`i32` (GSO or GRO size).
 const CMSG_SPACE: usize = 32;
-
-/// A datagram (or a GSO run of equal-size datagrams) to send.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OutMsg<'a> {
-    pub to: SocketAddr,
-    pub data: &'a [u8],
-    /// With GSO: the kernel splits `data` into segments of this size.
-    pub segment_size: Option<u16>,
-}
 
 /// Converts a socket address into a `sockaddr_storage` and its length.
 pub(crate) fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -92,7 +84,8 @@ pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAd
 /// Sends up to `msgs.len()` messages with one `sendmmsg`. Returns how many
 /// the kernel took (the rest were not sent: retry them, or drop them if the
 /// first one failed with a per-message error).
-pub(crate) fn sendmmsg(fd: RawFd, msgs: &[OutMsg<'_>]) -> io::Result<usize> {
+pub(crate) fn sendmmsg(socket: &impl AsFd, msgs: &[OutMsg<'_>]) -> io::Result<usize> {
+    let fd = socket.as_fd().as_raw_fd();
     if msgs.is_empty() {
         return Ok(0);
     }
@@ -184,7 +177,8 @@ impl RecvSlots {
 
     /// Receives up to the number of slots with one `recvmmsg`, without
     /// blocking. `Ok(0)` when nothing is waiting.
-    pub(crate) fn recvmmsg(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub(crate) fn recvmmsg(&mut self, socket: &impl AsFd) -> io::Result<usize> {
+        let fd = socket.as_fd().as_raw_fd();
         let n = self.addrs.len();
         let mut iovecs: Vec<libc::iovec> = self
             .bufs
@@ -287,19 +281,19 @@ fn setsockopt_int(
 
 /// Turns on UDP generic receive offload: the kernel may hand several
 /// datagrams from one peer as one buffer with a `UDP_GRO` control message.
-pub(crate) fn enable_gro(socket: &impl AsRawFd) -> io::Result<()> {
-    setsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
+pub(crate) fn enable_gro(socket: &impl AsFd) -> io::Result<()> {
+    setsockopt_int(socket.as_fd().as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
 }
 
 /// Whether the kernel supports UDP generic segmentation offload on this
 /// socket (`UDP_SEGMENT` readable).
-pub(crate) fn gso_supported(socket: &impl AsRawFd) -> bool {
+pub(crate) fn gso_supported(socket: &impl AsFd) -> bool {
     let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: passes a live c_int and its size for the kernel to fill.
     let r = unsafe {
         libc::getsockopt(
-            socket.as_raw_fd(),
+            socket.as_fd().as_raw_fd(),
             libc::SOL_UDP,
             libc::UDP_SEGMENT,
             &mut value as *mut _ as *mut libc::c_void,
@@ -315,7 +309,7 @@ pub(crate) fn gso_supported(socket: &impl AsRawFd) -> bool {
 /// it comes from. The low byte of the session id is at payload offset 12
 /// (header bytes 5..13, big-endian). Too-short datagrams make the program
 /// fail its load and fall back to the kernel's hash.
-pub(crate) fn attach_reuseport_steering(socket: &impl AsRawFd, group_size: u32) -> io::Result<()> {
+pub(crate) fn attach_reuseport_steering(socket: &impl AsFd, group_size: u32) -> io::Result<()> {
     let mut program = [
         // A = payload[12]
         libc::sock_filter {
@@ -347,7 +341,7 @@ pub(crate) fn attach_reuseport_steering(socket: &impl AsRawFd, group_size: u32) 
     // program; the kernel copies it during the call.
     let r = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            socket.as_fd().as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_ATTACH_REUSEPORT_CBPF,
             &fprog as *const _ as *const libc::c_void,
@@ -392,11 +386,11 @@ mod tests {
                 segment_size: None,
             })
             .collect();
-        assert_eq!(sendmmsg(a.as_raw_fd(), &msgs).unwrap(), 5);
+        assert_eq!(sendmmsg(&a, &msgs).unwrap(), 5);
         let mut slots = RecvSlots::new(8, 2048);
         let mut got = 0;
         for _ in 0..1000 {
-            let n = slots.recvmmsg(b.as_raw_fd()).unwrap();
+            let n = slots.recvmmsg(&b).unwrap();
             for i in 0..n {
                 let r = slots.get(i);
                 assert_eq!(r.from, Some(a.local_addr().unwrap()));
