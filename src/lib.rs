@@ -67,6 +67,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod counters;
 pub mod crypto;
 mod endpoint;
 pub mod frame;

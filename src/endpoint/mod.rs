@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::counters::TransportCounters;
 use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
 use crate::frame::{close_code, FrameType, Header, SessionId, MAX_PAYLOAD_LEN};
 use crate::session::{
@@ -39,7 +40,6 @@ use crate::session::{
     SessionStats, Transmits, BATCH_RECORD_OVERHEAD, DATA_OVERHEAD,
 };
 use crate::stream::MemoryBudget;
-use crate::transport::TransportCounters;
 use path::PathProbe;
 
 /// Settings and counters shared by every shard of a node.

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::transport::TransportCounters;
+use crate::counters::TransportCounters;
 
 /// What the endpoint knows of one of its shard's transports.
 #[derive(Clone, Debug)]

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::counters::TransportCounters;
 use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey};
 use crate::frame::FrameType;
 use crate::session::{CloseReason, SessionConfig, Transmits};
 use crate::stream::MemoryBudget;
-use crate::transport::TransportCounters;
 
 /// A deterministic id source.
 struct Counter(u64);

@@ -179,7 +179,7 @@ impl Node {
         self.inner
             .command(reactor, command, Wait::Until(Some(deadline)))
             .map_err(|e| match e {
-                Failure::TimedOut(_) => ConnectError::TimedOut(timeout),
+                Failure::Full | Failure::TimedOut(_) => ConnectError::TimedOut(timeout),
                 other => ConnectError::from_failure(other),
             })?;
         let opened = match rx.recv_deadline(deadline) {

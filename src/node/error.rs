@@ -77,6 +77,7 @@ impl ConnectError {
     pub(crate) fn from_failure(f: Failure) -> Self {
         match f {
             Failure::Stopped | Failure::NoSuchTransport => ConnectError::Stopped,
+            Failure::Full => ConnectError::TimedOut(Duration::ZERO),
             Failure::Transport(e) => ConnectError::Transport(e),
             Failure::TooManySessions(n) => ConnectError::TooManySessions(n),
             Failure::ConnectFailed { peer, reason } => ConnectError::Handshake { peer, reason },
@@ -151,6 +152,7 @@ impl SendError {
             Failure::Session(e) => SendError::Session(e),
             Failure::Transport(e) => SendError::Transport(e),
             Failure::TimedOut(d) => SendError::TimedOut(d),
+            Failure::Full => SendError::QueueFull,
             Failure::Stopped
             | Failure::NoSuchTransport
             | Failure::ConnectFailed { .. }

@@ -31,7 +31,7 @@ impl Core {
         }
         let handle = self.reactors.get(reactor).ok_or(Failure::NoSuchTransport)?;
         handle.send(command, wait).map_err(|e| match e {
-            Refused::Full => Failure::TimedOut(self.send_timeout),
+            Refused::Full => Failure::Full,
             Refused::Stopped => Failure::Stopped,
         })
     }
@@ -45,7 +45,11 @@ impl Core {
     ) -> Result<T, Failure> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let deadline = Instant::now() + self.call_timeout;
-        self.command(reactor, make(tx), Wait::Until(Some(deadline)))?;
+        self.command(reactor, make(tx), Wait::Until(Some(deadline)))
+            .map_err(|e| match e {
+                Failure::Full => Failure::TimedOut(self.call_timeout),
+                other => other,
+            })?;
         match rx.recv_deadline(deadline) {
             Ok(answer) => answer,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
@@ -83,10 +87,8 @@ impl Core {
             payload: self.shared.pool.copy_of(payload),
             reply: None,
         };
-        self.command(reactor, command, wait).map_err(|e| match e {
-            Failure::TimedOut(_) => SendError::QueueFull,
-            other => SendError::from_failure(other),
-        })
+        self.command(reactor, command, wait)
+            .map_err(SendError::from_failure)
     }
 
     /// [`Node::send_typed`].

@@ -52,6 +52,8 @@ pub(crate) enum Failure {
     },
     #[error("the node is stopped")]
     Stopped,
+    #[error("the reactor's queue stayed full")]
+    Full,
     #[error("no such transport on this node")]
     NoSuchTransport,
     #[error(transparent)]
