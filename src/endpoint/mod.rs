@@ -17,90 +17,30 @@
 //! spoofed sources, floods, loss and copies.
 
 mod admission;
+mod config;
 mod directory;
 mod path;
+mod send;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use config::{EndpointConfig, EndpointStats, IdSource};
 pub(crate) use directory::Directory;
 pub(crate) use path::{Link, Path};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::counters::TransportCounters;
-use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
-use crate::frame::{close_code, FrameType, Header, SessionId, MAX_PAYLOAD_LEN};
+use crate::crypto::NodeId;
+use crate::frame::{close_code, FrameType, Header, SessionId};
 use crate::session::{
-    CloseReason, Event as SessionEvent, PayloadSource, Role, Session, SessionConfig, SessionError,
-    SessionStats, Transmits, BATCH_RECORD_OVERHEAD, DATA_OVERHEAD,
+    CloseReason, Event as SessionEvent, Role, Session, SessionError, SessionStats, Transmits,
 };
-use crate::stream::MemoryBudget;
 use path::PathProbe;
-
-/// Settings and counters shared by every shard of a node.
-pub(crate) struct EndpointConfig {
-    /// This node's identity.
-    pub identity: Identity,
-    /// The network's key.
-    pub network: NetworkKey,
-    /// Every session's configuration (each path sets its datagram size).
-    pub session: SessionConfig,
-    /// Incoming handshakes are accepted.
-    pub accepting: AtomicBool,
-    /// Most sessions one shard holds.
-    pub max_sessions_per_shard: usize,
-    /// Most pending incoming handshakes one shard keeps.
-    pub max_pending_per_shard: usize,
-    /// Pending incoming handshakes on one shard above which a message 1
-    /// over an unvalidated transport gets a cookie challenge.
-    pub cookie_threshold_per_shard: usize,
-    /// Reassembly memory of every session together.
-    pub budget: MemoryBudget,
-    /// The secret of stateless address-validation cookies.
-    pub cookie_key: CookieKey,
-    /// The stateless check a message 1 passes before anything else.
-    pub msg1_check: Msg1Check,
-    /// The origin of cookie epochs.
-    pub started: Instant,
-    /// Which shard holds each established session.
-    pub directory: Directory,
-    /// Where delivered messages' buffers come from.
-    pub payloads: Option<Arc<dyn PayloadSource>>,
-    /// Counters of every shard together.
-    pub stats: EndpointStats,
-}
-
-impl std::fmt::Debug for EndpointConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EndpointConfig")
-            .field("node_id", &self.identity.node_id())
-            .field("max_sessions_per_shard", &self.max_sessions_per_shard)
-            .field("max_pending_per_shard", &self.max_pending_per_shard)
-            .field(
-                "cookie_threshold_per_shard",
-                &self.cookie_threshold_per_shard,
-            )
-            .finish_non_exhaustive()
-    }
-}
-
-/// Counters of a node's endpoints.
-#[derive(Debug, Default)]
-pub(crate) struct EndpointStats {
-    /// Sessions open, in any state.
-    pub sessions: AtomicUsize,
-    /// Incoming handshakes waiting for their message 3.
-    pub pending: AtomicUsize,
-    /// Cookie challenges sent.
-    pub cookie_challenges: AtomicU64,
-    /// Message 1s and cookie echoes refused (bad cookie, pending limit).
-    pub handshakes_refused: AtomicU64,
-}
 
 /// What an endpoint reports.
 #[derive(Debug)]
@@ -167,18 +107,6 @@ pub(crate) enum SessionRefused {
     Unknown(SessionId),
     #[error(transparent)]
     Session(#[from] SessionError),
-}
-
-/// A source of random session ids.
-pub(crate) trait IdSource: Send {
-    /// Fills `buf` with random bytes; false if none could be had.
-    fn fill(&mut self, buf: &mut [u8]) -> bool;
-}
-
-impl IdSource for ring::rand::SystemRandom {
-    fn fill(&mut self, buf: &mut [u8]) -> bool {
-        ring::rand::SecureRandom::fill(self, buf).is_ok()
-    }
 }
 
 /// One session and what the endpoint keeps beside it.
@@ -448,218 +376,6 @@ impl Endpoint {
             }
         }
         self.after_activity(id, now, out);
-    }
-
-    /// An authenticated newest datagram of session `id` came along `path`,
-    /// not its current one: move there if the path is validated, or probe
-    /// it.
-    fn follow(
-        &mut self,
-        id: SessionId,
-        path: Path,
-        len: usize,
-        now: Instant,
-        out: &mut dyn Output,
-    ) {
-        let Some(entry) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let answered = entry
-            .probe
-            .as_ref()
-            .is_some_and(|p| p.answered && p.path.same_route(&path));
-        if answered {
-            tracing::info!(
-                session = %id,
-                from = %entry.path.peer,
-                to = %path.peer,
-                transport = path.kind,
-                "session path changed"
-            );
-            let _ = entry.session.set_max_datagram_size(path.max_datagram);
-            entry.path = path;
-            entry.probe = None;
-            return;
-        }
-        // Credit the path with what came along it (a new path starts
-        // afresh), then probe if one is due.
-        match entry.probe.as_mut() {
-            Some(p) if p.path.same_route(&path) => p.bytes_in += len,
-            _ => entry.probe = Some(PathProbe::new(path, len, now)),
-        }
-        if entry.probe.as_ref().is_some_and(|p| now >= p.due) {
-            self.probe(id, now, out);
-        }
-    }
-
-    /// Sends a path probe for session `id`: a ping whose pong validates the
-    /// path. The only thing sent on an unvalidated path; at most one per
-    /// datagram that arrived along it, plus a few on the timer.
-    fn probe(&mut self, id: SessionId, now: Instant, out: &mut dyn Output) {
-        let Some(entry) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let Some(p) = entry.probe.as_mut() else {
-            return;
-        };
-        // A ping is a fixed size: check the budget before sealing one.
-        let ping_len = crate::frame::HEADER_LEN + 9 + crate::frame::TAG_LEN;
-        if !p.may_send(ping_len) {
-            return;
-        }
-        let Some((token, datagram)) = entry.session.path_probe(now) else {
-            return;
-        };
-        tracing::debug!(session = %id, to = %p.path.peer, sent = p.sent, "validating a new path");
-        // Backs off like the handshake, from the session's own estimate of
-        // the round trip (at least initial_rto), doubling per probe.
-        let initial = entry.session.config().initial_rto;
-        let rto = entry
-            .session
-            .rtt()
-            .smoothed
-            .map_or(initial, |s| (s * 2).max(initial));
-        let due = now + rto * (1 << p.sent.min(6));
-        p.sent(token, datagram.len(), due);
-        self.control.clear();
-        self.control.push(&datagram);
-        out.transmit(&p.path, &mut self.control);
-        self.control.clear();
-        self.timers.push(Reverse((due, id)));
-    }
-
-    /// Moves session `id` to `path` (the application asked), and pings along
-    /// it at once so that the peer learns the new path. The session then
-    /// stays on it, whatever path the peer's datagrams take.
-    pub(crate) fn set_path(
-        &mut self,
-        now: Instant,
-        id: SessionId,
-        path: Path,
-        out: &mut dyn Output,
-    ) -> Result<(), SessionRefused> {
-        let entry = self
-            .sessions
-            .get_mut(&id)
-            .ok_or(SessionRefused::Unknown(id))?;
-        entry
-            .session
-            .set_max_datagram_size(path.max_datagram)
-            .map_err(|e| SessionRefused::Session(e.into()))?;
-        tracing::info!(session = %id, to = %path.peer, transport = path.kind, "session moved");
-        entry.path = path;
-        entry.probe = None;
-        entry.pinned = true;
-        entry.session.send_ping(now);
-        self.after_activity(id, now, out);
-        Ok(())
-    }
-
-    /// The largest frame a batch of small messages to `id` may fill: the
-    /// path's datagram size, or `stream_limit` on a stream transport.
-    pub(crate) fn batch_limit(&self, id: SessionId, stream_limit: usize) -> usize {
-        self.sessions
-            .get(&id)
-            .and_then(|e| e.path.max_datagram)
-            .unwrap_or(stream_limit)
-            .min(MAX_PAYLOAD_LEN as usize)
-    }
-
-    /// Whether a message of `len` bytes can share a frame of `limit` bytes
-    /// with another of its size (if not, batching would send it alone).
-    pub(crate) fn shares_frame(len: usize, limit: usize) -> bool {
-        DATA_OVERHEAD + 2 * (BATCH_RECORD_OVERHEAD + len) <= limit
-    }
-
-    /// Seals a message lying in `buf` after the header room the session
-    /// needs ([`crate::session::SEND_HEADROOM`]), where it lies when it goes
-    /// as one frame; `buf` then holds another buffer to reuse.
-    pub(crate) fn send_in_place(
-        &mut self,
-        now: Instant,
-        id: SessionId,
-        stream_id: u32,
-        frame_type: FrameType,
-        buf: &mut Vec<u8>,
-        out: &mut dyn Output,
-    ) -> Result<(), SessionRefused> {
-        let entry = self
-            .sessions
-            .get_mut(&id)
-            .ok_or(SessionRefused::Unknown(id))?;
-        self.data.clear();
-        let sealed = entry
-            .session
-            .send_in_place(now, frame_type, stream_id, buf, &mut self.data)
-            .map(|_| ());
-        self.sealed(id, sealed, now, out)
-    }
-
-    /// Seals a message (a copy of `payload`).
-    pub(crate) fn send(
-        &mut self,
-        now: Instant,
-        id: SessionId,
-        stream_id: u32,
-        frame_type: FrameType,
-        payload: &[u8],
-        out: &mut dyn Output,
-    ) -> Result<(), SessionRefused> {
-        let entry = self
-            .sessions
-            .get_mut(&id)
-            .ok_or(SessionRefused::Unknown(id))?;
-        self.data.clear();
-        let sealed = entry
-            .session
-            .send_typed(now, frame_type, stream_id, payload, &mut self.data)
-            .map(|_| ());
-        self.sealed(id, sealed, now, out)
-    }
-
-    /// Seals DATA messages in order, as few frames of up to `limit` bytes
-    /// as they fit.
-    pub(crate) fn send_batch(
-        &mut self,
-        now: Instant,
-        id: SessionId,
-        stream_id: u32,
-        messages: &[&[u8]],
-        limit: usize,
-        out: &mut dyn Output,
-    ) -> Result<(), SessionRefused> {
-        let entry = self
-            .sessions
-            .get_mut(&id)
-            .ok_or(SessionRefused::Unknown(id))?;
-        self.data.clear();
-        let sealed = entry
-            .session
-            .send_batch(now, stream_id, messages, limit, &mut self.data)
-            .map(|_| ());
-        self.sealed(id, sealed, now, out)
-    }
-
-    /// After a send of session `id`: hands the sealed data to the output,
-    /// then what the send provoked; a refusal counts in the path's
-    /// `errors_send`.
-    fn sealed(
-        &mut self,
-        id: SessionId,
-        sealed: Result<(), SessionError>,
-        now: Instant,
-        out: &mut dyn Output,
-    ) -> Result<(), SessionRefused> {
-        if let Some(entry) = self.sessions.get(&id) {
-            if sealed.is_err() {
-                TransportCounters::add(&entry.path.counters.errors_send, 1);
-            } else if !self.data.is_empty() {
-                out.transmit(&entry.path, &mut self.data);
-            }
-            self.data.clear();
-        }
-        self.after_activity(id, now, out);
-        sealed.map_err(SessionRefused::from)
     }
 
     /// Closes session `id` with a CLOSE frame (`code`, `reason`).

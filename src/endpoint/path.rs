@@ -11,12 +11,16 @@
 //! within three times the bytes that arrived along it (no amplifier for a
 //! forged address).
 
+use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::counters::TransportCounters;
+use crate::frame::SessionId;
+
+use super::{Endpoint, Output, SessionRefused};
 
 /// What the endpoint knows of one of its shard's transports.
 #[derive(Clone, Debug)]
@@ -144,5 +148,112 @@ impl PathProbe {
     /// Whether the timer may send another probe at `now`.
     pub(crate) fn retry_due(&self, now: Instant) -> bool {
         !self.answered && now >= self.due && self.sent <= PROBE_RETRIES
+    }
+}
+
+impl Endpoint {
+    /// An authenticated newest datagram of session `id` came along `path`,
+    /// not its current one: move there if the path is validated, or probe
+    /// it.
+    pub(super) fn follow(
+        &mut self,
+        id: SessionId,
+        path: Path,
+        len: usize,
+        now: Instant,
+        out: &mut dyn Output,
+    ) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let answered = entry
+            .probe
+            .as_ref()
+            .is_some_and(|p| p.answered && p.path.same_route(&path));
+        if answered {
+            tracing::info!(
+                session = %id,
+                from = %entry.path.peer,
+                to = %path.peer,
+                transport = path.kind,
+                "session path changed"
+            );
+            let _ = entry.session.set_max_datagram_size(path.max_datagram);
+            entry.path = path;
+            entry.probe = None;
+            return;
+        }
+        // Credit the path with what came along it (a new path starts
+        // afresh), then probe if one is due.
+        match entry.probe.as_mut() {
+            Some(p) if p.path.same_route(&path) => p.bytes_in += len,
+            _ => entry.probe = Some(PathProbe::new(path, len, now)),
+        }
+        if entry.probe.as_ref().is_some_and(|p| now >= p.due) {
+            self.probe(id, now, out);
+        }
+    }
+
+    /// Sends a path probe for session `id`: a ping whose pong validates the
+    /// path. The only thing sent on an unvalidated path; at most one per
+    /// datagram that arrived along it, plus a few on the timer.
+    pub(super) fn probe(&mut self, id: SessionId, now: Instant, out: &mut dyn Output) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(p) = entry.probe.as_mut() else {
+            return;
+        };
+        // A ping is a fixed size: check the budget before sealing one.
+        let ping_len = crate::frame::HEADER_LEN + 9 + crate::frame::TAG_LEN;
+        if !p.may_send(ping_len) {
+            return;
+        }
+        let Some((token, datagram)) = entry.session.path_probe(now) else {
+            return;
+        };
+        tracing::debug!(session = %id, to = %p.path.peer, sent = p.sent, "validating a new path");
+        // Backs off like the handshake, from the session's own estimate of
+        // the round trip (at least initial_rto), doubling per probe.
+        let initial = entry.session.config().initial_rto;
+        let rto = entry
+            .session
+            .rtt()
+            .smoothed
+            .map_or(initial, |s| (s * 2).max(initial));
+        let due = now + rto * (1 << p.sent.min(6));
+        p.sent(token, datagram.len(), due);
+        self.control.clear();
+        self.control.push(&datagram);
+        out.transmit(&p.path, &mut self.control);
+        self.control.clear();
+        self.timers.push(Reverse((due, id)));
+    }
+
+    /// Moves session `id` to `path` (the application asked), and pings along
+    /// it at once so that the peer learns the new path. The session then
+    /// stays on it, whatever path the peer's datagrams take.
+    pub(crate) fn set_path(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        path: Path,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        entry
+            .session
+            .set_max_datagram_size(path.max_datagram)
+            .map_err(|e| SessionRefused::Session(e.into()))?;
+        tracing::info!(session = %id, to = %path.peer, transport = path.kind, "session moved");
+        entry.path = path;
+        entry.probe = None;
+        entry.pinned = true;
+        entry.session.send_ping(now);
+        self.after_activity(id, now, out);
+        Ok(())
     }
 }

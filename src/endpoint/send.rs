@@ -1,0 +1,120 @@
+//! Sealing the application's messages: one in place, a copy, or a batch of
+//! small ones sharing frames; sealed datagrams go to the output along the
+//! session's path.
+
+use std::time::Instant;
+
+use crate::counters::TransportCounters;
+use crate::frame::{FrameType, SessionId, MAX_PAYLOAD_LEN};
+use crate::session::{SessionError, BATCH_RECORD_OVERHEAD, DATA_OVERHEAD};
+
+use super::{Endpoint, Output, SessionRefused};
+
+impl Endpoint {
+    /// The largest frame a batch of small messages to `id` may fill: the
+    /// path's datagram size, or `stream_limit` on a stream transport.
+    pub(crate) fn batch_limit(&self, id: SessionId, stream_limit: usize) -> usize {
+        self.sessions
+            .get(&id)
+            .and_then(|e| e.path.max_datagram)
+            .unwrap_or(stream_limit)
+            .min(MAX_PAYLOAD_LEN as usize)
+    }
+
+    /// Whether a message of `len` bytes can share a frame of `limit` bytes
+    /// with another of its size (if not, batching would send it alone).
+    pub(crate) fn shares_frame(len: usize, limit: usize) -> bool {
+        DATA_OVERHEAD + 2 * (BATCH_RECORD_OVERHEAD + len) <= limit
+    }
+
+    /// Seals a message lying in `buf` after the header room the session
+    /// needs ([`crate::session::SEND_HEADROOM`]), where it lies when it goes
+    /// as one frame; `buf` then holds another buffer to reuse.
+    pub(crate) fn send_in_place(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        buf: &mut Vec<u8>,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        self.data.clear();
+        let sealed = entry
+            .session
+            .send_in_place(now, frame_type, stream_id, buf, &mut self.data)
+            .map(|_| ());
+        self.sealed(id, sealed, now, out)
+    }
+
+    /// Seals a message (a copy of `payload`).
+    pub(crate) fn send(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        self.data.clear();
+        let sealed = entry
+            .session
+            .send_typed(now, frame_type, stream_id, payload, &mut self.data)
+            .map(|_| ());
+        self.sealed(id, sealed, now, out)
+    }
+
+    /// Seals DATA messages in order, as few frames of up to `limit` bytes
+    /// as they fit.
+    pub(crate) fn send_batch(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        stream_id: u32,
+        messages: &[&[u8]],
+        limit: usize,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        self.data.clear();
+        let sealed = entry
+            .session
+            .send_batch(now, stream_id, messages, limit, &mut self.data)
+            .map(|_| ());
+        self.sealed(id, sealed, now, out)
+    }
+
+    /// After a send of session `id`: hands the sealed data to the output,
+    /// then what the send provoked; a refusal counts in the path's
+    /// `errors_send`.
+    fn sealed(
+        &mut self,
+        id: SessionId,
+        sealed: Result<(), SessionError>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        if let Some(entry) = self.sessions.get(&id) {
+            if sealed.is_err() {
+                TransportCounters::add(&entry.path.counters.errors_send, 1);
+            } else if !self.data.is_empty() {
+                out.transmit(&entry.path, &mut self.data);
+            }
+            self.data.clear();
+        }
+        self.after_activity(id, now, out);
+        sealed.map_err(SessionRefused::from)
+    }
+}

@@ -1,0 +1,176 @@
+//! Admission in virtual time: handshakes through loss, outsiders, cookies
+//! under load, echoes from forged addresses, the pending limit, a node that
+//! stops accepting.
+
+use super::*;
+
+#[test]
+fn a_handshake_completes_through_thirty_percent_loss() {
+    let mut net = Net::new();
+    net.loss = 0.3;
+    let server = net.add(&NETWORK, Limits::default());
+    let mut established = 0;
+    for _ in 0..10 {
+        let client = net.add(&NETWORK, Limits::default());
+        let id = net.connect(client, server);
+        net.run(Duration::from_secs(8));
+        if net
+            .events(client)
+            .iter()
+            .any(|e| matches!(e, Seen::Established(s, _) if *s == id))
+        {
+            established += 1;
+        }
+    }
+    // Message 1 is retransmitted with backoff for the handshake timeout;
+    // all but the unluckiest complete.
+    assert!(established >= 8, "{established} of 10");
+}
+
+#[test]
+fn outsiders_get_silence_and_no_state() {
+    let mut net = Net::new();
+    let server = net.add(&NETWORK, Limits::default());
+    let outsider = net.add(&[9; 32], Limits::default());
+    net.connect(outsider, server);
+    // Junk of every length, too.
+    for len in [0usize, 1, 20, 21, 100, 1200] {
+        let from = net.addr_of(outsider);
+        let to = net.addr_of(server);
+        net.inject(from, to, vec![0xA5; len]);
+    }
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.nodes[server].ep.len(), 0);
+    assert!(net.nodes[server].out.sent.is_empty());
+    assert!(net.events(outsider).is_empty());
+    // Message 1 and its retransmissions, and the junk: all counted.
+    assert!(
+        net.nodes[server].dropped() >= 7,
+        "{}",
+        net.nodes[server].dropped()
+    );
+}
+
+#[test]
+fn under_load_a_cookie_is_asked_and_echoed_from_the_same_address() {
+    let mut net = Net::new();
+    let server = net.add(
+        &NETWORK,
+        Limits {
+            cookie_threshold: 0,
+            ..Limits::default()
+        },
+    );
+    let client = net.add(&NETWORK, Limits::default());
+    let id = net.connect(client, server);
+    net.run(Duration::from_millis(300));
+    assert!(net
+        .events(server)
+        .iter()
+        .any(|e| matches!(e, Seen::Established(s, _) if *s == id)));
+    let stats = net.nodes[server].stats();
+    assert_eq!(stats.cookie_challenges.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.handshakes_refused.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_cookie_echo_from_another_address_is_refused() {
+    let mut net = Net::new();
+    let server = net.add(
+        &NETWORK,
+        Limits {
+            cookie_threshold: 0,
+            ..Limits::default()
+        },
+    );
+    let client = net.add(&NETWORK, Limits::default());
+    net.connect(client, server);
+    // Message 1 reaches the server; its challenge reaches the client.
+    net.run(Duration::from_millis(25));
+    assert_eq!(
+        net.nodes[server]
+            .stats()
+            .cookie_challenges
+            .load(Ordering::Relaxed),
+        1
+    );
+    // The client's echo is captured and replayed from a forged address
+    // before the genuine one lands.
+    let echo = net.flight.values().last().expect("an echo").bytes.clone();
+    let forged = addr(4444);
+    let server_addr = net.addr_of(server);
+    net.inject_after(Duration::from_millis(1), forged, server_addr, echo);
+    net.run(Duration::from_millis(3));
+    let stats = net.nodes[server].stats();
+    assert_eq!(stats.handshakes_refused.load(Ordering::Relaxed), 1);
+    // The forged source got nothing but a fresh challenge at most (bounded
+    // by what it sent); no session was made for it.
+    assert_eq!(net.nodes[server].ep.len(), 0);
+    net.run(Duration::from_millis(300));
+    assert_eq!(
+        net.nodes[server].ep.len(),
+        1,
+        "the genuine echo still works"
+    );
+}
+
+#[test]
+fn the_pending_limit_refuses_handshakes_beyond_it() {
+    let mut net = Net::new();
+    let server = net.add(
+        &NETWORK,
+        Limits {
+            max_pending: 3,
+            ..Limits::default()
+        },
+    );
+    // Clients whose message 3 never arrives: their message 2 is lost.
+    let clients: Vec<usize> = (0..6)
+        .map(|_| net.add(&NETWORK, Limits::default()))
+        .collect();
+    for &c in &clients {
+        net.connect(c, server);
+    }
+    // Deliver the message 1s only.
+    net.run(Duration::from_millis(11));
+    net.flight.clear();
+    for c in &clients {
+        net.nodes[*c].out.sent.clear();
+    }
+    let stats = net.nodes[server].stats();
+    assert_eq!(net.nodes[server].ep.pending(), 3);
+    assert_eq!(stats.pending.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.handshakes_refused.load(Ordering::Relaxed), 3);
+    // The pending handshakes time out and free their places.
+    net.nodes[server].out.sent.clear();
+    net.at.clear();
+    net.run(Duration::from_secs(20));
+    assert_eq!(net.nodes[server].ep.pending(), 0);
+    assert_eq!(net.nodes[server].ep.len(), 0);
+    assert_eq!(net.nodes[server].stats().pending.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        net.nodes[server].stats().sessions.load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[test]
+fn a_refused_node_stops_accepting_but_keeps_its_sessions() {
+    let mut net = Net::new();
+    let (server, client, id) = net.established_pair();
+    net.nodes[server]
+        .ep
+        .config()
+        .accepting
+        .store(false, Ordering::Relaxed);
+    let late = net.add(&NETWORK, Limits::default());
+    net.connect(late, server);
+    net.send(client, id, b"still here");
+    net.run(Duration::from_millis(500));
+    assert_eq!(net.nodes[server].ep.len(), 1);
+    assert_eq!(messages(&net.events(server)).len(), 1);
+    assert!(!net
+        .events(late)
+        .iter()
+        .any(|e| matches!(e, Seen::Established(..))));
+}
