@@ -338,7 +338,7 @@ impl ReactorHandle {
     }
 
     fn wait_for_room(&self, command: Command, deadline: Option<Instant>) -> Result<(), Refused> {
-        let sent = match deadline {
+        match deadline {
             None => self.commands.send(command).map_err(|_| Refused::Stopped),
             Some(d) => self
                 .commands
@@ -347,8 +347,7 @@ impl ReactorHandle {
                     crossbeam_channel::SendTimeoutError::Timeout(_) => Refused::Full,
                     crossbeam_channel::SendTimeoutError::Disconnected(_) => Refused::Stopped,
                 }),
-        };
-        sent
+        }
     }
 
     /// Queues a command without waiting (between reactors, which must never
