@@ -15,7 +15,7 @@ pub enum FrameType {
     /// [`ControlType`](super::ControlType).
     Control,
     /// `0x03`: one fragment of a message larger than the path MTU (sealed);
-    /// the plaintext starts with a [`FragmentHeader`](crate::stream::FragmentHeader).
+    /// the plaintext starts with a fragment header (`stream::FragmentHeader`).
     Stream,
     /// `0x04`: address validation (cookie) between a server under load and a
     /// client, sent in the clear. See `docs/PROTOCOL.md`.
