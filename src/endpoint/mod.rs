@@ -433,10 +433,7 @@ impl Endpoint {
             return;
         };
         self.control.clear();
-        while let Some(d) = entry.session.poll_transmit() {
-            self.control.push(&d);
-        }
-        if !self.control.is_empty() {
+        if entry.session.poll_transmits(&mut self.control) > 0 {
             out.transmit(&entry.path, &mut self.control);
             self.control.clear();
         }

@@ -68,7 +68,7 @@ use crate::crypto::{
     Algorithm, CryptoError, Handshake, Identity, NetworkKey, NodeId, RecvKeys, SendKeys,
 };
 use crate::frame::{
-    close_code, Control, Flags, FrameType, Header, SessionId, HEADER_LEN, MAX_REASON_LEN, TAG_LEN,
+    close_code, Control, Flags, FrameType, Header, SessionId, HEADER_LEN, MAX_REASON_LEN,
 };
 use crate::stream::{MemoryBudget, Reassembler};
 
@@ -116,7 +116,8 @@ pub struct Session {
     /// Responder: the message 3 that established the session, to recognise
     /// its retransmissions.
     msg3_seen: Option<Vec<u8>>,
-    transmits: VecDeque<Vec<u8>>,
+    /// Control and handshake datagrams waiting for the caller, back to back.
+    control: Transmits,
     events: VecDeque<Event>,
     reassembler: Reassembler,
     next_message_id: u32,
@@ -184,7 +185,7 @@ impl Session {
         let mut msg1 = header_bytes.to_vec();
         msg1.extend_from_slice(&msg);
         let mut s = Session::new(Role::Initiator, id, config, now, budget);
-        s.queue(msg1.clone(), now);
+        s.queue(&msg1, now);
         s.retransmit_at = Some(now + s.rto);
         s.pending = Some(Pending::Initiator {
             handshake,
@@ -247,7 +248,7 @@ impl Session {
         let mut s = Session::new(Role::Responder, id, config, now, budget);
         s.stats.bytes_received += (HEADER_LEN + frame.payload.len()) as u64;
         s.stats.frames_received += 1;
-        s.queue(msg2.clone(), now);
+        s.queue(&msg2, now);
         let mut msg1 = frame.header_bytes.to_vec();
         msg1.extend_from_slice(frame.payload);
         s.pending = Some(Pending::Responder {
@@ -279,7 +280,7 @@ impl Session {
             peer: None,
             unconfirmed_msg3: None,
             msg3_seen: None,
-            transmits: VecDeque::new(),
+            control: Transmits::new(),
             events: VecDeque::new(),
             next_message_id: 0,
             created: now,
@@ -390,7 +391,15 @@ impl Session {
 
     /// The next control or handshake datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmits.pop_front()
+        self.control.remove_first()
+    }
+
+    /// Moves every control and handshake datagram waiting into `out`, in
+    /// order (no allocation per datagram); returns how many.
+    pub fn poll_transmits(&mut self, out: &mut Transmits) -> usize {
+        let n = self.control.len();
+        out.append(&mut self.control);
+        n
     }
 
     /// The next event.
@@ -456,7 +465,7 @@ impl Session {
                             None => msg1.clone(),
                         };
                         self.stats.retransmits += 1;
-                        self.queue(msg1, now);
+                        self.queue(&msg1, now);
                         self.backoff(now);
                     } else {
                         self.retransmit_at = None;
@@ -473,7 +482,7 @@ impl Session {
                     match self.unconfirmed_msg3.clone() {
                         Some(m3) if now < self.handshake_deadline => {
                             self.stats.retransmits += 1;
-                            self.queue(m3, now);
+                            self.queue(&m3, now);
                             self.backoff(now);
                         }
                         _ => self.retransmit_at = None,
@@ -519,11 +528,11 @@ impl Session {
             return None;
         }
         let token = self.next_token(now);
-        let at = self.transmits.len();
+        let at = self.control.len();
         self.send_control(&Control::Ping { token }, now);
         // The ping is the first datagram queued by that call (a key-update
         // probe may follow it; that one stays for the current path).
-        self.transmits.remove(at).map(|d| (token, d))
+        self.control.remove(at).map(|d| (token, d))
     }
 
     /// The token of the last pong received.
@@ -609,9 +618,9 @@ impl Session {
 
     fn send_control(&mut self, control: &Control, now: Instant) {
         let Some(keys) = &mut self.keys else { return };
-        let mut buf = Vec::with_capacity(HEADER_LEN + 32 + TAG_LEN);
-        buf.resize(HEADER_LEN, 0);
-        control.encode(&mut buf);
+        // Sealed where it will wait: at the end of the control queue.
+        let start = self.control.begin_frame();
+        control.encode(&mut self.control.buf);
         let header = Header {
             frame_type: FrameType::Control,
             flags: Flags::EMPTY,
@@ -620,9 +629,14 @@ impl Session {
             packet_number: 0,
             payload_len: 0,
         };
-        match keys.send.seal(&mut buf, 0, header) {
+        let sealed = keys.send.seal(&mut self.control.buf, start, header);
+        if sealed.is_err() {
+            self.control.buf.truncate(start);
+        }
+        match sealed {
             Ok(_) => {
-                self.queue(buf, now);
+                self.control.end_datagram();
+                self.sent(self.control.buf.len() - start, now);
                 self.probe_key_update(now);
             }
             // Nothing can be sealed any more, not even a CLOSE: the peer
@@ -658,11 +672,17 @@ impl Session {
         );
     }
 
-    fn queue(&mut self, datagram: Vec<u8>, now: Instant) {
-        self.stats.bytes_sent += datagram.len() as u64;
+    /// Queues a datagram for the caller.
+    fn queue(&mut self, datagram: &[u8], now: Instant) {
+        self.control.push(datagram);
+        self.sent(datagram.len(), now);
+    }
+
+    /// Counts a datagram of `len` bytes queued at `now`.
+    fn sent(&mut self, len: usize, now: Instant) {
+        self.stats.bytes_sent += len as u64;
         self.stats.frames_sent += 1;
         self.last_send = now;
-        self.transmits.push_back(datagram);
     }
 
     /// Ends the session now with `reason`.

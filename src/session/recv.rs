@@ -131,7 +131,7 @@ impl Session {
                 *held = Some(fresh);
                 let echo = cookie::echo(self.id, &fresh, msg1);
                 self.stats.retransmits += 1;
-                self.queue(echo, now);
+                self.queue(&echo, now);
                 Ok(false)
             }
             // Responder: the echo that created this session, again (our
@@ -143,7 +143,7 @@ impl Session {
                     Ok((_, _, inner)) if inner == &msg1[..] => {
                         let again = msg2.clone();
                         self.stats.retransmits += 1;
-                        self.queue(again, now);
+                        self.queue(&again, now);
                         Ok(false)
                     }
                     _ => Err(unexpected),
@@ -184,7 +184,7 @@ impl Session {
                 }
                 let again = msg2.clone();
                 self.stats.retransmits += 1;
-                self.queue(again, now);
+                self.queue(&again, now);
                 Ok(false)
             }
             // Initiator: message 2.
@@ -213,7 +213,7 @@ impl Session {
                 let mut datagram = Vec::with_capacity(HEADER_LEN + msg3.len());
                 handshake_header(self.id, 3, msg3.len()).write(&mut datagram);
                 datagram.extend_from_slice(&msg3);
-                self.queue(datagram.clone(), now);
+                self.queue(&datagram, now);
                 self.unconfirmed_msg3 = Some(datagram);
                 self.rto = self.config.initial_rto;
                 self.retransmit_at = Some(now + self.rto);

@@ -61,6 +61,37 @@ impl Transmits {
         self.ends.push(self.buf.len());
     }
 
+    /// Moves every datagram of `other` to the end of this one, leaving
+    /// `other` empty (its buffer is taken when this one is empty).
+    pub fn append(&mut self, other: &mut Transmits) {
+        if self.is_empty() {
+            std::mem::swap(self, other);
+            other.clear();
+            return;
+        }
+        let base = self.buf.len();
+        self.buf.extend_from_slice(&other.buf);
+        self.ends.extend(other.ends.iter().map(|e| e + base));
+        other.clear();
+    }
+
+    /// Takes datagram `i` out, keeping the others in order.
+    pub(crate) fn remove(&mut self, i: usize) -> Option<Vec<u8>> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let datagram: Vec<u8> = self.buf.drain(start..end).collect();
+        self.ends.remove(i);
+        for e in &mut self.ends[i..] {
+            *e -= end - start;
+        }
+        Some(datagram)
+    }
+
+    /// Takes the first datagram out.
+    pub(crate) fn remove_first(&mut self) -> Option<Vec<u8>> {
+        self.remove(0)
+    }
+
     /// Removes the datagrams pushed since the buffer held `count` of them
     /// (used to undo a send that failed half way).
     pub(crate) fn truncate(&mut self, count: usize) {
@@ -78,5 +109,60 @@ impl Transmits {
 
     pub(crate) fn end_datagram(&mut self) {
         self.ends.push(self.buf.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(datagrams: &[&[u8]]) -> Transmits {
+        let mut t = Transmits::new();
+        for d in datagrams {
+            t.push(d);
+        }
+        t
+    }
+
+    fn all(t: &Transmits) -> Vec<Vec<u8>> {
+        t.iter().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn append_moves_every_datagram_in_order() {
+        let mut a = of(&[b"ab", b"c"]);
+        let mut b = of(&[b"def", b"", b"g"]);
+        a.append(&mut b);
+        assert_eq!(
+            all(&a),
+            vec![
+                b"ab".to_vec(),
+                b"c".to_vec(),
+                b"def".to_vec(),
+                vec![],
+                b"g".to_vec()
+            ]
+        );
+        assert!(b.is_empty());
+        // Into an empty one: the buffer moves.
+        let mut empty = Transmits::new();
+        let ptr = a.buf.as_ptr();
+        empty.append(&mut a);
+        assert_eq!(empty.buf.as_ptr(), ptr);
+        assert_eq!(empty.len(), 5);
+        assert!(a.is_empty() && a.bytes() == 0);
+    }
+
+    #[test]
+    fn remove_keeps_the_others_in_order() {
+        let mut t = of(&[b"one", b"two", b"three"]);
+        assert_eq!(t.remove(1), Some(b"two".to_vec()));
+        assert_eq!(all(&t), vec![b"one".to_vec(), b"three".to_vec()]);
+        assert_eq!(t.remove_first(), Some(b"one".to_vec()));
+        assert_eq!(all(&t), vec![b"three".to_vec()]);
+        assert_eq!(t.remove(1), None);
+        assert_eq!(t.remove_first(), Some(b"three".to_vec()));
+        assert_eq!(t.remove_first(), None);
+        assert_eq!(t.bytes(), 0);
     }
 }
