@@ -1,5 +1,5 @@
 //! What every shard of a node shares (settings, the directory, counters),
-//! and where session ids come from.
+//! and where its randomness comes from.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
@@ -71,13 +71,14 @@ pub(crate) struct EndpointStats {
     pub handshakes_refused: AtomicU64,
 }
 
-/// A source of random session ids.
-pub(crate) trait IdSource: Send {
+/// Where an endpoint's randomness comes from: session ids and path
+/// challenges. The system's CSPRNG in a node; a seeded one in tests.
+pub(crate) trait Random: Send {
     /// Fills `buf` with random bytes; false if none could be had.
     fn fill(&mut self, buf: &mut [u8]) -> bool;
 }
 
-impl IdSource for ring::rand::SystemRandom {
+impl Random for ring::rand::SystemRandom {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
         ring::rand::SecureRandom::fill(self, buf).is_ok()
     }

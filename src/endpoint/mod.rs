@@ -24,7 +24,7 @@ mod send;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use config::{EndpointConfig, EndpointStats, IdSource};
+pub(crate) use config::{EndpointConfig, EndpointStats, Random};
 pub(crate) use directory::Directory;
 pub(crate) use path::{Link, Path};
 
@@ -154,7 +154,7 @@ pub(crate) struct Endpoint {
     control: Transmits,
     /// Sealed data on its way to the output.
     data: Transmits,
-    ids: Box<dyn IdSource>,
+    random: Box<dyn Random>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -169,7 +169,7 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// Shard `shard` of a node configured by `config`.
-    pub(crate) fn new(shard: usize, config: Arc<EndpointConfig>, ids: Box<dyn IdSource>) -> Self {
+    pub(crate) fn new(shard: usize, config: Arc<EndpointConfig>, random: Box<dyn Random>) -> Self {
         Endpoint {
             shard,
             config,
@@ -179,7 +179,7 @@ impl Endpoint {
             pending: 0,
             control: Transmits::new(),
             data: Transmits::new(),
-            ids,
+            random,
         }
     }
 
@@ -222,7 +222,7 @@ impl Endpoint {
         let count = self.config.directory.shards();
         for _ in 0..16 {
             let mut b = [0u8; 8];
-            if !self.ids.fill(&mut b) {
+            if !self.random.fill(&mut b) {
                 return None;
             }
             let raw = u64::from_be_bytes(b);
@@ -343,13 +343,14 @@ impl Endpoint {
         };
         let len = datagram.len();
         let result = entry.session.handle_datagram(now, datagram);
-        // A pong to the path probe validates its path, whichever path the
-        // pong came back on (as QUIC's PATH_RESPONSE).
-        if let Some(p) = entry.probe.as_mut() {
-            p.answered |= entry
-                .session
-                .last_pong()
-                .is_some_and(|t| p.tokens.contains(&t));
+        // A PATH_RESPONSE echoing a challenge sent along the probed path
+        // validates that path, whichever path the response came back on
+        // (RFC 9000 §8.2.2): only a receiver at the probed address saw the
+        // challenge's random bytes.
+        while let Some(data) = entry.session.poll_path_response() {
+            if let Some(p) = entry.probe.as_mut() {
+                p.answered |= p.challenges.contains(&data);
+            }
         }
         match result {
             // The session id, not the address, finds the session: a

@@ -5,11 +5,16 @@
 //! of an established session arrives along another path, the responder
 //! does not move at once: a copy of a genuine datagram sent first from
 //! another (possibly forged) address, or over the copier's own WebSocket
-//! connection, authenticates too. So the new path gets a ping (a
-//! [`PathProbe`]); the session moves once that ping's pong is back and a
-//! newest datagram arrives along the path. Until then only probes go there,
-//! within three times the bytes that arrived along it (no amplifier for a
-//! forged address).
+//! connection, authenticates too, and a member of the network can send its
+//! own session's datagrams from a forged source. So the new path gets a
+//! PATH_CHALLENGE (a [`PathProbe`]) carrying 64 fresh bits from the CSPRNG,
+//! sent along that path only; the session moves once a PATH_RESPONSE echoes
+//! an outstanding challenge of that path (from wherever it comes: only a
+//! receiver at the probed address saw the bytes) and a newest datagram
+//! arrives along the path. Nothing else carries challenge data, so no
+//! event the peer provokes reveals it elsewhere. Until then only challenges
+//! go to the new path, within three times the bytes that arrived along it
+//! (no amplifier for a forged address).
 
 use std::cmp::Reverse;
 use std::collections::VecDeque;
@@ -89,20 +94,20 @@ impl Path {
 /// Probes sent along one path on the timer alone, unanswered, before it
 /// waits for another datagram along the path.
 pub(crate) const PROBE_RETRIES: u32 = 3;
-/// Tokens remembered per probed path.
-pub(crate) const PROBE_TOKENS: usize = 8;
+/// Challenges remembered per probed path.
+pub(crate) const PROBE_CHALLENGES: usize = 8;
 /// A path probe never sends more than this many times what arrived along
 /// the path.
 pub(crate) const PROBE_AMPLIFICATION: usize = 3;
 
-/// Pings sent along a path the peer appeared on; a pong to one of them
-/// validates the path.
+/// Challenges sent along a path the peer appeared on; a response echoing
+/// one of them validates the path.
 #[derive(Debug)]
 pub(crate) struct PathProbe {
     pub path: Path,
-    /// The tokens of the pings sent along it, latest last: a pong to any of
-    /// them validates the path (a slow path answers an earlier one).
-    pub tokens: VecDeque<u64>,
+    /// The challenges sent along it, latest last: a response to any of them
+    /// validates the path (a slow path answers an earlier one).
+    pub challenges: VecDeque<[u8; 8]>,
     /// When a probe may be sent again if none was answered.
     pub due: Instant,
     /// Probes sent along it so far.
@@ -120,7 +125,7 @@ impl PathProbe {
     pub(crate) fn new(path: Path, bytes_in: usize, now: Instant) -> Self {
         PathProbe {
             path,
-            tokens: VecDeque::new(),
+            challenges: VecDeque::new(),
             due: now,
             sent: 0,
             bytes_in,
@@ -134,15 +139,15 @@ impl PathProbe {
         self.bytes_out + len <= PROBE_AMPLIFICATION * self.bytes_in
     }
 
-    /// Records a probe sent with `token`, `len` bytes, next due at `due`.
-    pub(crate) fn sent(&mut self, token: u64, len: usize, due: Instant) {
+    /// Records a challenge `data` sent, `len` bytes, next due at `due`.
+    pub(crate) fn sent(&mut self, data: [u8; 8], len: usize, due: Instant) {
         self.due = due;
         self.sent += 1;
         self.bytes_out += len;
-        if self.tokens.len() == PROBE_TOKENS {
-            self.tokens.pop_front();
+        if self.challenges.len() == PROBE_CHALLENGES {
+            self.challenges.pop_front();
         }
-        self.tokens.push_back(token);
+        self.challenges.push_back(data);
     }
 
     /// Whether the timer may send another probe at `now`.
@@ -194,9 +199,9 @@ impl Endpoint {
         }
     }
 
-    /// Sends a path probe for session `id`: a ping whose pong validates the
-    /// path. The only thing sent on an unvalidated path; at most one per
-    /// datagram that arrived along it, plus a few on the timer.
+    /// Sends a path challenge for session `id` along its probed path: the
+    /// only thing sent on an unvalidated path; at most one per datagram
+    /// that arrived along it, plus a few on the timer.
     pub(super) fn probe(&mut self, id: SessionId, now: Instant, out: &mut dyn Output) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
@@ -204,12 +209,16 @@ impl Endpoint {
         let Some(p) = entry.probe.as_mut() else {
             return;
         };
-        // A ping is a fixed size: check the budget before sealing one.
-        let ping_len = crate::frame::HEADER_LEN + 9 + crate::frame::TAG_LEN;
-        if !p.may_send(ping_len) {
+        // A challenge is a fixed size: check the budget before sealing one.
+        let challenge_len = crate::frame::HEADER_LEN + 9 + crate::frame::TAG_LEN;
+        if !p.may_send(challenge_len) {
             return;
         }
-        let Some((token, datagram)) = entry.session.path_probe(now) else {
+        let mut data = [0u8; 8];
+        if !self.random.fill(&mut data) {
+            return;
+        }
+        let Some(datagram) = entry.session.path_challenge(now, data) else {
             return;
         };
         tracing::debug!(session = %id, to = %p.path.peer, sent = p.sent, "validating a new path");
@@ -222,7 +231,7 @@ impl Endpoint {
             .smoothed
             .map_or(initial, |s| (s * 2).max(initial));
         let due = now + rto * (1 << p.sent.min(6));
-        p.sent(token, datagram.len(), due);
+        p.sent(data, datagram.len(), due);
         self.control.clear();
         self.control.push(&datagram);
         out.transmit(&p.path, &mut self.control);

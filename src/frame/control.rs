@@ -19,6 +19,11 @@ pub enum ControlType {
     Close = 0x05,
     /// The sender reports an error without closing.
     Error = 0x06,
+    /// Asks the peer to echo 8 random bytes: sent along a path to validate
+    /// it (RFC 9000 §8.2).
+    PathChallenge = 0x07,
+    /// Echoes a path challenge's bytes.
+    PathResponse = 0x08,
 }
 
 /// Longest reason text carried by a close or error message.
@@ -58,6 +63,17 @@ pub enum Control {
         /// Human-readable message, at most [`MAX_REASON_LEN`] bytes.
         message: String,
     },
+    /// Asks the peer to echo `data` in a [`Control::PathResponse`]; sent
+    /// only along the path being validated, with fresh random bytes.
+    PathChallenge {
+        /// 8 bytes from a CSPRNG.
+        data: [u8; 8],
+    },
+    /// Echoes a [`Control::PathChallenge`].
+    PathResponse {
+        /// The challenge's bytes.
+        data: [u8; 8],
+    },
 }
 
 /// Well-known close codes carried by [`Control::Close`].
@@ -94,6 +110,14 @@ impl Control {
                 out.extend_from_slice(&bytes.to_be_bytes());
             }
             Control::KeyRotation => out.push(ControlType::KeyRotation as u8),
+            Control::PathChallenge { data } => {
+                out.push(ControlType::PathChallenge as u8);
+                out.extend_from_slice(data);
+            }
+            Control::PathResponse { data } => {
+                out.push(ControlType::PathResponse as u8);
+                out.extend_from_slice(data);
+            }
             Control::Close { code, reason: text }
             | Control::Error {
                 code,
@@ -128,6 +152,12 @@ impl Control {
             0x03 => Control::FlowCredit { bytes: u64_body()? },
             0x04 if body.is_empty() => Control::KeyRotation,
             0x04 => return Err(FrameError::BadControl("key rotation has no body")),
+            0x07 => Control::PathChallenge {
+                data: u64_body()?.to_be_bytes(),
+            },
+            0x08 => Control::PathResponse {
+                data: u64_body()?.to_be_bytes(),
+            },
             0x05 | 0x06 => {
                 if body.len() < 4 {
                     return Err(FrameError::BadControl("close/error shorter than 4 bytes"));
@@ -182,6 +212,8 @@ mod tests {
                 Control::KeyRotation,
                 Control::Close { code, reason: reason.clone() },
                 Control::Error { code, message: reason.clone() },
+                Control::PathChallenge { data: token.to_le_bytes() },
+                Control::PathResponse { data: token.to_be_bytes() },
             ] {
                 let mut out = Vec::new();
                 c.encode(&mut out);

@@ -74,6 +74,8 @@ use crate::stream::{MemoryBudget, Reassembler};
 
 /// Upper bound of the handshake retransmission timer.
 const MAX_RTO: Duration = Duration::from_secs(2);
+/// Path responses kept until the caller reads them.
+const MAX_PATH_RESPONSES: usize = 8;
 /// Bytes of a CLOSE plaintext before its reason: subtype, code, length.
 const CLOSE_FIXED_LEN: usize = 5;
 
@@ -138,6 +140,8 @@ pub struct Session {
     last_token: u64,
     /// The token of the last pong received.
     last_pong: Option<u64>,
+    /// Path responses received, oldest first, until the caller takes them.
+    path_responses: VecDeque<[u8; 8]>,
     /// The sealed frame just opened carried the highest packet number yet.
     sealed_newest: bool,
     close_reason: Option<CloseReason>,
@@ -281,6 +285,7 @@ impl Session {
             unconfirmed_msg3: None,
             msg3_seen: None,
             control: Transmits::new(),
+            path_responses: VecDeque::new(),
             events: VecDeque::new(),
             next_message_id: 0,
             created: now,
@@ -518,21 +523,40 @@ impl Session {
         self.send_control(&Control::Ping { token }, now);
     }
 
-    /// Seals a ping for a path the caller wants to validate (the peer
-    /// appeared at a new address) and hands it over instead of queueing it:
-    /// the caller sends it along the new path, and moves the session there
-    /// only once [`last_pong`](Self::last_pong) returns its token from that
-    /// path. `None` unless established.
-    pub fn path_probe(&mut self, now: Instant) -> Option<(u64, Vec<u8>)> {
+    /// Seals a PATH_CHALLENGE carrying `data` (8 bytes the caller drew from
+    /// a CSPRNG) for a path the caller wants to validate (the peer appeared
+    /// at a new address), and hands it over instead of queueing it: the
+    /// caller sends it along that path only, and counts the path validated
+    /// once [`poll_path_response`](Self::poll_path_response) returns `data`.
+    /// `None` unless established.
+    pub fn path_challenge(&mut self, now: Instant, data: [u8; 8]) -> Option<Vec<u8>> {
         if self.state != SessionState::Established {
             return None;
         }
-        let token = self.next_token(now);
         let at = self.control.len();
-        self.send_control(&Control::Ping { token }, now);
-        // The ping is the first datagram queued by that call (a key-update
-        // probe may follow it; that one stays for the current path).
-        self.control.remove(at).map(|d| (token, d))
+        self.send_control(&Control::PathChallenge { data }, now);
+        // The challenge is the first datagram queued by that call (a
+        // key-update probe may follow it; that one stays for the current
+        // path, and carries nothing of the challenge).
+        self.control.remove(at)
+    }
+
+    /// Seals any control message (tests play hostile peers with it).
+    #[cfg(test)]
+    pub(crate) fn send_control_for_test(&mut self, control: &Control, now: Instant) {
+        self.send_control(control, now);
+    }
+
+    /// The last ping token handed out (tests predict tokens with it).
+    #[cfg(test)]
+    pub(crate) fn last_token_for_test(&self) -> u64 {
+        self.last_token
+    }
+
+    /// The next PATH_RESPONSE received (its bytes), oldest first; the last
+    /// few are kept.
+    pub fn poll_path_response(&mut self) -> Option<[u8; 8]> {
+        self.path_responses.pop_front()
     }
 
     /// The token of the last pong received.

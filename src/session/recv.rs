@@ -408,6 +408,17 @@ impl Session {
             Control::Error { code, message } => {
                 self.events.push_back(Event::PeerError { code, message })
             }
+            // Answered along the session's path (the caller's choice); the
+            // bytes prove that this side received the challenge.
+            Control::PathChallenge { data } => {
+                self.send_control(&Control::PathResponse { data }, now)
+            }
+            Control::PathResponse { data } => {
+                if self.path_responses.len() == super::MAX_PATH_RESPONSES {
+                    self.path_responses.pop_front();
+                }
+                self.path_responses.push_back(data);
+            }
         }
         Ok(())
     }

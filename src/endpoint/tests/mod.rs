@@ -22,7 +22,7 @@ use crate::stream::MemoryBudget;
 /// A deterministic id source.
 struct Counter(u64);
 
-impl IdSource for Counter {
+impl Random for Counter {
     fn fill(&mut self, buf: &mut [u8]) -> bool {
         self.0 = self
             .0
