@@ -429,11 +429,17 @@ fn five_thousand_concurrent_connections_then_a_clear_refusal_at_the_cap() {
         );
         return;
     }
+    // The clients read nothing until all are open, so they answer no ping
+    // meanwhile; opening 5,000 can outlast the default keepalive timers (10 s
+    // ping, 30 s dead) on a busy machine. Keepalive has its own test
+    // (`a_dead_peer_is_detected_and_closed`): here it is out of the way.
     let s = Running::start(
         WsTransport::bind(
             loopback(),
             WsConfig {
                 max_connections: N,
+                ping_interval: Duration::from_secs(600),
+                dead_after: Duration::from_secs(1200),
                 ..WsConfig::default()
             },
         )

@@ -1,9 +1,12 @@
 //! In-memory test driver for two sessions over a simulated link: virtual
 //! time, latency, jitter, loss, duplication and a datagram size limit, all
 //! from a seeded RNG so that every run repeats exactly (as quinn-proto's
-//! `Pair`).
+//! `Pair`). [`hostile`]: what the hostile-network tests share (real nodes
+//! on loopback).
 
 #![allow(dead_code)]
+
+pub mod hostile;
 
 use std::time::{Duration, Instant};
 
