@@ -93,8 +93,12 @@ impl Endpoint {
             now,
             Some(config.budget.clone()),
         ) {
-            Ok(session) => {
+            Ok(mut session) => {
                 let id = session.id();
+                if let Some(allow) = &config.authorize {
+                    let (allow, addr) = (allow.clone(), path.peer);
+                    session.check_peer(Box::new(move |node| allow(node, addr)));
+                }
                 let mut entry = Entry::new(session, path);
                 entry.pending = true;
                 self.pending += 1;

@@ -1,11 +1,12 @@
 //! What every shard of a node shares (settings, the directory, counters),
 //! and where its randomness comes from.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey};
+use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
 use crate::session::{PayloadSource, SessionConfig};
 use crate::stream::MemoryBudget;
 
@@ -42,7 +43,14 @@ pub(crate) struct EndpointConfig {
     pub payloads: Option<Arc<dyn PayloadSource>>,
     /// Counters of every shard together.
     pub stats: EndpointStats,
+    /// Asked, when an initiator's node id is known (message 3), whether it
+    /// may have the session; `None` admits every member.
+    pub authorize: Option<Authorize>,
 }
+
+/// An accept-side authorisation: the initiator's node id and address in,
+/// whether it may have the session out.
+pub(crate) type Authorize = Arc<dyn Fn(NodeId, SocketAddr) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for EndpointConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,6 +77,8 @@ pub(crate) struct EndpointStats {
     pub cookie_challenges: AtomicU64,
     /// Message 1s and cookie echoes refused (bad cookie, pending limit).
     pub handshakes_refused: AtomicU64,
+    /// Initiators the authorisation refused.
+    pub peers_refused: AtomicU64,
 }
 
 /// Where an endpoint's randomness comes from: session ids and path

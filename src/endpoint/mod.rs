@@ -24,7 +24,7 @@ mod send;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use config::{EndpointConfig, EndpointStats, Random};
+pub(crate) use config::{Authorize, EndpointConfig, EndpointStats, Random};
 pub(crate) use directory::Directory;
 pub(crate) use path::{Link, Path};
 
@@ -125,6 +125,9 @@ struct Entry {
     /// The application chose the path (`set_path`): the session no longer
     /// follows the peer.
     pinned: bool,
+    /// `Established` was reported: `Closed` will be too. A responder's
+    /// session that never got that far ends unreported.
+    announced: bool,
 }
 
 impl Entry {
@@ -137,6 +140,7 @@ impl Entry {
             pending: false,
             probe: None,
             pinned: false,
+            announced: false,
         }
     }
 }
@@ -237,12 +241,13 @@ impl Endpoint {
         None
     }
 
-    /// Opens a session to the peer at the end of `path`: message 1 goes to
-    /// the output at once.
+    /// Opens a session to the peer at the end of `path` (only to node
+    /// `expect`, when given): message 1 goes to the output at once.
     pub(crate) fn connect(
         &mut self,
         now: Instant,
         path: Path,
+        expect: Option<NodeId>,
         out: &mut dyn Output,
     ) -> Result<SessionId, OpenError> {
         if self.sessions.len() >= self.config.max_sessions_per_shard {
@@ -259,6 +264,10 @@ impl Endpoint {
             now,
             Some(self.config.budget.clone()),
         )?;
+        let mut session = session;
+        if let Some(peer) = expect {
+            session.expect_peer(peer);
+        }
         self.insert(id, Entry::new(session, path));
         self.after_activity(id, now, out);
         Ok(id)
@@ -445,6 +454,7 @@ impl Endpoint {
                 SessionEvent::Established { peer, .. } => {
                     self.config.directory.set(self.shard, id, true);
                     entry.live = true;
+                    entry.announced = true;
                     tracing::info!(
                         session = %id,
                         peer_node = ?peer,
@@ -480,11 +490,17 @@ impl Endpoint {
                 SessionEvent::PeerError { .. } => {}
                 SessionEvent::Closed { reason } => {
                     tracing::info!(session = %id, peer_addr = %entry.path.peer, %reason, "session closed");
-                    out.event(Event::Closed {
-                        id,
-                        reason,
-                        path: &entry.path,
-                    });
+                    if let CloseReason::Refused { .. } = reason {
+                        let refused = &self.config.stats.peers_refused;
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if entry.announced || initiator {
+                        out.event(Event::Closed {
+                            id,
+                            reason,
+                            path: &entry.path,
+                        });
+                    }
                     closed = true;
                 }
             }

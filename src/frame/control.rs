@@ -91,6 +91,9 @@ pub mod close_code {
     pub const INTEGRITY_LIMIT: u16 = 4;
     /// The packet number space is exhausted.
     pub const PACKET_NUMBERS_EXHAUSTED: u16 = 5;
+    /// The responder's authorisation refused the initiator (sent instead of
+    /// the handshake's confirmation).
+    pub const REFUSED: u16 = 6;
 }
 
 impl Control {

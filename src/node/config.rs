@@ -1,11 +1,13 @@
 //! How a node is configured, and why it may refuse to start.
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::crypto::SeedError;
+use crate::crypto::{NodeId, SeedError};
 use crate::session::{ConfigError, SessionConfig};
 use crate::transport::udp::{UdpConfig, UdpConfigError};
 use crate::transport::TransportError;
@@ -57,6 +59,13 @@ pub struct NodeConfig {
     /// far beyond any burst a healthy peer absorbs, short enough that a
     /// sender stuck behind a peer that reads nothing finds out.
     pub send_timeout: Duration,
+    /// Asked, once an initiator's node id is known (its handshake message
+    /// 3) and before the session is established, whether it may have the
+    /// session; refused, it gets a CLOSE instead (its connect fails with
+    /// [`ConnectError::Refused`](super::ConnectError::Refused)), and this
+    /// node's application never sees it. `None` (the default) admits every
+    /// member of the network.
+    pub authorize: Option<Authorizer>,
     /// How long a call that waits for a reactor's answer (statistics,
     /// confirmed sends, adding a transport, moving a session) waits before
     /// it gives up. Default 5 s: a reactor answers within a loop turn, so
@@ -83,6 +92,7 @@ impl NodeConfig {
             max_pending_handshakes: 4096,
             send_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(5),
+            authorize: None,
         }
     }
 
@@ -136,6 +146,16 @@ impl NodeConfig {
         self
     }
 
+    /// Admits only the initiators `allow` accepts (see
+    /// [`authorize`](Self::authorize)).
+    pub fn with_authorizer(
+        mut self,
+        allow: impl Fn(&PeerCandidate) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.authorize = Some(Arc::new(allow));
+        self
+    }
+
     /// Sets how long sends wait for room (see
     /// [`send_timeout`](Self::send_timeout)).
     pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
@@ -143,6 +163,19 @@ impl NodeConfig {
         self
     }
 }
+
+/// An initiator asking for a session, as the authorisation hook sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerCandidate {
+    /// Its authenticated node id.
+    pub node_id: NodeId,
+    /// The address its handshake came from.
+    pub addr: SocketAddr,
+}
+
+/// An accept-side authorisation hook (see [`NodeConfig::authorize`]).
+pub type Authorizer = Arc<dyn Fn(&PeerCandidate) -> bool + Send + Sync>;
 
 impl fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,6 +188,7 @@ impl fmt::Debug for NodeConfig {
             .field("max_sessions", &self.max_sessions)
             .field("send_timeout", &self.send_timeout)
             .field("call_timeout", &self.call_timeout)
+            .field("authorize", &self.authorize.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -12,6 +12,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::crypto::NodeId;
 use crate::frame::SessionId;
 use crate::reactor::{Command, Connect, Failure, Wait};
 use crate::transport::ws::{WsConfig, WsUrl};
@@ -32,6 +33,12 @@ pub struct ConnectOptions {
     /// The WebSocket configuration of this one connection (its reconnect
     /// policy, timers, limits and TLS client).
     pub websocket: Option<WsConfig>,
+    /// The only node the session may be opened with. Membership of the
+    /// network is the only other authentication, so pin the peer whenever
+    /// you know it: another node (a member impersonating the address) ends
+    /// the handshake with [`ConnectError::WrongPeer`] before it learns this
+    /// node's identity.
+    pub peer: Option<NodeId>,
 }
 
 impl ConnectOptions {
@@ -43,6 +50,12 @@ impl ConnectOptions {
     /// Waits at most `timeout` for the handshake's outcome.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Opens the session only with node `peer` (see [`peer`](Self::peer)).
+    pub fn with_peer(mut self, peer: NodeId) -> Self {
+        self.peer = Some(peer);
         self
     }
 
@@ -174,6 +187,7 @@ impl Node {
             peer,
             target,
             options: ws_options,
+            expect: options.peer,
             reply: tx,
         }));
         self.inner

@@ -60,6 +60,21 @@ pub enum ConnectError {
         /// Why.
         reason: CloseReason,
     },
+    /// The peer is not the node the connect was pinned to
+    /// ([`ConnectOptions::with_peer`](super::ConnectOptions::with_peer)).
+    #[error("the peer is node {got}, not the expected node {expected}")]
+    WrongPeer {
+        /// The node id expected.
+        expected: crate::crypto::NodeId,
+        /// The node id the peer proved.
+        got: crate::crypto::NodeId,
+    },
+    /// The peer's authorisation refused this node.
+    #[error("{peer} refused this node")]
+    Refused {
+        /// The address dialled.
+        peer: SocketAddr,
+    },
     /// No outcome within the caller's timeout.
     #[error("no handshake outcome within {0:?}")]
     TimedOut(Duration),
@@ -80,6 +95,18 @@ impl ConnectError {
             Failure::Full => ConnectError::TimedOut(Duration::ZERO),
             Failure::Transport(e) => ConnectError::Transport(e),
             Failure::TooManySessions(n) => ConnectError::TooManySessions(n),
+            Failure::ConnectFailed {
+                reason: CloseReason::UnexpectedPeer { expected, got },
+                ..
+            } => ConnectError::WrongPeer { expected, got },
+            Failure::ConnectFailed {
+                peer,
+                reason:
+                    CloseReason::Peer {
+                        code: crate::frame::close_code::REFUSED,
+                        ..
+                    },
+            } => ConnectError::Refused { peer },
             Failure::ConnectFailed { peer, reason } => ConnectError::Handshake { peer, reason },
             Failure::TimedOut(d) => ConnectError::TimedOut(d),
             Failure::Session(e) => ConnectError::Session(e),

@@ -72,6 +72,12 @@ impl Node {
             directory: Directory::new(count),
             payloads: Some(pool.clone()),
             stats: EndpointStats::default(),
+            authorize: config.authorize.clone().map(|allow| {
+                let hook: crate::endpoint::Authorize = Arc::new(move |node_id, addr| {
+                    allow(&super::config::PeerCandidate { node_id, addr })
+                });
+                hook
+            }),
         });
         let shared = Arc::new(Shared {
             endpoint,

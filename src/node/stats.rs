@@ -37,6 +37,8 @@ pub struct NodeStats {
     /// Message 1s and cookie echoes refused: bad or expired cookie, or the
     /// pending-handshake limit reached.
     pub handshakes_refused: u64,
+    /// Initiators the authorisation hook refused.
+    pub peers_refused: u64,
 }
 
 impl Node {
@@ -57,6 +59,7 @@ impl Node {
             handshakes_pending: endpoint.stats.pending.load(Ordering::Relaxed),
             cookie_challenges: endpoint.stats.cookie_challenges.load(Ordering::Relaxed),
             handshakes_refused: endpoint.stats.handshakes_refused.load(Ordering::Relaxed),
+            peers_refused: endpoint.stats.peers_refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 
+use crate::crypto::NodeId;
 use crate::endpoint::{OpenError, Path, SessionRefused};
 use crate::frame::{FrameType, SessionId};
 use crate::pool::Payload;
@@ -102,6 +103,8 @@ pub(crate) struct Connect {
     pub target: Option<String>,
     /// Transport-specific options for that one open (a `WsConfig`).
     pub options: Option<Box<dyn Any + Send>>,
+    /// The only peer the session may be opened with.
+    pub expect: Option<NodeId>,
     pub reply: Reply<SessionOpened>,
 }
 

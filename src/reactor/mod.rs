@@ -516,6 +516,7 @@ impl Reactor {
             peer,
             target,
             options,
+            expect,
             reply,
         } = c;
         let Some(slot) = self.io.slots.get_mut(transport) else {
@@ -536,7 +537,7 @@ impl Reactor {
             let _ = reply.send(Err(Failure::NoSuchTransport));
             return;
         };
-        let (opened, _) = self.with_endpoint(|ep, out| ep.connect(now, path, out));
+        let (opened, _) = self.with_endpoint(|ep, out| ep.connect(now, path, expect, out));
         match opened {
             Ok(id) => {
                 self.app.connects.insert(id, reply);

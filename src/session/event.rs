@@ -61,6 +61,20 @@ pub enum CloseReason {
     IntegrityLimit,
     /// The packet number space ran out.
     PacketNumbersExhausted,
+    /// The responder was not the peer this side was pinned to
+    /// ([`Session::expect_peer`](crate::session::Session::expect_peer)):
+    /// the handshake ended before message 3.
+    UnexpectedPeer {
+        /// The node id this side expected.
+        expected: NodeId,
+        /// The responder's node id.
+        got: NodeId,
+    },
+    /// This responder's authorisation refused the initiator.
+    Refused {
+        /// The refused initiator's node id.
+        peer: NodeId,
+    },
 }
 
 impl fmt::Display for CloseReason {
@@ -74,6 +88,11 @@ impl fmt::Display for CloseReason {
             ),
             CloseReason::HandshakeFailed(why) => write!(f, "handshake failed: {why}"),
             CloseReason::IntegrityLimit => f.write_str("too many forged frames: keys retired"),
+            CloseReason::UnexpectedPeer { expected, got } => write!(
+                f,
+                "the peer is node {got}, not the expected node {expected}: handshake abandoned"
+            ),
+            CloseReason::Refused { peer } => write!(f, "node {peer} refused by the authorisation hook"),
             CloseReason::PacketNumbersExhausted => f.write_str("packet numbers exhausted"),
         }
     }

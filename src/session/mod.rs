@@ -99,6 +99,16 @@ enum Pending {
     },
 }
 
+/// Which peer may complete the handshake.
+pub(crate) enum PeerGate {
+    /// Any member of the network.
+    Any,
+    /// Only this node (an initiator pinned to its peer).
+    Expect(NodeId),
+    /// Whoever the check allows (a responder's authorisation).
+    Check(Box<dyn Fn(NodeId) -> bool + Send + Sync>),
+}
+
 struct Keys {
     send: SendKeys,
     recv: RecvKeys,
@@ -142,6 +152,8 @@ pub struct Session {
     last_pong: Option<u64>,
     /// Path responses received, oldest first, until the caller takes them.
     path_responses: VecDeque<[u8; 8]>,
+    /// Which peer may complete the handshake.
+    gate: PeerGate,
     /// The sealed frame just opened carried the highest packet number yet.
     sealed_newest: bool,
     close_reason: Option<CloseReason>,
@@ -286,6 +298,7 @@ impl Session {
             msg3_seen: None,
             control: Transmits::new(),
             path_responses: VecDeque::new(),
+            gate: PeerGate::Any,
             events: VecDeque::new(),
             next_message_id: 0,
             created: now,
@@ -521,6 +534,23 @@ impl Session {
             *sent = now;
         }
         self.send_control(&Control::Ping { token }, now);
+    }
+
+    /// Pins an initiator to one peer: a responder with another node id ends
+    /// the handshake before message 3 (so it never learns this side's
+    /// identity), with [`CloseReason::UnexpectedPeer`]. Call it before
+    /// message 2 arrives.
+    pub fn expect_peer(&mut self, peer: NodeId) {
+        self.gate = PeerGate::Expect(peer);
+    }
+
+    /// Makes a responder ask `allow` whether the initiator (its node id,
+    /// learnt from message 3) may have the session: refused, it gets a
+    /// CLOSE with [`close_code::REFUSED`] instead of a confirmation, the
+    /// session ends with [`CloseReason::Refused`], and no `Established`
+    /// event is emitted.
+    pub(crate) fn check_peer(&mut self, allow: Box<dyn Fn(NodeId) -> bool + Send + Sync>) {
+        self.gate = PeerGate::Check(allow);
     }
 
     /// Seals a PATH_CHALLENGE carrying `data` (8 bytes the caller drew from

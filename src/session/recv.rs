@@ -9,7 +9,8 @@ use crate::frame::{
     close_code, BatchRecords, Control, Flags, FrameError, FrameType, Header, HEADER_LEN,
 };
 use crate::session::{
-    handshake_header, CloseReason, Event, Keys, Pending, Role, Session, SessionError, SessionState,
+    handshake_header, CloseReason, Event, Keys, PeerGate, Pending, Role, Session, SessionError,
+    SessionState,
 };
 use crate::stream::FragmentHeader;
 
@@ -210,6 +211,15 @@ impl Session {
                 if self.stats.retransmits == 0 {
                     self.rtt.sample(now.saturating_duration_since(*first_sent));
                 }
+                // Pinned to one peer: another one learns nothing more (no
+                // message 3, so not even this side's identity).
+                if let PeerGate::Expect(expected) = &self.gate {
+                    if *expected != outcome.peer {
+                        let (expected, got) = (*expected, outcome.peer);
+                        self.terminate(CloseReason::UnexpectedPeer { expected, got });
+                        return Ok(false);
+                    }
+                }
                 let mut datagram = Vec::with_capacity(HEADER_LEN + msg3.len());
                 handshake_header(self.id, 3, msg3.len()).write(&mut datagram);
                 datagram.extend_from_slice(&msg3);
@@ -234,7 +244,20 @@ impl Session {
                 let mut copy = header_bytes.to_vec();
                 copy.extend_from_slice(msg);
                 self.msg3_seen = Some(copy);
+                let refused = match &self.gate {
+                    PeerGate::Check(allow) => !allow(outcome.peer),
+                    _ => false,
+                };
+                let peer = outcome.peer;
                 self.establish(outcome, now);
+                if refused {
+                    // Keys are there to seal the refusal; the application
+                    // never learns of the session.
+                    self.events.clear();
+                    self.send_close_frame(close_code::REFUSED, "refused", now);
+                    self.terminate(CloseReason::Refused { peer });
+                    return Ok(false);
+                }
                 // Confirms the handshake to the initiator.
                 self.send_ping(now);
                 Ok(true)
@@ -315,7 +338,12 @@ impl Session {
         };
         self.last_recv = now;
         self.sealed_newest = newest;
-        if self.unconfirmed_msg3.take().is_some() {
+        // A CLOSE as the responder's first frame refuses the handshake: the
+        // session never counts as established.
+        let confirmed = self.unconfirmed_msg3.take().is_some()
+            && !(header.frame_type == FrameType::Control
+                && matches!(Control::decode(plaintext), Ok(Control::Close { .. })));
+        if confirmed {
             self.retransmit_at = None;
             if let (Some(peer), Some(k)) = (self.peer, &self.keys) {
                 self.events.push_back(Event::Established {

@@ -174,3 +174,87 @@ fn a_refused_node_stops_accepting_but_keeps_its_sessions() {
         .iter()
         .any(|e| matches!(e, Seen::Established(..))));
 }
+
+fn node_id(net: &Net, node: usize) -> NodeId {
+    net.nodes[node].ep.config().identity.node_id()
+}
+
+#[test]
+fn a_pinned_connect_to_another_node_ends_before_message_3() {
+    let mut net = Net::new();
+    let server = net.add(&NETWORK, Limits::default());
+    let client = net.add(&NETWORK, Limits::default());
+    let someone_else = Identity::from_seed(&[0xEE; 32]).expect("seed").node_id();
+    let id = net.connect_to(client, server, Some(someone_else));
+    net.run(Duration::from_secs(1));
+    let got = node_id(&net, server);
+    assert_eq!(
+        net.events(client),
+        vec![Seen::Closed(
+            id,
+            CloseReason::UnexpectedPeer {
+                expected: someone_else,
+                got
+            }
+        )]
+    );
+    // No message 3: the server never learnt the client's identity, and
+    // reports nothing.
+    assert!(net.events(server).is_empty());
+    assert_eq!(net.nodes[server].ep.pending(), 1);
+    // Pinned to the right node, it opens.
+    let id = net.connect_to(client, server, Some(got));
+    net.run(Duration::from_secs(1));
+    assert!(net
+        .events(client)
+        .iter()
+        .any(|e| matches!(e, Seen::Established(s, p) if *s == id && *p == got)));
+}
+
+#[test]
+fn the_authorisation_hook_refuses_before_establishment() {
+    use std::sync::Mutex;
+    let mut net = Net::new();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let banned = Identity::from_seed(&[2; 32]).expect("seed").node_id();
+    let log = asked.clone();
+    let hook: Authorize = Arc::new(move |node, addr| {
+        log.lock().expect("lock").push((node, addr));
+        node != banned
+    });
+    let server = net.add_with(&NETWORK, Limits::default(), Some(hook));
+    // Node seeds are index + 1: node 1 has seed [2; 32], the banned one.
+    let refused = net.add(&NETWORK, Limits::default());
+    assert_eq!(node_id(&net, refused), banned);
+    let id = net.connect(refused, server);
+    net.run(Duration::from_secs(1));
+    // The client learns it was refused, and is never established.
+    let events = net.events(refused);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(matches!(
+        &events[0],
+        Seen::Closed(s, CloseReason::Peer { code, .. }) if *s == id && *code == crate::frame::close_code::REFUSED
+    ));
+    // The server's application never hears of it; the refusal is counted.
+    assert!(net.events(server).is_empty());
+    assert_eq!(net.nodes[server].ep.len(), 0);
+    assert_eq!(
+        net.nodes[server]
+            .stats()
+            .peers_refused
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        asked.lock().expect("lock").as_slice(),
+        &[(banned, net.addr_of(refused))]
+    );
+    // Another member is let in.
+    let welcome = net.add(&NETWORK, Limits::default());
+    let id = net.connect(welcome, server);
+    net.run(Duration::from_secs(1));
+    assert!(net
+        .events(server)
+        .iter()
+        .any(|e| matches!(e, Seen::Established(s, _) if *s == id)));
+}

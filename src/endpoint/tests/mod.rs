@@ -97,6 +97,16 @@ impl Default for Limits {
 }
 
 fn config(seed: u8, network: &[u8; 32], limits: Limits, start: Instant) -> Arc<EndpointConfig> {
+    config_with(seed, network, limits, start, None)
+}
+
+fn config_with(
+    seed: u8,
+    network: &[u8; 32],
+    limits: Limits,
+    start: Instant,
+    authorize: Option<Authorize>,
+) -> Arc<EndpointConfig> {
     let network = NetworkKey::from_seed(network).expect("network seed");
     let msg1_check = Msg1Check::new(&network);
     Arc::new(EndpointConfig {
@@ -114,6 +124,7 @@ fn config(seed: u8, network: &[u8; 32], limits: Limits, start: Instant) -> Arc<E
         directory: Directory::new(limits.shards),
         payloads: None,
         stats: EndpointStats::default(),
+        authorize,
     })
 }
 
@@ -125,11 +136,17 @@ struct TestNode {
 }
 
 impl TestNode {
-    fn new(seed: u8, network: &[u8; 32], limits: Limits, start: Instant) -> Self {
+    fn new(
+        seed: u8,
+        network: &[u8; 32],
+        limits: Limits,
+        start: Instant,
+        authorize: Option<Authorize>,
+    ) -> Self {
         let counters = TransportCounters::new(addr(1));
         let mut ep = Endpoint::new(
             0,
-            config(seed, network, limits, start),
+            config_with(seed, network, limits, start, authorize),
             Box::new(Counter(seed as u64)),
         );
         ep.add_link(Link {
@@ -206,10 +223,25 @@ impl Net {
 
     /// Adds a node of network `network`; returns its index.
     fn add(&mut self, network: &[u8; 32], limits: Limits) -> usize {
+        self.add_with(network, limits, None)
+    }
+
+    /// [`add`](Self::add) with an authorisation hook.
+    fn add_with(
+        &mut self,
+        network: &[u8; 32],
+        limits: Limits,
+        authorize: Option<Authorize>,
+    ) -> usize {
         let i = self.nodes.len();
         let a = addr(1000 + i as u16);
-        self.nodes
-            .push(TestNode::new(i as u8 + 1, network, limits, self.start));
+        self.nodes.push(TestNode::new(
+            i as u8 + 1,
+            network,
+            limits,
+            self.start,
+            authorize,
+        ));
         self.at.insert(a, i);
         self.from.push(a);
         i
@@ -226,13 +258,21 @@ impl Net {
     }
 
     fn connect(&mut self, client: usize, server: usize) -> SessionId {
+        self.connect_to(client, server, None)
+    }
+
+    /// Opens a session from `client` to `server`, only with node `expect`.
+    fn connect_to(&mut self, client: usize, server: usize, expect: Option<NodeId>) -> SessionId {
         let path = self.nodes[client]
             .ep
             .path(0, self.addr_of(server))
             .expect("link 0");
         let now = self.now;
         let node = &mut self.nodes[client];
-        let id = node.ep.connect(now, path, &mut node.out).expect("connect");
+        let id = node
+            .ep
+            .connect(now, path, expect, &mut node.out)
+            .expect("connect");
         self.collect();
         id
     }
