@@ -202,7 +202,7 @@ fn intact(m: &[u8]) -> bool {
 /// inside the namespace).
 fn udp_across(client: &Node, server: &Node, server_addr: SocketAddr) {
     let session = client.connect_udp(server_addr).unwrap();
-    let id: SessionId = session.id;
+    let id: SessionId = session.id();
     const BIG: u32 = 40;
     const SMALL: u32 = 200;
     // 12 KB: about nine fragments at the default MTU, so that a tenth lost
@@ -220,7 +220,8 @@ fn udp_across(client: &Node, server: &Node, server_addr: SocketAddr) {
     let until = Instant::now() + Duration::from_secs(5);
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         match events.recv_timeout(left) {
-            Ok(NodeEvent::Message { payload, .. }) => {
+            Ok(NodeEvent::Message(m)) => {
+                let payload = m.payload;
                 if !intact(&payload) {
                     corrupt += 1;
                 } else if payload.len() == 12_000 {
@@ -362,8 +363,8 @@ fn udp_and_websocket_across_netem_in_a_namespace() {
         .expect("a WebSocket session across 10% loss within 3 attempts");
     const N: u32 = 2_000;
     for i in 0..N {
-        client
-            .send(session.id, &message(i, 300 + (i as usize % 2000)))
+        session
+            .send(&message(i, 300 + (i as usize % 2000)))
             .unwrap();
     }
     let events = server.events();
@@ -372,7 +373,8 @@ fn udp_and_websocket_across_netem_in_a_namespace() {
     while next < N {
         let left = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(left) {
-            Ok(NodeEvent::Message { payload, .. }) if payload.len() >= 8 => {
+            Ok(NodeEvent::Message(m)) if m.payload.len() >= 8 => {
+                let payload = m.payload;
                 assert!(intact(&payload));
                 let i = u32::from_be_bytes(payload[..4].try_into().unwrap());
                 if payload.len() == 200 || payload.len() == 12_000 {

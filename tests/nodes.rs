@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use stt::node::{Node, NodeConfig, NodeError, NodeEvent};
+use stt::node::{
+    on_reactor, on_worker, ConnectError, ConnectOptions, HandlerError, Node, NodeConfig, NodeEvent,
+    SendError,
+};
 use stt::transport::memory::MemoryNetwork;
 
 const SHARED: &[u8] = b"nodes test network shared seed, 32+ b";
@@ -10,11 +13,7 @@ const SHARED: &[u8] = b"nodes test network shared seed, 32+ b";
 /// A node without its built-in UDP socket (custom transports or
 /// WebSocket only).
 fn no_udp(seed: &str, reactors: usize) -> NodeConfig {
-    NodeConfig {
-        udp: None,
-        ..NodeConfig::new(format!("{seed:-<40}").as_bytes(), SHARED)
-    }
-    .with_reactors(reactors)
+    NodeConfig::websocket_only(format!("{seed:-<40}").as_bytes(), SHARED).with_reactors(reactors)
 }
 
 fn memory_node(seed: &str, reactors: usize) -> Node {
@@ -25,8 +24,8 @@ fn next_message(node: &Node) -> Option<Vec<u8>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let events = node.events();
     while let Ok(e) = events.recv_deadline(deadline) {
-        if let NodeEvent::Message { payload, .. } = e {
-            return Some(payload);
+        if let NodeEvent::Message(message) = e {
+            return Some(message.payload);
         }
     }
     None
@@ -44,16 +43,16 @@ fn sessions_over_a_custom_in_memory_transport() {
         .add_transport(Box::new(net.bind_any().unwrap()))
         .unwrap();
     let session = client.connect(via, server_addr).unwrap();
-    assert_eq!(session.transport, "memory");
-    assert_eq!(session.peer_node, server.node_id());
-    client.send(session.id, b"over memory").unwrap();
+    assert_eq!(session.info().transport, "memory");
+    assert_eq!(session.peer_node(), server.node_id());
+    session.send(b"over memory").unwrap();
     assert_eq!(next_message(&server).as_deref(), Some(&b"over memory"[..]));
     // A message larger than the memory transport's 1472-byte datagrams is
     // fragmented by the session like over UDP.
     let big = vec![0x42u8; 100_000];
-    client.send(session.id, &big).unwrap();
+    session.send(&big).unwrap();
     assert_eq!(next_message(&server), Some(big));
-    let stats = client.session_stats(session.id).unwrap();
+    let stats = session.stats().unwrap();
     assert_eq!(stats.messages_sent, 2);
 }
 
@@ -61,16 +60,17 @@ fn sessions_over_a_custom_in_memory_transport() {
 fn unknown_sessions_and_a_stopped_node_give_typed_errors() {
     let node = memory_node("errors", 1);
     let bogus = stt::frame::SessionId(12345);
-    assert_eq!(
-        node.send(bogus, b"x"),
-        Err(NodeError::UnknownSession(bogus))
+    assert!(
+        matches!(node.send(bogus, b"x"), Err(SendError::SessionClosed(id)) if id == bogus),
+        "{:?}",
+        node.send(bogus, b"x")
     );
     node.stop();
     node.stop(); // idempotent
     assert!(!node.is_running());
     assert!(matches!(
         node.send(bogus, b"x"),
-        Err(NodeError::UnknownSession(_) | NodeError::Stopped)
+        Err(SendError::SessionClosed(_) | SendError::Stopped)
     ));
 }
 
@@ -99,10 +99,10 @@ fn two_clients_on_different_transports_talk_to_one_server() {
     let s2 = via_ws
         .connect_websocket(&format!("ws://{ws_addr}/stt"))
         .unwrap();
-    assert_eq!(s2.transport, "ws");
-    assert_eq!(s2.peer_node, server.node_id());
-    via_udp.send(s1.id, b"from udp").unwrap();
-    via_ws.send(s2.id, b"from ws").unwrap();
+    assert_eq!(s2.info().transport, "ws");
+    assert_eq!(s2.peer_node(), server.node_id());
+    s1.send(b"from udp").unwrap();
+    s2.send(b"from ws").unwrap();
     let mut got = vec![
         next_message(&server).unwrap(),
         next_message(&server).unwrap(),
@@ -111,7 +111,7 @@ fn two_clients_on_different_transports_talk_to_one_server() {
     assert_eq!(got, vec![b"from udp".to_vec(), b"from ws".to_vec()]);
     // 5 MiB over WebSocket travels as one frame.
     let big: Vec<u8> = (0..5u32 << 20).map(|i| (i % 253) as u8).collect();
-    via_ws.send(s2.id, &big).unwrap();
+    s2.send(&big).unwrap();
     assert!(next_message(&server) == Some(big));
     let (traffic, conns) = server.websocket_stats().unwrap();
     assert_eq!(conns.connections_open, 1);
@@ -139,36 +139,35 @@ fn callbacks_run_on_workers_and_handlers_take_their_types() {
         .connect_udp(server.udp_local_addr().unwrap())
         .unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let tx2 = tx.clone();
-    server.on_frame(move |frame, _peer| {
-        let thread = std::thread::current().name().unwrap_or("").to_owned();
-        let _ = tx.send(("on_frame", frame.payload, thread));
-    });
+    // One handler per node: it takes its types by matching on them.
     server
-        .register_handler(0x90, move |frame, _peer| {
-            let _ = tx2.send(("0x90", frame.payload, String::new()));
-        })
+        .set_handler(on_worker(move |message, _replies| {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            let who = match message.frame_type {
+                stt::frame::FrameType::Application(0x90) => "0x90",
+                _ => "on_frame",
+            };
+            let _ = tx.send((who, message.payload, thread));
+        }))
         .unwrap();
+    assert_eq!(
+        server.set_handler(on_worker(|_, _| {})),
+        Err(HandlerError::AlreadySet)
+    );
+    // stt's own types never reach a handler: they are refused as messages.
     assert!(
-        server.register_handler(0x05, |_, _| {}).is_err(),
+        matches!(
+            session.send_typed(0, stt::frame::FrameType::Handshake, b"x"),
+            Err(SendError::NotAMessageType(stt::frame::FrameType::Handshake))
+        ),
         "stt's own types are refused"
     );
-    client.send(session.id, b"plain").unwrap();
-    client
-        .send_typed(
-            session.id,
-            0,
-            stt::frame::FrameType::Application(0x90),
-            b"typed",
-        )
+    session.send(b"plain").unwrap();
+    session
+        .send_typed(0, stt::frame::FrameType::Application(0x90), b"typed")
         .unwrap();
-    client
-        .send_typed(
-            session.id,
-            0,
-            stt::frame::FrameType::Application(0x91),
-            b"other type",
-        )
+    session
+        .send_typed(0, stt::frame::FrameType::Application(0x91), b"other type")
         .unwrap();
     let mut got: Vec<(&str, Vec<u8>, String)> = (0..3)
         .filter_map(|_| rx.recv_timeout(Duration::from_secs(10)).ok())
@@ -209,7 +208,11 @@ fn send_to_sessions_reaches_100_sessions_with_per_session_results() {
     let results = server.send_to_sessions(&targets, b"to everyone");
     assert_eq!(results.len(), 101);
     assert!(results[..100].iter().all(|(_, r)| r.is_ok()));
-    assert_eq!(results[100], (ghost, Err(NodeError::UnknownSession(ghost))));
+    assert!(
+        matches!(results[100], (id, Err(SendError::SessionClosed(g))) if id == ghost && g == ghost),
+        "{:?}",
+        results[100]
+    );
     for c in &clients {
         for _ in 0..25 {
             assert_eq!(next_message(c).as_deref(), Some(&b"to everyone"[..]));
@@ -252,10 +255,10 @@ fn disabling_accept_refuses_new_sessions_but_keeps_old_ones() {
         Node::start(config).unwrap().connect_udp(addr)
     };
     assert!(
-        matches!(refused, Err(NodeError::ConnectFailed { .. })),
+        matches!(refused, Err(ConnectError::Handshake { .. })),
         "{refused:?}"
     );
-    client.send(kept.id, b"old session works").unwrap();
+    kept.send(b"old session works").unwrap();
     assert_eq!(
         next_message(&server).as_deref(),
         Some(&b"old session works"[..])
@@ -289,7 +292,7 @@ fn stopping_a_websocket_server_closes_its_peers_sessions() {
             server.websocket_stats()
         )
     });
-    assert_eq!(session, s.id);
+    assert_eq!(session, s.id());
     assert!(
         matches!(
             reason,
@@ -305,18 +308,13 @@ fn stopping_a_websocket_server_closes_its_peers_sessions() {
 /// Receives messages numbered 0.. in their first 4 bytes, asserting their
 /// order, until `n` or a minute; calls `after` with the count after each.
 /// Returns how many arrived.
-fn receive_numbered(
-    events: &crossbeam_channel::Receiver<NodeEvent>,
-    n: u32,
-    mut after: impl FnMut(u32),
-) -> u32 {
+fn receive_numbered(events: &stt::Events, n: u32, mut after: impl FnMut(u32)) -> u32 {
     let mut next = 0u32;
     let deadline = Instant::now() + Duration::from_secs(60);
     while next < n && Instant::now() < deadline {
-        if let Ok(NodeEvent::Message { payload, .. }) = events.recv_timeout(Duration::from_secs(1))
-        {
+        if let Ok(NodeEvent::Message(message)) = events.recv_timeout(Duration::from_secs(1)) {
             assert_eq!(
-                u32::from_be_bytes(payload[..4].try_into().unwrap()),
+                u32::from_be_bytes(message.payload[..4].try_into().unwrap()),
                 next,
                 "in order"
             );
@@ -329,11 +327,7 @@ fn receive_numbered(
 
 #[test]
 fn websocket_loses_nothing_when_the_receiver_is_slow() {
-    let server = Node::start(NodeConfig {
-        queue_depth: 64,
-        ..no_udp("ws-slow-server", 1)
-    })
-    .unwrap();
+    let server = Node::start(no_udp("ws-slow-server", 1).with_queue_depth(64)).unwrap();
     let addr = server
         .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
         .unwrap();
@@ -346,14 +340,17 @@ fn websocket_loses_nothing_when_the_receiver_is_slow() {
         ..Default::default()
     };
     let s = client
-        .connect_websocket_with(&format!("ws://{addr}/"), small)
+        .connect_websocket_with(
+            &format!("ws://{addr}/"),
+            &ConnectOptions::new().with_websocket(small),
+        )
         .unwrap();
     const N: u32 = 400;
     let sender = std::thread::spawn(move || {
         let mut m = vec![0u8; 64 << 10];
         for i in 0..N {
             m[..4].copy_from_slice(&i.to_be_bytes());
-            client.send(s.id, &m).unwrap();
+            s.send(&m).unwrap();
         }
         client
     });
@@ -374,14 +371,8 @@ fn next_message_on(node: &Node) -> Option<(stt::frame::SessionId, Vec<u8>, std::
     let deadline = Instant::now() + Duration::from_secs(10);
     let events = node.events();
     while let Ok(e) = events.recv_deadline(deadline) {
-        if let NodeEvent::Message {
-            session,
-            payload,
-            peer,
-            ..
-        } = e
-        {
-            return Some((session, payload, peer));
+        if let NodeEvent::Message(m) = e {
+            return Some((m.session, m.payload, m.peer_addr));
         }
     }
     None
@@ -419,30 +410,28 @@ fn one_session_two_paths_udp_to_websocket_and_back_without_a_new_handshake() {
     let client = udp_node("two-paths-client", 2);
     let udp_addr = server.udp_local_addr().unwrap();
     let s = client.connect_udp(udp_addr).unwrap();
-    client.send(s.id, b"over udp").unwrap();
+    s.send(b"over udp").unwrap();
     let (id, m, from_udp) = next_message_on(&server).unwrap();
-    assert_eq!((id, m.as_slice()), (s.id, &b"over udp"[..]));
+    assert_eq!((id, m.as_slice()), (s.id(), &b"over udp"[..]));
 
     // Same session, now over WebSocket: no handshake, same id and keys.
-    client
-        .move_session_to_websocket(s.id, &format!("ws://{ws_addr}/"))
-        .unwrap();
+    s.move_to_websocket(&format!("ws://{ws_addr}/")).unwrap();
     // The server follows once the connection has answered a path probe: a
     // round trip after the first message over it.
-    let (from_ws, sent) = send_until_moved(&client, &server, s.id, b"over websocket", |at| {
+    let (from_ws, sent) = send_until_moved(&client, &server, s.id(), b"over websocket", |at| {
         at != from_udp
     });
     let mut received = 1 + sent;
     assert_ne!(from_ws, from_udp, "it came over the WebSocket connection");
     // The server answers along the new path too.
-    server.send(s.id, b"reply").unwrap();
+    server.send(s.id(), b"reply").unwrap();
     assert_eq!(
         next_message_on(&client).map(|x| x.1),
         Some(b"reply".to_vec())
     );
     // A large message now travels whole (no MTU on WebSocket).
     let big = vec![9u8; 3 << 20];
-    client.send(s.id, &big).unwrap();
+    s.send(&big).unwrap();
     let got = next_message_on(&server);
     assert!(
         got.as_ref().is_some_and(|x| x.1 == big),
@@ -451,10 +440,11 @@ fn one_session_two_paths_udp_to_websocket_and_back_without_a_new_handshake() {
     );
 
     // And back to UDP.
-    client.move_session_to_udp(s.id, udp_addr).unwrap();
+    s.move_to_udp(udp_addr).unwrap();
     // The server moves the session back to UDP once that path has answered
     // a ping (path validation): a round trip after the first datagram.
-    let (from, sent) = send_until_moved(&client, &server, s.id, b"udp again", |at| at == from_udp);
+    let (from, sent) =
+        send_until_moved(&client, &server, s.id(), b"udp again", |at| at == from_udp);
     received += 1 + sent;
     assert_eq!(from, from_udp);
     // One session on each side all along: no new handshake happened.
@@ -467,7 +457,7 @@ fn one_session_two_paths_udp_to_websocket_and_back_without_a_new_handshake() {
         .count();
     assert!(established <= 1);
     assert_eq!(
-        server.session_stats(s.id).map(|st| st.messages_received),
+        server.session_stats(s.id()).map(|st| st.messages_received),
         Some(received)
     );
 }
@@ -489,7 +479,7 @@ fn a_wrong_shared_seed_fails_the_handshake_and_the_server_keeps_nothing() {
     assert!(
         matches!(
             &err,
-            NodeError::ConnectFailed {
+            ConnectError::Handshake {
                 reason: stt::session::CloseReason::HandshakeTimeout,
                 ..
             }
@@ -510,16 +500,11 @@ fn a_wrong_shared_seed_fails_the_handshake_and_the_server_keeps_nothing() {
 }
 
 /// Waits for the next message on `events`, with its session.
-fn next_from(
-    events: &crossbeam_channel::Receiver<NodeEvent>,
-) -> Option<(stt::frame::SessionId, Vec<u8>)> {
+fn next_from(events: &stt::Events) -> Option<(stt::frame::SessionId, Vec<u8>)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Ok(e) = events.recv_deadline(deadline) {
-        if let NodeEvent::Message {
-            session, payload, ..
-        } = e
-        {
-            return Some((session, payload));
+        if let NodeEvent::Message(m) = e {
+            return Some((m.session, m.payload));
         }
     }
     None
@@ -534,24 +519,24 @@ fn an_in_reactor_handler_answers_on_the_reactor_and_relays_across_reactors() {
         .unwrap();
     let (seen_tx, seen) = crossbeam_channel::unbounded();
     server
-        .on_frame_inline(move |frame, _peer, replies| {
+        .set_handler(on_reactor(move |message, replies| {
             let thread = std::thread::current().name().unwrap_or("").to_owned();
             let _ = seen_tx.send(thread);
-            match frame.payload.as_slice() {
+            match message.payload.as_slice() {
                 b"panic" => panic!("a handler bug"),
                 b"refusals" => {
                     // Refused at once, with the errors `Node::send_typed` gives.
                     let not_a_message =
-                        replies.send_typed(frame.session, 0, FrameType::Handshake, b"x");
-                    let too_large = replies.send(frame.session, &vec![0; 17 << 20]);
+                        replies.send_typed(message.session, 0, FrameType::Handshake, b"x");
+                    let too_large = replies.send(message.session, &vec![0; 17 << 20]);
                     let unknown = replies.send(SessionId(0xDEAD), b"x");
                     let verdict = format!(
                         "{} {} {}",
-                        matches!(not_a_message, Err(NodeError::Session(_))),
-                        matches!(too_large, Err(NodeError::Session(_))),
-                        unknown == Err(NodeError::UnknownSession(SessionId(0xDEAD))),
+                        matches!(not_a_message, Err(SendError::NotAMessageType(_))),
+                        matches!(too_large, Err(SendError::TooLarge { .. })),
+                        matches!(unknown, Err(SendError::SessionClosed(SessionId(0xDEAD)))),
                     );
-                    let _ = replies.send(frame.session, verdict.as_bytes());
+                    let _ = replies.send(message.session, verdict.as_bytes());
                 }
                 [b'>', rest @ ..] if rest.len() >= 8 => {
                     // Relay: the first 8 bytes name the session to pass the
@@ -563,20 +548,20 @@ fn an_in_reactor_handler_answers_on_the_reactor_and_relays_across_reactors() {
                 _ => {
                     replies
                         .send_typed(
-                            frame.session,
-                            frame.stream_id,
-                            frame.frame_type,
-                            &frame.payload,
+                            message.session,
+                            message.stream_id,
+                            message.frame_type,
+                            &message.payload,
                         )
                         .unwrap();
-                    replies.recycle(frame.payload);
+                    replies.recycle(message.payload);
                 }
             }
-        })
+        }))
         .unwrap();
     assert_eq!(
-        server.on_frame_inline(|_, _, _| {}),
-        Err(NodeError::HandlerAlreadySet)
+        server.set_handler(on_reactor(|_, _| {})),
+        Err(HandlerError::AlreadySet)
     );
 
     // Echoes over UDP: small, on another stream and type, and fragmented.
@@ -585,7 +570,7 @@ fn an_in_reactor_handler_answers_on_the_reactor_and_relays_across_reactors() {
     let s = client
         .connect_udp(server.udp_local_addr().unwrap())
         .unwrap()
-        .id;
+        .id();
     for i in 0..50u32 {
         let msg: Vec<u8> = (0..(i * 997) % 30_000 + 1).map(|b| b as u8).collect();
         client.send(s, &msg).unwrap();
@@ -597,12 +582,7 @@ fn an_in_reactor_handler_answers_on_the_reactor_and_relays_across_reactors() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let typed = loop {
         match events.recv_deadline(deadline).unwrap() {
-            NodeEvent::Message {
-                stream_id,
-                frame_type,
-                payload,
-                ..
-            } => break (stream_id, frame_type, payload),
+            NodeEvent::Message(m) => break (m.stream_id, m.frame_type, m.payload),
             _ => continue,
         }
     };
@@ -624,7 +604,7 @@ fn an_in_reactor_handler_answers_on_the_reactor_and_relays_across_reactors() {
     assert!(server
         .events()
         .try_iter()
-        .all(|e| !matches!(e, NodeEvent::Message { .. })));
+        .all(|e| !matches!(e, NodeEvent::Message(_))));
 
     // Relays between sessions held by different reactors: a WebSocket
     // session lives on the server's WebSocket reactor; UDP sessions are
@@ -634,11 +614,14 @@ fn an_in_reactor_handler_answers_on_the_reactor_and_relays_across_reactors() {
     let w = via_ws
         .connect_websocket(&format!("ws://{ws_addr}/stt"))
         .unwrap()
-        .id;
+        .id();
     let mut udp_clients = Vec::new();
     for i in 0..16 {
         let c = udp_node(&format!("inline-udp-{i}"), 1);
-        let id = c.connect_udp(server.udp_local_addr().unwrap()).unwrap().id;
+        let id = c
+            .connect_udp(server.udp_local_addr().unwrap())
+            .unwrap()
+            .id();
         udp_clients.push((c, id));
     }
     let relay = |from: &Node, from_id: SessionId, to_id: SessionId, data: &[u8]| {
@@ -667,7 +650,7 @@ fn recycled_buffers_carry_the_next_messages() {
     let s = client
         .connect_udp(server.udp_local_addr().unwrap())
         .unwrap()
-        .id;
+        .id();
     let events = server.events();
     client.send(s, &[1u8; 900]).unwrap();
     let (_, first) = next_from(&events).unwrap();
@@ -702,7 +685,7 @@ fn queued_messages_of_every_size_keep_their_order_over_websocket() {
     let s = client
         .connect_websocket(&format!("ws://{addr}/"))
         .unwrap()
-        .id;
+        .id();
     let sizes = [10usize, 8_100, 8_200, 5, 30_000, 100, 8_150, 16_384, 7, 1];
     const N: usize = 3_000;
     let message = |i: usize| -> Vec<u8> {
@@ -738,24 +721,20 @@ fn an_in_reactor_handler_keeps_websocket_backpressure() {
         .start_websocket_server("127.0.0.1:0".parse().unwrap(), small)
         .unwrap();
     server
-        .on_frame_inline(|frame, _, replies| {
+        .set_handler(on_reactor(|message, replies| {
             let _ = replies.send_typed(
-                frame.session,
+                message.session,
                 0,
                 FrameType::Application(0x90),
-                &frame.payload,
+                &message.payload,
             );
-        })
+        }))
         .unwrap();
-    let client = Node::start(NodeConfig {
-        queue_depth: 16,
-        ..no_udp("inline-bp-client", 1)
-    })
-    .unwrap();
+    let client = Node::start(no_udp("inline-bp-client", 1).with_queue_depth(16)).unwrap();
     let s = client
         .connect_websocket(&format!("ws://{addr}/"))
         .unwrap()
-        .id;
+        .id();
     const N: u32 = 60_000;
     let client = std::sync::Arc::new(client);
     let sender = {
@@ -783,11 +762,7 @@ fn large_messages_queue_by_bytes_not_only_by_count() {
     // as it can: once every buffer on the way is full, `send` must wait with
     // tens of megabytes queued, not with its 16,384-command queue full
     // (256 MiB of such messages).
-    let server = Node::start(NodeConfig {
-        queue_depth: 16,
-        ..no_udp("bytes-server", 1)
-    })
-    .unwrap();
+    let server = Node::start(no_udp("bytes-server", 1).with_queue_depth(16)).unwrap();
     let addr = server
         .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
         .unwrap();
@@ -795,7 +770,7 @@ fn large_messages_queue_by_bytes_not_only_by_count() {
     let s = client
         .connect_websocket(&format!("ws://{addr}/"))
         .unwrap()
-        .id;
+        .id();
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sender = {
         let (client, sent) = (client.clone(), sent.clone());
@@ -837,20 +812,14 @@ fn two_nodes_flooding_each_other_over_websocket_both_finish() {
     // Small event queues, read late: both reactors first stop reading for
     // their applications, their writes wait, and they get throttled.
     let node = |seed: &str| {
-        std::sync::Arc::new(
-            Node::start(NodeConfig {
-                queue_depth: 64,
-                ..no_udp(seed, 1)
-            })
-            .unwrap(),
-        )
+        std::sync::Arc::new(Node::start(no_udp(seed, 1).with_queue_depth(64)).unwrap())
     };
     let a = node("flood-a");
     let addr = a
         .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
         .unwrap();
     let b = node("flood-b");
-    let s_b = b.connect_websocket(&format!("ws://{addr}/")).unwrap().id;
+    let s_b = b.connect_websocket(&format!("ws://{addr}/")).unwrap().id();
     let established = a.events().recv_timeout(Duration::from_secs(10)).unwrap();
     let NodeEvent::SessionEstablished(info) = established else {
         panic!("{established:?}")

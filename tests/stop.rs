@@ -59,7 +59,7 @@ fn stop_closes_sessions_and_leaves_no_thread() {
     assert!(
         closed.is_some(),
         "session {} closed on the server too",
-        session.id
+        session.id()
     );
     assert_eq!(server.session_count(), 0);
     drop(server);

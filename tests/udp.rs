@@ -64,7 +64,7 @@ fn messages(node: &Node, n: usize) -> Vec<Vec<u8>> {
     while got.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(left) {
-            Ok(NodeEvent::Message { payload, .. }) => got.push(payload),
+            Ok(NodeEvent::Message(m)) => got.push(m.payload),
             Ok(_) => {}
             Err(_) => break,
         }
@@ -120,7 +120,7 @@ fn sealed_messages_both_ways_and_exact_statistics() {
             let session = client
                 .connect_udp(server.udp_local_addr().unwrap())
                 .unwrap();
-            assert_eq!(session.peer_node, server.node_id());
+            assert_eq!(session.peer_node(), server.node_id());
             // Let the confirming ping settle, then measure deltas.
             std::thread::sleep(Duration::from_millis(100));
             let c0 = client.udp_stats().unwrap();
@@ -129,7 +129,7 @@ fn sealed_messages_both_ways_and_exact_statistics() {
             for i in 0..N {
                 let mut m = vec![(i % 251) as u8; 1200];
                 m[..4].copy_from_slice(&(i as u32).to_be_bytes());
-                client.send(session.id, &m).unwrap();
+                session.send(&m).unwrap();
             }
             let got = messages(&server, N);
             assert_eq!(
@@ -163,7 +163,7 @@ fn sealed_messages_both_ways_and_exact_statistics() {
                 .find(|e| matches!(e, NodeEvent::SessionEstablished(_)))
             {
                 Some(NodeEvent::SessionEstablished(info)) => info.id,
-                _ => session.id,
+                _ => session.id(),
             };
             server.send(server_session, b"pong").unwrap();
             assert_eq!(messages(&client, 1), vec![b"pong".to_vec()]);
@@ -284,8 +284,8 @@ fn every_datagram_respects_the_mtu_512_1472_8972() {
             let relay = Relay::new(server.udp_local_addr().unwrap());
             let session = client.connect_udp(relay.addr).unwrap();
             let big: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
-            client.send(session.id, &big).unwrap();
-            client.send(session.id, &vec![7u8; mtu - 45]).unwrap();
+            session.send(&big).unwrap();
+            session.send(&vec![7u8; mtu - 45]).unwrap();
             let got = messages(&server, 2);
             assert_eq!(
                 got.len(),
@@ -352,7 +352,7 @@ fn garbage_is_counted_as_dropped_and_harms_no_session() {
                 d[2] = 1;
                 d[3] = 1;
                 d[4] = 0;
-                d[5..13].copy_from_slice(&session.id.0.to_be_bytes());
+                d[5..13].copy_from_slice(&session.id().0.to_be_bytes());
                 let len = (d.len() - 29) as u32;
                 d[25..29].copy_from_slice(&len.to_be_bytes());
             }
@@ -371,7 +371,7 @@ fn garbage_is_counted_as_dropped_and_harms_no_session() {
             N,
             "{backend:?}"
         );
-        client.send(session.id, b"still here").unwrap();
+        session.send(b"still here").unwrap();
         assert_eq!(messages(&server, 1), vec![b"still here".to_vec()]);
     }
 }
@@ -389,13 +389,13 @@ fn reuseport_reactors_deliver_every_flow() {
         let mut sessions = Vec::new();
         for c in &clients {
             for _ in 0..3 {
-                sessions.push((c, c.connect_udp(addr).unwrap()));
+                sessions.push(c.connect_udp(addr).unwrap());
             }
         }
         const PER: usize = 40;
-        for (c, s) in &sessions {
+        for s in &sessions {
             for i in 0..PER {
-                c.send(s.id, format!("{}:{i}", s.id).as_bytes()).unwrap();
+                s.send(format!("{}:{i}", s.id()).as_bytes()).unwrap();
             }
         }
         let got = messages(&server, sessions.len() * PER);
@@ -421,11 +421,11 @@ fn a_session_survives_nat_rebinding() {
         let client = node("nat-client", backend, 1);
         let relay = Relay::new(server.udp_local_addr().unwrap());
         let session = client.connect_udp(relay.addr).unwrap();
-        client.send(session.id, b"before").unwrap();
+        session.send(b"before").unwrap();
         let events = server.events();
         let first_from = loop {
             match events.recv_timeout(WAIT).unwrap() {
-                NodeEvent::Message { peer, .. } => break peer,
+                NodeEvent::Message(m) => break m.peer_addr,
                 _ => continue,
             }
         };
@@ -436,18 +436,13 @@ fn a_session_survives_nat_rebinding() {
         // first datagram from it. Messages from it are delivered meanwhile.
         let mut peer = first_from;
         for _ in 0..100 {
-            client.send(session.id, b"after").unwrap();
+            session.send(b"after").unwrap();
             let payload = loop {
                 match events.recv_timeout(WAIT).unwrap() {
-                    NodeEvent::Message {
-                        peer: at,
-                        payload,
-                        session: s,
-                        ..
-                    } => {
-                        assert_eq!(s, session.id, "the same session");
-                        peer = at;
-                        break payload;
+                    NodeEvent::Message(m) => {
+                        assert_eq!(m.session, session.id(), "the same session");
+                        peer = m.peer_addr;
+                        break m.payload;
                     }
                     _ => continue,
                 }
@@ -460,7 +455,7 @@ fn a_session_survives_nat_rebinding() {
         }
         assert_eq!(peer, new_port, "{backend:?}");
         // Replies follow the new address.
-        server.send(session.id, b"reply").unwrap();
+        server.send(session.id(), b"reply").unwrap();
         assert_eq!(messages(&client, 1), vec![b"reply".to_vec()], "{backend:?}");
         assert_eq!(server.session_count(), 1);
     }
@@ -489,7 +484,7 @@ fn a_five_mib_message_over_udp_at_mtu_1472() {
             .connect_udp(server.udp_local_addr().unwrap())
             .unwrap();
         let big: Vec<u8> = (0..5u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
-        client.send(session.id, &big).unwrap();
+        session.send(&big).unwrap();
         let got = messages(&server, 1);
         assert_eq!(got.len(), 1, "{backend:?}: {:?}", server.udp_stats());
         assert!(got[0] == big, "{backend:?}: intact");
