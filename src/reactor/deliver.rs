@@ -314,6 +314,12 @@ impl App {
         true
     }
 
+    /// Whether deliveries wait for room in the application's channels
+    /// (the reactor must look again soon: nothing else wakes it for them).
+    pub(crate) fn waiting(&self) -> bool {
+        !self.overflow.is_empty()
+    }
+
     /// Whether the application falls behind: something waits, or a channel
     /// is three quarters full.
     pub(crate) fn behind(&mut self) -> bool {

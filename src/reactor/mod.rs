@@ -193,9 +193,10 @@ impl Reactor {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                if paused || throttled {
+                if paused || throttled || self.app.waiting() {
                     // A reliable transport waits for the application to
-                    // drain its queue, or for its peer to read.
+                    // drain its queue, or for its peer to read; deliveries
+                    // wait for room in the application's channel.
                     next = Some(next.map_or(now + PAUSE_RECHECK, |t| t.min(now + PAUSE_RECHECK)));
                 }
                 next.map(|t| t.saturating_duration_since(now))
