@@ -22,7 +22,7 @@ use crate::crypto::handshake::MSG1_LEN;
 use crate::frame::{FrameType, Header, SessionId, HEADER_LEN};
 use crate::session::Session;
 
-use super::{Endpoint, Entry, Output, Path};
+use super::{Charge, Endpoint, Entry, Output, Path};
 
 impl Endpoint {
     /// A datagram for no session here: a message 1, a cookie echo, or
@@ -83,6 +83,21 @@ impl Endpoint {
         if !validated && !path.reliable && self.pending >= config.cookie_threshold_per_shard {
             return self.challenge(&path, header.session_id, now, out);
         }
+        // Quotas: one connection, one address.
+        let connection = path
+            .reliable
+            .then_some((path.via, path.transport, path.peer));
+        if let Some(c) = connection {
+            let carried = self.pending_by_connection.get(&c).copied().unwrap_or(0);
+            if carried >= config.quotas.limits.pending_per_connection {
+                config.quotas.refused.fetch_add(1, Ordering::Relaxed);
+                return self.refused(&path);
+            }
+        }
+        if !config.quotas.start_pending(path.peer) {
+            tracing::debug!(from = %path.peer, "pending handshakes per address quota reached");
+            return self.refused(&path);
+        }
         let mut session_config = config.session.clone();
         session_config.max_datagram_size = path.max_datagram;
         match Session::accept_with_budget(
@@ -95,11 +110,18 @@ impl Endpoint {
         ) {
             Ok(mut session) => {
                 let id = session.id();
-                if let Some(allow) = &config.authorize {
-                    let (allow, addr) = (allow.clone(), path.peer);
-                    session.check_peer(Box::new(move |node| allow(node, addr)));
-                }
+                let (gate, addr) = (self.config.clone(), path.peer);
+                session.check_peer(Box::new(move |node| {
+                    gate.authorize
+                        .as_ref()
+                        .is_none_or(|allow| allow(node, addr))
+                        && gate.quotas.peer_has_room(node)
+                }));
                 let mut entry = Entry::new(session, path);
+                entry.charge = Charge::Pending { addr, connection };
+                if let Some(c) = connection {
+                    *self.pending_by_connection.entry(c).or_default() += 1;
+                }
                 entry.pending = true;
                 self.pending += 1;
                 self.config.stats.pending.fetch_add(1, Ordering::Relaxed);
@@ -108,6 +130,7 @@ impl Endpoint {
             }
             Err(e) => {
                 tracing::debug!(from = %path.peer, error = %e, "handshake refused");
+                config.quotas.end_pending(path.peer);
                 path.dropped();
             }
         }

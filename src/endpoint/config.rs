@@ -10,6 +10,7 @@ use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
 use crate::session::{PayloadSource, SessionConfig};
 use crate::stream::MemoryBudget;
 
+use super::quota::Quotas;
 use super::Directory;
 
 /// Settings and counters shared by every shard of a node.
@@ -46,6 +47,8 @@ pub(crate) struct EndpointConfig {
     /// Asked, when an initiator's node id is known (message 3), whether it
     /// may have the session; `None` admits every member.
     pub authorize: Option<Authorize>,
+    /// What one peer or address may hold.
+    pub quotas: Quotas,
 }
 
 /// An accept-side authorisation: the initiator's node id and address in,

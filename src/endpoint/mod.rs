@@ -20,6 +20,7 @@ mod admission;
 mod config;
 mod directory;
 mod path;
+mod quota;
 mod send;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,8 @@ mod tests;
 pub(crate) use config::{Authorize, EndpointConfig, EndpointStats, Random};
 pub(crate) use directory::Directory;
 pub(crate) use path::{Link, Path};
+pub use quota::QuotaConfig;
+pub(crate) use quota::Quotas;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -128,7 +131,29 @@ struct Entry {
     /// `Established` was reported: `Closed` will be too. A responder's
     /// session that never got that far ends unreported.
     announced: bool,
+    /// What it holds of its peer's quotas.
+    charge: Charge,
+    /// The peer whose reassembly budget it draws from.
+    budget_of: Option<NodeId>,
 }
+
+/// What a session holds of its peer's quotas (see [`quota`]).
+#[derive(Debug, Clone, Copy)]
+enum Charge {
+    /// Nothing: a session this node opened.
+    None,
+    /// An incoming handshake, from `addr`, over reliable `connection` if
+    /// any.
+    Pending {
+        addr: SocketAddr,
+        connection: Option<Connection>,
+    },
+    /// An incoming session of `peer` from `addr`.
+    Session { addr: SocketAddr, peer: NodeId },
+}
+
+/// A reliable connection: shard, transport, peer address.
+type Connection = (usize, usize, SocketAddr);
 
 impl Entry {
     fn new(session: Session, path: Path) -> Self {
@@ -141,6 +166,8 @@ impl Entry {
             probe: None,
             pinned: false,
             announced: false,
+            charge: Charge::None,
+            budget_of: None,
         }
     }
 }
@@ -154,6 +181,8 @@ pub(crate) struct Endpoint {
     timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
     /// Incoming handshakes on this shard waiting for message 3.
     pending: usize,
+    /// Of those, how many each reliable connection carries.
+    pending_by_connection: HashMap<Connection, usize>,
     /// Control datagrams on their way to the output.
     control: Transmits,
     /// Sealed data on its way to the output.
@@ -181,6 +210,7 @@ impl Endpoint {
             sessions: HashMap::new(),
             timers: BinaryHeap::new(),
             pending: 0,
+            pending_by_connection: HashMap::new(),
             control: Transmits::new(),
             data: Transmits::new(),
             random,
@@ -418,7 +448,8 @@ impl Endpoint {
         stats
             .pending
             .fetch_sub(std::mem::take(&mut self.pending), Ordering::Relaxed);
-        for id in std::mem::take(&mut self.sessions).into_keys() {
+        for (id, entry) in std::mem::take(&mut self.sessions) {
+            release(&self.config, &mut self.pending_by_connection, &entry);
             self.config.directory.set(self.shard, id, false);
         }
     }
@@ -455,6 +486,18 @@ impl Endpoint {
                     self.config.directory.set(self.shard, id, true);
                     entry.live = true;
                     entry.announced = true;
+                    let quotas = &self.config.quotas;
+                    if let Charge::Pending { addr, connection } = entry.charge {
+                        release_pending(quotas, &mut self.pending_by_connection, addr, connection);
+                        quotas.add_session(addr, peer);
+                        entry.charge = Charge::Session { addr, peer };
+                    }
+                    let budget = quotas.budget(peer, &self.config.budget);
+                    if entry.session.set_reassembly_budget(budget) {
+                        entry.budget_of = Some(peer);
+                    } else {
+                        quotas.release_budget(peer);
+                    }
                     tracing::info!(
                         session = %id,
                         peer_node = ?peer,
@@ -516,7 +559,9 @@ impl Endpoint {
             entry.live = false;
         }
         if closed {
-            self.sessions.remove(&id);
+            if let Some(entry) = self.sessions.remove(&id) {
+                release(&self.config, &mut self.pending_by_connection, &entry);
+            }
             self.config.stats.sessions.fetch_sub(1, Ordering::Relaxed);
             self.config.directory.set(self.shard, id, false);
             return;
@@ -567,5 +612,37 @@ impl Endpoint {
             }
             self.after_activity(id, now, out);
         }
+    }
+}
+
+/// Ends a pending handshake's charges.
+fn release_pending(
+    quotas: &quota::Quotas,
+    by_connection: &mut HashMap<Connection, usize>,
+    addr: SocketAddr,
+    connection: Option<Connection>,
+) {
+    quotas.end_pending(addr);
+    if let Some(c) = connection {
+        if let Some(n) = by_connection.get_mut(&c) {
+            *n -= 1;
+            if *n == 0 {
+                by_connection.remove(&c);
+            }
+        }
+    }
+}
+
+/// Gives back what a session that ends holds of its peer's quotas.
+fn release(config: &EndpointConfig, by_connection: &mut HashMap<Connection, usize>, entry: &Entry) {
+    match entry.charge {
+        Charge::None => {}
+        Charge::Pending { addr, connection } => {
+            release_pending(&config.quotas, by_connection, addr, connection)
+        }
+        Charge::Session { addr, peer } => config.quotas.end_session(addr, peer),
+    }
+    if let Some(peer) = entry.budget_of {
+        config.quotas.release_budget(peer);
     }
 }

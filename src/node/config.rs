@@ -8,6 +8,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::crypto::{NodeId, SeedError};
+pub use crate::endpoint::QuotaConfig;
 use crate::session::{ConfigError, SessionConfig};
 use crate::transport::udp::{UdpConfig, UdpConfigError};
 use crate::transport::TransportError;
@@ -59,6 +60,10 @@ pub struct NodeConfig {
     /// far beyond any burst a healthy peer absorbs, short enough that a
     /// sender stuck behind a peer that reads nothing finds out.
     pub send_timeout: Duration,
+    /// What one peer (node id), one address and one connection may hold:
+    /// incoming sessions, pending handshakes, reassembly bytes. See
+    /// [`QuotaConfig`] for the defaults.
+    pub quotas: QuotaConfig,
     /// Asked, once an initiator's node id is known (its handshake message
     /// 3) and before the session is established, whether it may have the
     /// session; refused, it gets a CLOSE instead (its connect fails with
@@ -93,6 +98,7 @@ impl NodeConfig {
             send_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(5),
             authorize: None,
+            quotas: QuotaConfig::default(),
         }
     }
 
@@ -156,6 +162,12 @@ impl NodeConfig {
         self
     }
 
+    /// Sets the per-peer quotas.
+    pub fn with_quotas(mut self, quotas: QuotaConfig) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
     /// Sets how long sends wait for room (see
     /// [`send_timeout`](Self::send_timeout)).
     pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
@@ -189,6 +201,7 @@ impl fmt::Debug for NodeConfig {
             .field("send_timeout", &self.send_timeout)
             .field("call_timeout", &self.call_timeout)
             .field("authorize", &self.authorize.is_some())
+            .field("quotas", &self.quotas)
             .finish_non_exhaustive()
     }
 }

@@ -49,7 +49,7 @@ mod start;
 mod stats;
 mod ws;
 
-pub use config::{Authorizer, NodeConfig, PeerCandidate, StartError};
+pub use config::{Authorizer, NodeConfig, PeerCandidate, QuotaConfig, StartError};
 pub use connect::ConnectOptions;
 pub use error::{CloseError, ConnectError, HandlerError, ListenError, MoveError, SendError};
 pub use event::{

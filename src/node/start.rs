@@ -72,6 +72,7 @@ impl Node {
             directory: Directory::new(count),
             payloads: Some(pool.clone()),
             stats: EndpointStats::default(),
+            quotas: crate::endpoint::Quotas::new(config.quotas),
             authorize: config.authorize.clone().map(|allow| {
                 let hook: crate::endpoint::Authorize = Arc::new(move |node_id, addr| {
                     allow(&super::config::PeerCandidate { node_id, addr })

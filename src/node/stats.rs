@@ -37,8 +37,11 @@ pub struct NodeStats {
     /// Message 1s and cookie echoes refused: bad or expired cookie, or the
     /// pending-handshake limit reached.
     pub handshakes_refused: u64,
-    /// Initiators the authorisation hook refused.
+    /// Initiators the authorisation hook or a per-peer quota refused.
     pub peers_refused: u64,
+    /// Handshakes refused by a quota (per address, per connection, per
+    /// node id).
+    pub quota_refused: u64,
 }
 
 impl Node {
@@ -60,6 +63,7 @@ impl Node {
             cookie_challenges: endpoint.stats.cookie_challenges.load(Ordering::Relaxed),
             handshakes_refused: endpoint.stats.handshakes_refused.load(Ordering::Relaxed),
             peers_refused: endpoint.stats.peers_refused.load(Ordering::Relaxed),
+            quota_refused: endpoint.quotas.refused.load(Ordering::Relaxed),
         }
     }
 }

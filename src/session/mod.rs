@@ -536,6 +536,12 @@ impl Session {
         self.send_control(&Control::Ping { token }, now);
     }
 
+    /// Draws reassembly memory from `budget` from now on (see
+    /// [`Reassembler::set_budget`]); false while partial messages are held.
+    pub fn set_reassembly_budget(&mut self, budget: MemoryBudget) -> bool {
+        self.reassembler.set_budget(budget)
+    }
+
     /// Pins an initiator to one peer: a responder with another node id ends
     /// the handshake before message 3 (so it never learns this side's
     /// identity), with [`CloseReason::UnexpectedPeer`]. Call it before

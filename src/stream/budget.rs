@@ -1,4 +1,5 @@
-//! [`MemoryBudget`]: the byte budget shared by every reassembler of a node.
+//! [`MemoryBudget`]: the byte budget shared by every reassembler of a node,
+//! and the smaller budgets (per peer) drawn from it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ pub struct MemoryBudget {
 struct BudgetInner {
     used: AtomicUsize,
     limit: usize,
+    /// A budget every reservation also draws from.
+    parent: Option<MemoryBudget>,
 }
 
 impl MemoryBudget {
@@ -25,6 +28,20 @@ impl MemoryBudget {
             inner: Arc::new(BudgetInner {
                 used: AtomicUsize::new(0),
                 limit,
+                parent: None,
+            }),
+        }
+    }
+
+    /// A budget of `limit` bytes whose reservations also draw from this one
+    /// (a peer's share of the node's budget): a reservation succeeds only
+    /// when both have room.
+    pub fn child(&self, limit: usize) -> Self {
+        Self {
+            inner: Arc::new(BudgetInner {
+                used: AtomicUsize::new(0),
+                limit,
+                parent: Some(self.clone()),
             }),
         }
     }
@@ -33,18 +50,36 @@ impl MemoryBudget {
     /// whether it did. All or nothing.
     pub fn try_reserve(&self, n: usize) -> bool {
         let limit = self.inner.limit;
-        self.inner
+        let own = self
+            .inner
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(n).filter(|&total| total <= limit)
             })
-            .is_ok()
+            .is_ok();
+        if !own {
+            return false;
+        }
+        match &self.inner.parent {
+            Some(parent) if !parent.try_reserve(n) => {
+                self.release_own(n);
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Returns `n` bytes previously reserved with
     /// [`try_reserve`](Self::try_reserve). Releasing more than is used
     /// saturates at 0 (a caller bug, but not a reason to panic).
     pub fn release(&self, n: usize) {
+        self.release_own(n);
+        if let Some(parent) = &self.inner.parent {
+            parent.release(n);
+        }
+    }
+
+    fn release_own(&self, n: usize) {
         // The closure always returns Some, so the update cannot fail.
         let _ = self
             .inner
@@ -79,5 +114,19 @@ mod tests {
         assert_eq!((b.used(), b.limit()), (100, 100));
         b.release(150);
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_child_draws_from_its_parent_too() {
+        let node = MemoryBudget::new(100);
+        let (a, b) = (node.child(60), node.child(60));
+        assert!(a.try_reserve(60));
+        assert!(!a.try_reserve(1), "a's own limit");
+        assert!(!b.try_reserve(41), "the node's limit");
+        assert_eq!((a.used(), b.used(), node.used()), (60, 0, 60));
+        assert!(b.try_reserve(40));
+        assert_eq!(node.used(), 100);
+        a.release(60);
+        assert_eq!((a.used(), node.used()), (0, 40));
     }
 }

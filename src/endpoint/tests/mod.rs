@@ -79,6 +79,7 @@ fn addr(n: u16) -> SocketAddr {
 /// Limits of a test node.
 #[derive(Clone, Copy)]
 struct Limits {
+    quotas: QuotaConfig,
     shards: usize,
     max_sessions: usize,
     max_pending: usize,
@@ -88,6 +89,7 @@ struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            quotas: QuotaConfig::default(),
             shards: 1,
             max_sessions: 1000,
             max_pending: 1000,
@@ -125,6 +127,7 @@ fn config_with(
         payloads: None,
         stats: EndpointStats::default(),
         authorize,
+        quotas: Quotas::new(limits.quotas),
     })
 }
 

@@ -159,6 +159,17 @@ impl Reassembler {
         }
     }
 
+    /// Draws from `budget` from now on (a peer's share of the node's
+    /// budget, once the peer is known). Refused, returning false, while
+    /// bytes are held under the current one.
+    pub fn set_budget(&mut self, budget: MemoryBudget) -> bool {
+        if self.bytes_held() > 0 {
+            return false;
+        }
+        self.node_budget = Some(budget);
+        true
+    }
+
     /// Decodes a STREAM frame's plaintext with [`FragmentHeader::decode`] and
     /// feeds it to [`insert`](Self::insert). Decode errors count as rejected.
     pub fn insert_plaintext(
