@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use stt::frame::SessionId;
-use stt::node::{Node, NodeEvent};
+use stt::node::{on_reactor, Events, Message, Node, NodeEvent, RecvTimeoutError};
 
 /// Socket buffers (receive and send) for every UDP contender alike.
 pub const BUFFER: usize = 4 << 20;
@@ -113,10 +113,7 @@ pub fn cpu_time() -> Duration {
 /// The next event of a node's channel: taken at once when one waits (no
 /// clock read, as a plain blocking receive), otherwise waited for up to
 /// `timeout`.
-pub fn next_event(
-    events: &crossbeam_channel::Receiver<NodeEvent>,
-    timeout: Duration,
-) -> Result<NodeEvent, crossbeam_channel::RecvTimeoutError> {
+pub fn next_event(events: &Events, timeout: Duration) -> Result<NodeEvent, RecvTimeoutError> {
     match events.try_recv() {
         Ok(ev) => Ok(ev),
         Err(_) => events.recv_timeout(timeout),
@@ -289,9 +286,9 @@ pub fn stt_ping_pong(
             // The server's application: echo every message to its session.
             let events = server.events();
             while !done.load(Ordering::Relaxed) {
-                if let Ok(NodeEvent::Message {
+                if let Ok(NodeEvent::Message(Message {
                     session, payload, ..
-                }) = events.recv_timeout(Duration::from_millis(20))
+                })) = events.recv_timeout(Duration::from_millis(20))
                 {
                     let _ = server.send(session, &payload);
                 }
@@ -306,7 +303,7 @@ pub fn stt_ping_pong(
                 ok(client.send(session, &payload), "stt send")?;
                 loop {
                     match events.recv_timeout(ECHO_TIMEOUT) {
-                        Ok(NodeEvent::Message { payload: p, .. }) if p.len() == size => break,
+                        Ok(NodeEvent::Message(m)) if m.payload.len() == size => break,
                         Ok(_) => {}
                         Err(e) => {
                             eprintln!("  waiting for the stt echo: {e}");
@@ -326,11 +323,11 @@ pub fn stt_ping_pong(
 }
 
 /// Echo latency between two stt nodes whose applications run in their
-/// reactors ([`Node::on_frame_inline`]): the server's handler echoes every
-/// message; the client's handler records the round trip and sends the next
-/// ping at once. Nothing crosses a thread but the datagrams: what a game
-/// server or a request-response service answering from its receive
-/// callback sees. [`WARMUP`] unrecorded round trips first.
+/// reactors (`node.set_handler(stt::on_reactor(..))`): the server's handler
+/// echoes every message; the client's handler records the round trip and
+/// sends the next ping at once. Nothing crosses a thread but the datagrams:
+/// what a game server or a request-response service answering from its
+/// receive callback sees. [`WARMUP`] unrecorded round trips first.
 pub fn stt_ping_pong_inline(
     server: &Node,
     client: &Node,
@@ -339,10 +336,10 @@ pub fn stt_ping_pong_inline(
     round_trips: usize,
 ) -> Option<Latency> {
     ok(
-        server.on_frame_inline(|frame, _, replies| {
-            let _ = replies.send(frame.session, &frame.payload);
-            replies.recycle(frame.payload);
-        }),
+        server.set_handler(on_reactor(|message, replies| {
+            let _ = replies.send(message.session, &message.payload);
+            replies.recycle(message.payload);
+        })),
         "server handler",
     )?;
     struct Ping {
@@ -362,8 +359,8 @@ pub fn stt_ping_pong_inline(
         let state = state.clone();
         let progress = progress.clone();
         ok(
-            client.on_frame_inline(move |frame, _, replies| {
-                if frame.payload.len() != size {
+            client.set_handler(on_reactor(move |message, replies| {
+                if message.payload.len() != size {
                     return;
                 }
                 // Only this reactor's thread takes the lock: never contended.
@@ -379,9 +376,9 @@ pub fn stt_ping_pong_inline(
                     return;
                 }
                 s.sent_at = Instant::now();
-                let _ = replies.send(frame.session, &frame.payload);
-                replies.recycle(frame.payload);
-            }),
+                let _ = replies.send(message.session, &message.payload);
+                replies.recycle(message.payload);
+            })),
             "client handler",
         )?;
     }

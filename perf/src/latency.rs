@@ -73,7 +73,7 @@ fn stt_pingpong(round_trips: usize, in_reactor: bool) -> Option<Latency> {
         client.connect_udp(server.udp_local_addr()?),
         "connecting over UDP",
     )?
-    .id;
+    .id();
     let result = if in_reactor {
         stt_ping_pong_inline(&server, &client, session, SIZE, round_trips)
     } else {
@@ -206,7 +206,7 @@ pub fn workload(args: &Args) -> String {
          client a thread doing the same, so a round trip is handed between threads six times \
          (client application → client reactor → server reactor → echo thread → server reactor \
          → client reactor → client application). *Application in the reactors*: both ends \
-         answer from `Node::on_frame_inline` handlers (the server's echoes, the client's \
+         answer from `stt::on_reactor` handlers (the server's echoes, the client's \
          records the round trip and sends the next ping), so, as in the floor, only the two \
          receiving threads are woken per round trip; quinn: `send_datagram` / `read_datagram` on one connection, client and echo \
          tasks on one tokio runtime with a worker per core.\n\n{table}",

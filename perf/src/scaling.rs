@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stt::frame::SessionId;
-use stt::node::{Node, NodeEvent};
+use stt::node::{Message, Node, NodeEvent};
 use stt::transport::udp::UdpBackend;
 
 use crate::common::{cpu_time, machine, median, min_max, next_event, ok, Tally};
@@ -60,8 +60,8 @@ fn run(seconds: f64, size: usize, sessions: usize) -> Option<Sample> {
     let mut targets: Vec<(usize, SessionId)> = Vec::with_capacity(sessions);
     for i in 0..sessions {
         let c = i % CLIENT_NODES;
-        let info = ok(clients[c].connect_udp(addr), "connecting over UDP")?;
-        targets.push((c, info.id));
+        let session = ok(clients[c].connect_udp(addr), "connecting over UDP")?;
+        targets.push((c, session.id()));
     }
     let server = Arc::new(server);
     let events = server.events();
@@ -73,9 +73,9 @@ fn run(seconds: f64, size: usize, sessions: usize) -> Option<Sample> {
         let mut per: HashMap<SessionId, u64> = HashMap::new();
         loop {
             match next_event(&events, Duration::from_millis(200)) {
-                Ok(NodeEvent::Message {
+                Ok(NodeEvent::Message(Message {
                     session, payload, ..
-                }) => {
+                })) => {
                     tally.hit();
                     *per.entry(session).or_default() += 1;
                     node.recycle(payload);

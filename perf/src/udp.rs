@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use stt::crypto::Algorithm;
-use stt::node::{Node, NodeConfig, NodeEvent};
+use stt::node::{Message, Node, NodeConfig, NodeEvent};
 use stt::transport::udp::{self, UdpBackend, UdpConfig};
 
 use crate::common::{
@@ -290,7 +290,7 @@ fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Opt
         let mut tally = Tally::new();
         loop {
             match next_event(&events, Duration::from_millis(200)) {
-                Ok(NodeEvent::Message { payload, .. }) => {
+                Ok(NodeEvent::Message(Message { payload, .. })) => {
                     tally.hit();
                     node.recycle(payload);
                 }
@@ -302,7 +302,7 @@ fn run_stt(seconds: f64, size: usize, backend: UdpBackend, offload: bool) -> Opt
         tally
     });
     let payload = vec![0xABu8; size];
-    let (sent, cpu0, t0) = send_for(seconds, || client.send(session.id, &payload).is_ok());
+    let (sent, cpu0, t0) = send_for(seconds, || client.send(session.id(), &payload).is_ok());
     done.store(true, Ordering::Relaxed);
     let tally = receiver.join().ok()?;
     let wall = t0.elapsed().as_secs_f64();

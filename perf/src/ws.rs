@@ -2,7 +2,7 @@
 //! messages, four contenders:
 //!
 //! - stt over WebSocket (sealed): two [`Node`]s with one reactor each and no
-//!   UDP socket (`NodeConfig { udp: None, .. }`: the WebSocket transport
+//!   UDP socket (`NodeConfig::websocket_only`: the WebSocket transport
 //!   alone, nothing else on the reactors' poll). The application sends with
 //!   [`Node::send`] (which waits while the reactor's command queue is full)
 //!   and receives [`NodeEvent::Message`] from [`Node::events`].
@@ -43,7 +43,7 @@ use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use stt::frame::SessionId;
-use stt::node::{Node, NodeConfig, NodeEvent};
+use stt::node::{Message as SttMessage, Node, NodeConfig, NodeEvent};
 use stt::transport::ws::WsConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -83,10 +83,7 @@ impl SttPair {
     /// Two nodes, one reactor each, WebSocket only; the client connected.
     fn start() -> Option<SttPair> {
         const SHARED: &[u8] = b"stt-perf benchmark network shared seed";
-        let config = |seed: &[u8]| NodeConfig {
-            udp: None,
-            ..NodeConfig::new(seed, SHARED).with_reactors(1)
-        };
+        let config = |seed: &[u8]| NodeConfig::websocket_only(seed, SHARED).with_reactors(1);
         let server = ok(
             Node::start(config(b"stt-perf ws benchmark server node seed")),
             "starting the stt server",
@@ -106,7 +103,7 @@ impl SttPair {
             client.connect_websocket(&format!("ws://{addr}/")),
             "connecting over WebSocket",
         )?
-        .id;
+        .id();
         Some(SttPair {
             server: Arc::new(server),
             client,
@@ -142,7 +139,7 @@ fn stt_throughput(seconds: f64, size: usize) -> Option<Sample> {
         let started = Instant::now();
         loop {
             match next_event(&events, Duration::from_millis(5)) {
-                Ok(NodeEvent::Message { payload, .. }) => {
+                Ok(NodeEvent::Message(SttMessage { payload, .. })) => {
                     tally.hit();
                     server.recycle(payload);
                 }
@@ -847,7 +844,7 @@ pub fn workload(args: &Args) -> String {
          applications on their own threads, is handed between threads six times (client \
          application → client reactor → server reactor → echo thread → server reactor → \
          client reactor → client application); with the applications in the reactors \
-         (`Node::on_frame_inline` handlers: the server's echoes, the client's records the \
+         (`stt::on_reactor` handlers: the server's echoes, the client's records the \
          round trip and sends the next ping), two.\n\n{l_table}",
         machine = machine(),
         runs = args.runs,
