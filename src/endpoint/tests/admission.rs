@@ -3,6 +3,7 @@
 //! stops accepting.
 
 use super::*;
+use crate::endpoint::QuotaConfig;
 
 #[test]
 fn a_handshake_completes_through_thirty_percent_loss() {
@@ -257,4 +258,152 @@ fn the_authorisation_hook_refuses_before_establishment() {
         .events(server)
         .iter()
         .any(|e| matches!(e, Seen::Established(s, _) if *s == id)));
+}
+
+#[test]
+fn one_address_cannot_take_every_pending_handshake() {
+    let mut net = Net::new();
+    let server = net.add(
+        &NETWORK,
+        Limits {
+            quotas: QuotaConfig {
+                pending_per_address: 3,
+                ..QuotaConfig::default()
+            },
+            ..Limits::default()
+        },
+    );
+    // Five clients behind one address (ports differ), whose message 3 never
+    // comes: three pending, two refused.
+    let clients: Vec<usize> = (0..5)
+        .map(|_| net.add(&NETWORK, Limits::default()))
+        .collect();
+    for (i, &c) in clients.iter().enumerate() {
+        net.rebind(c, SocketAddr::from(([127, 0, 0, 9], 2000 + i as u16)));
+        net.connect(c, server);
+    }
+    net.run(Duration::from_millis(11));
+    net.flight.clear();
+    for c in &clients {
+        net.nodes[*c].out.sent.clear();
+    }
+    assert_eq!(net.nodes[server].ep.pending(), 3);
+    assert_eq!(
+        net.nodes[server]
+            .ep
+            .config()
+            .quotas
+            .refused
+            .load(Ordering::Relaxed),
+        2
+    );
+    // Another address still gets in.
+    let other = net.add(&NETWORK, Limits::default());
+    let id = net.connect(other, server);
+    net.run(Duration::from_millis(200));
+    assert!(net
+        .events(server)
+        .iter()
+        .any(|e| matches!(e, Seen::Established(s, _) if *s == id)));
+    // The stuck handshakes time out and their charges are given back.
+    net.at.retain(|_, n| !clients.contains(n));
+    net.run(Duration::from_secs(20));
+    assert_eq!(net.nodes[server].ep.pending(), 0);
+    let c = clients[0];
+    net.at.insert(net.addr_of(c), c);
+    let id = net.connect(c, server);
+    net.run(Duration::from_millis(200));
+    assert!(
+        net.events(server)
+            .iter()
+            .any(|e| matches!(e, Seen::Established(s, _) if *s == id)),
+        "the address has room again"
+    );
+}
+
+#[test]
+fn one_member_cannot_fill_the_session_table() {
+    let mut net = Net::new();
+    let server = net.add(
+        &NETWORK,
+        Limits {
+            quotas: QuotaConfig {
+                sessions_per_peer: 2,
+                ..QuotaConfig::default()
+            },
+            ..Limits::default()
+        },
+    );
+    let member = net.add(&NETWORK, Limits::default());
+    let ids: Vec<SessionId> = (0..4).map(|_| net.connect(member, server)).collect();
+    net.run(Duration::from_secs(1));
+    let events = net.events(member);
+    let opened = events
+        .iter()
+        .filter(|e| matches!(e, Seen::Established(..)))
+        .count();
+    let refused = events
+        .iter()
+        .filter(|e| matches!(e, Seen::Closed(_, CloseReason::Peer { code, .. }) if *code == crate::frame::close_code::REFUSED))
+        .count();
+    assert_eq!((opened, refused), (2, 2), "{events:?}");
+    assert_eq!(net.nodes[server].ep.len(), 2);
+    assert_eq!(
+        net.nodes[server]
+            .ep
+            .config()
+            .quotas
+            .refused
+            .load(Ordering::Relaxed),
+        2
+    );
+    // Closing one makes room for another.
+    let open = ids
+        .iter()
+        .copied()
+        .find(|id| net.nodes[member].ep.has(*id))
+        .expect("an open session");
+    let now = net.now;
+    let n = &mut net.nodes[member];
+    n.ep.close(now, open, 0, "done", &mut n.out);
+    net.run(Duration::from_secs(5));
+    let again = net.connect(member, server);
+    net.run(Duration::from_secs(1));
+    assert!(net
+        .events(member)
+        .iter()
+        .any(|e| matches!(e, Seen::Established(s, _) if *s == again)));
+}
+
+#[test]
+fn a_reliable_connection_carries_few_pending_handshakes() {
+    let mut net = Net::new();
+    let server = net.add(
+        &NETWORK,
+        Limits {
+            quotas: QuotaConfig {
+                pending_per_connection: 2,
+                ..QuotaConfig::default()
+            },
+            ..Limits::default()
+        },
+    );
+    // The server's link is reliable (a WebSocket connection): no cookies,
+    // so only the per-connection bound stops one connection's message 1s.
+    net.nodes[server].ep.links[0].reliable = true;
+    let client = net.add(&NETWORK, Limits::default());
+    for _ in 0..5 {
+        net.connect(client, server);
+    }
+    net.run(Duration::from_millis(11));
+    assert_eq!(net.nodes[server].ep.pending(), 2);
+    assert_eq!(
+        net.nodes[server]
+            .ep
+            .config()
+            .quotas
+            .refused
+            .load(Ordering::Relaxed),
+        3
+    );
 }
