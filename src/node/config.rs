@@ -34,6 +34,10 @@ pub struct NodeConfig {
     /// application. Default 65,536: about 80 MB of 1200-byte messages, a
     /// quarter of a second at 256k messages/s.
     pub queue_depth: usize,
+    /// Bytes of messages the hand-off channels (to the application and to
+    /// the workers) may hold together, beside `queue_depth`. Default
+    /// 128 MiB: large messages fill memory long before the count does.
+    pub queue_bytes: usize,
     /// Session tunables (timers, reassembly, AEAD).
     pub session: SessionConfig,
     /// Accept incoming handshakes (server mode). Default true; a client-only
@@ -89,6 +93,7 @@ impl NodeConfig {
             reactors: cores,
             workers: cores,
             queue_depth: 65_536,
+            queue_bytes: 128 << 20,
             session: SessionConfig::default(),
             server_mode: true,
             max_sessions: 100_000,
@@ -195,6 +200,7 @@ impl fmt::Debug for NodeConfig {
             .field("udp", &self.udp)
             .field("reactors", &self.reactors)
             .field("queue_depth", &self.queue_depth)
+            .field("queue_bytes", &self.queue_bytes)
             .field("session", &self.session)
             .field("server_mode", &self.server_mode)
             .field("max_sessions", &self.max_sessions)

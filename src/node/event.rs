@@ -2,6 +2,7 @@
 //! [`Events`] channel, and the [`Message`] a handler receives.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -10,7 +11,7 @@ pub use crossbeam_channel::{RecvError, RecvTimeoutError, TryRecvError};
 
 use crate::crypto::NodeId;
 use crate::frame::{FrameType, SessionId};
-use crate::reactor::{Delivery, Incoming, SessionOpened};
+use crate::reactor::{Delivery, Incoming, QueuedBytes, SessionOpened};
 use crate::session::CloseReason;
 
 /// A message that arrived.
@@ -110,37 +111,45 @@ impl From<Delivery> for NodeEvent {
 #[derive(Debug, Clone)]
 pub struct Events {
     rx: Receiver<Delivery>,
+    queued: Arc<QueuedBytes>,
 }
 
 impl Events {
-    pub(crate) fn new(rx: Receiver<Delivery>) -> Self {
-        Events { rx }
+    pub(crate) fn new(rx: Receiver<Delivery>, queued: Arc<QueuedBytes>) -> Self {
+        Events { rx, queued }
+    }
+
+    /// A delivery taken off the channel: its bytes leave the count.
+    fn took(&self, d: Delivery) -> NodeEvent {
+        self.queued.taken(&d);
+        d.into()
     }
 
     /// Waits for the next event. Fails only once the node is gone.
     pub fn recv(&self) -> Result<NodeEvent, RecvError> {
-        self.rx.recv().map(NodeEvent::from)
+        self.rx.recv().map(|d| self.took(d))
     }
 
     /// Waits for the next event for at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<NodeEvent, RecvTimeoutError> {
-        self.rx.recv_timeout(timeout).map(NodeEvent::from)
+        self.rx.recv_timeout(timeout).map(|d| self.took(d))
     }
 
     /// Waits for the next event until `deadline`.
     pub fn recv_deadline(&self, deadline: Instant) -> Result<NodeEvent, RecvTimeoutError> {
-        self.rx.recv_deadline(deadline).map(NodeEvent::from)
+        self.rx.recv_deadline(deadline).map(|d| self.took(d))
     }
 
     /// The next event, if one waits.
     pub fn try_recv(&self) -> Result<NodeEvent, TryRecvError> {
-        self.rx.try_recv().map(NodeEvent::from)
+        self.rx.try_recv().map(|d| self.took(d))
     }
 
     /// Events as they come, until the node is gone.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             inner: self.rx.iter(),
+            events: self,
         }
     }
 
@@ -148,6 +157,7 @@ impl Events {
     pub fn try_iter(&self) -> TryIter<'_> {
         TryIter {
             inner: self.rx.try_iter(),
+            events: self,
         }
     }
 
@@ -166,13 +176,14 @@ impl Events {
 #[derive(Debug)]
 pub struct Iter<'a> {
     inner: crossbeam_channel::Iter<'a, Delivery>,
+    events: &'a Events,
 }
 
 impl Iterator for Iter<'_> {
     type Item = NodeEvent;
 
     fn next(&mut self) -> Option<NodeEvent> {
-        self.inner.next().map(NodeEvent::from)
+        self.inner.next().map(|d| self.events.took(d))
     }
 }
 
@@ -180,13 +191,14 @@ impl Iterator for Iter<'_> {
 #[derive(Debug)]
 pub struct TryIter<'a> {
     inner: crossbeam_channel::TryIter<'a, Delivery>,
+    events: &'a Events,
 }
 
 impl Iterator for TryIter<'_> {
     type Item = NodeEvent;
 
     fn next(&mut self) -> Option<NodeEvent> {
-        self.inner.next().map(NodeEvent::from)
+        self.inner.next().map(|d| self.events.took(d))
     }
 }
 
@@ -195,13 +207,16 @@ impl Iterator for TryIter<'_> {
 #[derive(Debug)]
 pub struct IntoIter {
     inner: crossbeam_channel::IntoIter<Delivery>,
+    queued: Arc<QueuedBytes>,
 }
 
 impl Iterator for IntoIter {
     type Item = NodeEvent;
 
     fn next(&mut self) -> Option<NodeEvent> {
-        self.inner.next().map(NodeEvent::from)
+        let d = self.inner.next()?;
+        self.queued.taken(&d);
+        Some(d.into())
     }
 }
 
@@ -212,6 +227,7 @@ impl IntoIterator for Events {
     fn into_iter(self) -> IntoIter {
         IntoIter {
             inner: self.rx.into_iter(),
+            queued: self.queued,
         }
     }
 }

@@ -218,6 +218,7 @@ pub(crate) fn worker(work: Receiver<Delivery>, handler: Arc<dyn Handler>, core: 
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        core.shared.queued.taken(&delivery);
         let Delivery::Message(incoming) = delivery else {
             let _ = core.shared.events.send(delivery);
             continue;

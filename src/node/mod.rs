@@ -210,7 +210,7 @@ impl Node {
     /// messages unless a [`Handler`] takes them. Bounded; every clone drains
     /// the same queue.
     pub fn events(&self) -> Events {
-        Events::new(self.inner.events.clone())
+        Events::new(self.inner.events.clone(), self.inner.shared.queued.clone())
     }
 
     /// Receives every message through `handler` instead of

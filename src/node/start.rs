@@ -25,8 +25,10 @@ impl Node {
         if config.reactors == 0 || config.reactors > 256 {
             return Err(StartError::Invalid("reactors must be 1..=256"));
         }
-        if config.queue_depth == 0 {
-            return Err(StartError::Invalid("queue_depth must be at least 1"));
+        if config.queue_depth == 0 || config.queue_bytes == 0 {
+            return Err(StartError::Invalid(
+                "queue_depth and queue_bytes must be at least 1",
+            ));
         }
         if config.send_timeout.is_zero() || config.call_timeout.is_zero() {
             return Err(StartError::Invalid(
@@ -85,6 +87,7 @@ impl Node {
             events: events_tx,
             work: work_tx,
             dispatch: Dispatch::default(),
+            queued: Arc::new(crate::reactor::QueuedBytes::new(config.queue_bytes)),
             stopping: AtomicBool::new(false),
             pool,
             inline: OnceLock::new(),

@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -138,6 +138,46 @@ pub(crate) struct Dispatch {
     pub to_workers: AtomicBool,
 }
 
+/// Bytes of messages in the hand-off channels, against a limit: counted in
+/// when a reactor hands a message over, out when the application or a
+/// worker takes it.
+#[derive(Debug)]
+pub(crate) struct QueuedBytes {
+    bytes: AtomicUsize,
+    limit: usize,
+}
+
+impl QueuedBytes {
+    pub(crate) fn new(limit: usize) -> Self {
+        QueuedBytes {
+            bytes: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Whether `n` more bytes fit (one message always fits an empty queue).
+    fn fits(&self, n: usize) -> bool {
+        let now = self.bytes.load(Ordering::Relaxed);
+        now == 0 || now + n <= self.limit
+    }
+
+    /// Three quarters full.
+    fn crowded(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) * 4 >= self.limit * 3
+    }
+
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A delivery left the channel.
+    pub(crate) fn taken(&self, delivery: &Delivery) {
+        if let Delivery::Message(m) = delivery {
+            self.bytes.fetch_sub(m.payload.len(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// What every reactor of a node shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -149,6 +189,8 @@ pub(crate) struct Shared {
     pub work: Sender<Delivery>,
     /// Which messages go to the workers.
     pub dispatch: Dispatch,
+    /// Bytes of messages in the channels.
+    pub queued: Arc<QueuedBytes>,
     /// The node is stopping (workers exit).
     pub stopping: AtomicBool,
     /// Message buffers.
@@ -258,13 +300,22 @@ impl App {
                     }
                     return;
                 }
+                let len = incoming.payload.len();
                 let delivery = Delivery::Message(incoming);
                 if path.reliable {
                     self.keep(delivery);
-                } else if let Err(TrySendError::Full(_)) =
-                    self.shared.message_channel().try_send(delivery)
-                {
+                } else if !self.overflow.is_empty() || !self.shared.queued.fits(len) {
+                    // Full by bytes, or behind what waits: dropped, as a
+                    // full channel drops it.
                     TransportCounters::add(&path.counters.packets_dropped, 1);
+                } else {
+                    match self.shared.message_channel().try_send(delivery) {
+                        Ok(()) => self.shared.queued.add(len),
+                        Err(TrySendError::Full(_)) => {
+                            TransportCounters::add(&path.counters.packets_dropped, 1)
+                        }
+                        Err(TrySendError::Disconnected(_)) => {}
+                    }
                 }
             }
             Event::Closed { id, reason, path } => {
@@ -288,9 +339,29 @@ impl App {
             self.overflow.push_back(delivery);
             return;
         }
-        let channel = self.channel_of(&delivery);
-        if let Err(TrySendError::Full(d)) = channel.try_send(delivery) {
+        if let Err(d) = self.hand_over(delivery) {
             self.overflow.push_back(d);
+        }
+    }
+
+    /// Puts `delivery` on its channel if it has room (by count and by
+    /// bytes); gives it back if not.
+    fn hand_over(&self, delivery: Delivery) -> Result<(), Delivery> {
+        let len = match &delivery {
+            Delivery::Message(m) => m.payload.len(),
+            _ => 0,
+        };
+        if len > 0 && !self.shared.queued.fits(len) {
+            return Err(delivery);
+        }
+        match self.channel_of(&delivery).try_send(delivery) {
+            Ok(()) => {
+                self.shared.queued.add(len);
+                Ok(())
+            }
+            Err(TrySendError::Full(d)) => Err(d),
+            // The application is gone: nothing to keep it for.
+            Err(TrySendError::Disconnected(_)) => Ok(()),
         }
     }
 
@@ -304,9 +375,7 @@ impl App {
     /// Hands waiting deliveries over; returns whether none is left.
     pub(crate) fn drain_overflow(&mut self) -> bool {
         while let Some(d) = self.overflow.pop_front() {
-            let channel = self.channel_of(&d);
-            if let Err(TrySendError::Full(d) | TrySendError::Disconnected(d)) = channel.try_send(d)
-            {
+            if let Err(d) = self.hand_over(d) {
                 self.overflow.push_front(d);
                 return false;
             }
@@ -324,7 +393,10 @@ impl App {
     /// is three quarters full.
     pub(crate) fn behind(&mut self) -> bool {
         let crowded = |c: &Sender<Delivery>| c.capacity().is_some_and(|cap| c.len() * 4 >= cap * 3);
-        !self.drain_overflow() || crowded(&self.shared.events) || crowded(&self.shared.work)
+        !self.drain_overflow()
+            || crowded(&self.shared.events)
+            || crowded(&self.shared.work)
+            || self.shared.queued.crowded()
     }
 
     /// The node stops: every connect still waiting learns it.

@@ -35,7 +35,7 @@ mod output;
 
 pub(crate) use command::{Command, Connect, Failure, ReactorHandle, Refused, Wait};
 pub(crate) use deliver::{
-    Delivery, Dispatch, Incoming, InlineHandler, InlineQueue, SessionOpened, Shared,
+    Delivery, Dispatch, Incoming, InlineHandler, InlineQueue, QueuedBytes, SessionOpened, Shared,
 };
 
 use std::io as stdio;
