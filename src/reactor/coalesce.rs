@@ -136,16 +136,18 @@ impl Reactor {
             }
             self.send_batch(&mut batch, now);
             match self.app.shared.holder_of(session) {
-                Some(r) if r != self.index => self.peers.hand(
-                    r,
-                    Command::Send {
+                Some(r) if r != self.index => {
+                    let cmd = Command::Send {
                         session,
                         stream_id,
                         frame_type,
                         payload,
                         reply: None,
-                    },
-                ),
+                    };
+                    if !self.peers.hand(r, cmd) {
+                        tracing::debug!(session = %session, "in-reactor send dropped: its reactor is stuck");
+                    }
+                }
                 _ => {
                     tracing::debug!(session = %session, "in-reactor send to a session that closed");
                     self.app.shared.pool.recycle(payload);

@@ -554,7 +554,15 @@ impl Reactor {
     fn forward(&mut self) {
         self.peers.retry();
         for (owner, cmd) in self.forwards.drain(..) {
-            self.peers.hand(owner, cmd);
+            let transport = match &cmd {
+                Command::Forward { transport, .. } => Some(*transport),
+                _ => None,
+            };
+            if !self.peers.hand(owner, cmd) {
+                if let Some(s) = transport.and_then(|t| self.io.slots.get(t)) {
+                    TransportCounters::add(&s.counters.packets_dropped, 1);
+                }
+            }
         }
     }
 
