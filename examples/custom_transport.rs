@@ -2,7 +2,7 @@
 //!
 //! Transports move opaque bytes: frames are sealed before a transport sees
 //! them. Anything that can carry datagrams between addresses and wake a
-//! `mio::Poll` can carry stt sessions. This example writes `Chaos<T>`, a
+//! `mio::Poll` can carry stt sessions. This example writes `Chaos`, a
 //! transport that wraps another one and drops a share of what it sends — the
 //! kind of fault injection a test lab wants — and runs two nodes over it on
 //! loopback UDP.
@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stt::node::{Node, NodeConfig, NodeEvent};
-use stt::transport::udp::{self, UdpConfig};
+use stt::transport::udp;
 use stt::transport::{Transport, TransportCounters, TransportError};
+use stt::{Node, NodeConfig, NodeEvent, UdpConfig};
 
 /// Wraps a transport and drops one datagram in `every` that it is asked to
 /// send.
@@ -91,18 +91,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     const SHARED: &[u8] = b"custom transport example network seed";
     // Nodes without their built-in UDP socket: only the custom transport.
     let server = Node::start(
-        NodeConfig {
-            udp: None,
-            ..NodeConfig::new(b"custom transport example server seed", SHARED)
-        }
-        .with_reactors(1),
+        NodeConfig::new(b"custom transport example server seed", SHARED)
+            .without_udp()
+            .with_reactors(1),
     )?;
     let client = Node::start(
-        NodeConfig {
-            udp: None,
-            ..NodeConfig::new(b"custom transport example client seed", SHARED)
-        }
-        .with_reactors(1),
+        NodeConfig::client(b"custom transport example client seed", SHARED)
+            .without_udp()
+            .with_reactors(1),
     )?;
     let server_transport = chaos_on_loopback()?;
     let server_addr = server_transport.local_addr();
@@ -113,15 +109,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let session = client.connect(via, server_addr)?;
     println!(
         "session {} over {:?} to {}",
-        session.id, session.transport, session.peer_addr
+        session.id(),
+        session.info().transport,
+        session.peer_addr()
     );
     for i in 0..100u32 {
-        client.send(session.id, format!("message {i}").as_bytes())?;
+        session.send(format!("message {i}").as_bytes())?;
     }
     let events = server.events();
     let mut got = 0;
     while let Ok(event) = events.recv_timeout(Duration::from_millis(500)) {
-        if let NodeEvent::Message { .. } = event {
+        if let NodeEvent::Message(_) = event {
             got += 1;
         }
     }

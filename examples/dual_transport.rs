@@ -5,58 +5,51 @@
 
 use std::time::Duration;
 
-use stt::node::{Node, NodeConfig, NodeEvent};
-use stt::transport::udp::UdpConfig;
-use stt::transport::ws::WsConfig;
+use stt::{Node, NodeConfig, NodeEvent, UdpConfig, WsConfig};
 
 const SHARED: &[u8] = b"dual transport example shared seed!!";
 
-fn node(seed: &[u8]) -> Result<Node, Box<dyn std::error::Error>> {
-    let loopback = UdpConfig::bound_to("127.0.0.1:0".parse()?);
-    Ok(Node::start(
-        NodeConfig::new(seed, SHARED).with_udp(loopback),
-    )?)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = node(b"dual transport example server node seed")?;
+    let loopback = UdpConfig::bound_to("127.0.0.1:0".parse()?);
+    let server = Node::start(
+        NodeConfig::new(b"dual transport example server node seed", SHARED)
+            .with_udp(loopback.clone()),
+    )?;
     let ws_addr = server.start_websocket_server("127.0.0.1:0".parse()?, WsConfig::default())?;
-    println!(
-        "server listening on UDP {:?} and ws://{ws_addr}",
-        server.udp_local_addr()
-    );
+    let udp_addr = server.udp_local_addr().ok_or("no UDP")?;
+    println!("server listening on UDP {udp_addr} and ws://{ws_addr}/");
 
-    let udp_client = node(b"dual transport example UDP client seed!!")?;
-    let ws_client = node(b"dual transport example WS client seed!!!")?;
-    let via_udp = udp_client.connect_udp(server.udp_local_addr().ok_or("no UDP")?)?;
+    // A client on each transport. The WebSocket one needs no UDP socket.
+    let udp_client = Node::start(
+        NodeConfig::client(b"dual transport example UDP client seed!!", SHARED).with_udp(loopback),
+    )?;
+    let ws_client = Node::start(NodeConfig::websocket_only(
+        b"dual transport example WS client seed!!!",
+        SHARED,
+    ))?;
+    let via_udp = udp_client.connect_udp(udp_addr)?;
     let via_ws = ws_client.connect_websocket(&format!("ws://{ws_addr}/"))?;
     println!(
         "connected via {} and via {}",
-        via_udp.transport, via_ws.transport
+        via_udp.info().transport,
+        via_ws.info().transport
     );
 
-    udp_client.send(via_udp.id, b"Via UDP")?;
-    ws_client.send(via_ws.id, b"Via WS")?;
+    via_udp.send(b"Via UDP")?;
+    via_ws.send(b"Via WS")?;
 
     // The server answers each message on the session it came from.
     let events = server.events();
     let mut answered = 0;
     while answered < 2 {
         match events.recv_timeout(Duration::from_secs(5))? {
-            NodeEvent::Message {
-                session,
-                payload,
-                peer,
-                ..
-            } => {
+            NodeEvent::Message(message) => {
+                let text = String::from_utf8_lossy(&message.payload);
                 println!(
-                    "server got {:?} from {peer}",
-                    String::from_utf8_lossy(&payload)
+                    "server got {text:?} from node {} at {}",
+                    message.peer_node, message.peer_addr
                 );
-                server.send(
-                    session,
-                    format!("echo: {}", String::from_utf8_lossy(&payload)).as_bytes(),
-                )?;
+                server.send(message.session, format!("echo: {text}").as_bytes())?;
                 answered += 1;
             }
             NodeEvent::SessionEstablished(info) => {
@@ -68,10 +61,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, client) in [("UDP client", &udp_client), ("WS client", &ws_client)] {
         let events = client.events();
         loop {
-            if let NodeEvent::Message { payload, .. } =
-                events.recv_timeout(Duration::from_secs(5))?
-            {
-                println!("{name} got {:?}", String::from_utf8_lossy(&payload));
+            if let NodeEvent::Message(message) = events.recv_timeout(Duration::from_secs(5))? {
+                println!("{name} got {:?}", String::from_utf8_lossy(&message.payload));
                 break;
             }
         }

@@ -2,34 +2,29 @@
 //!
 //! Two ways, both shown:
 //!
-//! 1. **Move the session** (`move_session_to_websocket`): the same session —
+//! 1. **Move the session** (`Session::move_to_websocket`): the same session —
 //!    same id, same keys, no new handshake — continues over a WebSocket
 //!    connection, and can move back to UDP later. Nothing about the session
 //!    is lost in the failover.
-//! 2. **Two sessions** (`send_with_failover`): keep a UDP session and a
+//! 2. **Two sessions** (`Node::send_with_failover`): keep a UDP session and a
 //!    WebSocket session to the peer; each message goes over UDP while that
-//!    session lives, over WebSocket otherwise.
+//!    session lives, over WebSocket otherwise (when the UDP send fails with
+//!    an error for which `SendError::is_path_failure` is true).
 //!
 //! Run: `cargo run --release --example failover`
 
 use std::time::Duration;
 
-use stt::node::{Node, NodeConfig, NodeEvent};
-use stt::transport::udp::UdpConfig;
-use stt::transport::ws::WsConfig;
+use stt::{Events, Node, NodeConfig, NodeEvent, SessionId, UdpConfig, WsConfig};
 
-fn receive(node: &Node, what: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// Waits for the next message on `events` and prints it.
+fn receive(events: &Events, who: &str) -> Result<(), Box<dyn std::error::Error>> {
     loop {
-        if let NodeEvent::Message {
-            session,
-            payload,
-            peer,
-            ..
-        } = node.events().recv_timeout(Duration::from_secs(5))?
-        {
+        if let NodeEvent::Message(message) = events.recv_timeout(Duration::from_secs(5))? {
             println!(
-                "{what} got {:?} on session {session} from {peer}",
-                String::from_utf8_lossy(&payload)
+                "{who} got {:?} on session {}",
+                String::from_utf8_lossy(&message.payload),
+                message.session
             );
             return Ok(());
         }
@@ -47,39 +42,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.start_websocket_server("127.0.0.1:0".parse()?, WsConfig::default())?
     );
     let udp_addr = server.udp_local_addr().ok_or("no UDP")?;
-    let client =
-        Node::start(NodeConfig::new(b"failover example client node seed!!", SHARED).with_udp(udp))?;
+    let client = Node::start(
+        NodeConfig::client(b"failover example client node seed!!", SHARED).with_udp(udp),
+    )?;
+    let (at_server, at_client) = (server.events(), client.events());
 
     // 1. One session, two paths.
     let session = client.connect_udp(udp_addr)?;
-    client.send(session.id, b"over UDP")?;
-    receive(&server, "server")?;
+    session.send(b"over UDP")?;
+    receive(&at_server, "server")?;
     // UDP stops getting through (a firewall, a captive portal…): move on.
-    client.move_session_to_websocket(session.id, &ws_url)?;
-    client.send(session.id, b"same session, now over WebSocket")?;
-    receive(&server, "server")?;
-    server.send(session.id, b"the server answers over the new path")?;
-    receive(&client, "client")?;
-    client.move_session_to_udp(session.id, udp_addr)?;
-    client.send(session.id, b"back on UDP, still no new handshake")?;
-    receive(&server, "server")?;
+    session.move_to_websocket(&ws_url)?;
+    session.send(b"same session, now over WebSocket")?;
+    receive(&at_server, "server")?;
+    // Both sides know the session by the same id.
+    server.send(session.id(), b"the server answers over the new path")?;
+    receive(&at_client, "client")?;
+    session.move_to_udp(udp_addr)?;
+    session.send(b"back on UDP, still no new handshake")?;
+    receive(&at_server, "server")?;
 
     // 2. Two sessions, per-message failover.
     let sure = client.connect_websocket(&ws_url)?;
     let fast = client.connect_udp(udp_addr)?;
-    let used = client.send_with_failover(fast.id, sure.id, b"first: UDP is up")?;
-    println!(
-        "message went over {}",
-        if used == fast.id { "UDP" } else { "WebSocket" }
-    );
-    receive(&server, "server")?;
-    client.close_session(fast.id)?;
+    let over = |used: SessionId| {
+        if used == fast.id() {
+            "UDP"
+        } else {
+            "WebSocket"
+        }
+    };
+    let used = client.send_with_failover(fast.id(), sure.id(), b"first: UDP is up")?;
+    println!("message went over {}", over(used));
+    receive(&at_server, "server")?;
+    fast.close()?;
     std::thread::sleep(Duration::from_millis(100));
-    let used = client.send_with_failover(fast.id, sure.id, b"second: UDP session gone")?;
-    println!(
-        "message went over {}",
-        if used == fast.id { "UDP" } else { "WebSocket" }
-    );
-    receive(&server, "server")?;
+    let used = client.send_with_failover(fast.id(), sure.id(), b"second: UDP session gone")?;
+    println!("message went over {}", over(used));
+    receive(&at_server, "server")?;
     Ok(())
 }

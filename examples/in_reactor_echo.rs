@@ -1,7 +1,7 @@
 //! Answering from the reactor: an echo server whose handler runs on the
-//! reactor thread that received the message ([`Node::on_frame_inline`]),
-//! and a client that times round trips the same way. Nothing crosses a
-//! thread but the datagrams: the lowest-latency way to answer.
+//! reactor thread that received the message (`stt::on_reactor`), and a
+//! client that times round trips the same way. Nothing crosses a thread but
+//! the datagrams: the lowest-latency way to answer.
 //!
 //! Run: `cargo run --release --example in_reactor_echo`
 
@@ -9,8 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stt::node::{Node, NodeConfig};
-use stt::transport::udp::UdpConfig;
+use stt::{on_reactor, Node, NodeConfig, UdpConfig};
 
 const ROUND_TRIPS: usize = 2_000;
 
@@ -21,19 +20,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         NodeConfig::new(b"server node seed: 32 bytes or more", shared).with_udp(loopback.clone()),
     )?;
     let client = Node::start(
-        NodeConfig::new(b"client node seed: 32 bytes or more", shared).with_udp(loopback),
+        NodeConfig::client(b"client node seed: 32 bytes or more", shared).with_udp(loopback),
     )?;
 
     // The server: echo every message from the reactor. The handler must not
     // block; it sends through `replies`, which the reactor seals as soon as
     // the handler returns.
-    server.on_frame_inline(|frame, _peer, replies| {
-        if let Err(e) = replies.send(frame.session, &frame.payload) {
+    server.set_handler(on_reactor(|message, replies| {
+        if let Err(e) = replies.send(message.session, &message.payload) {
             eprintln!("echo refused: {e}");
         }
         // The buffer goes back to the node's pool for a later message.
-        replies.recycle(frame.payload);
-    })?;
+        replies.recycle(message.payload);
+    }))?;
 
     // The client: each echo records its round trip and sends the next ping
     // from the reactor too. The state is touched by this node's reactor
@@ -44,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )));
     let (done_tx, done) = mpsc::sync_channel(1);
     let state = started.clone();
-    client.on_frame_inline(move |frame, _peer, replies| {
+    client.set_handler(on_reactor(move |message, replies| {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         let rtt = s.0.elapsed();
         s.1.push(rtt);
@@ -53,19 +52,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return;
         }
         s.0 = Instant::now();
-        let _ = replies.send(frame.session, &frame.payload);
-        replies.recycle(frame.payload);
-    })?;
+        let _ = replies.send(message.session, &message.payload);
+        replies.recycle(message.payload);
+    }))?;
 
     let addr = server
         .udp_local_addr()
         .ok_or("the server has no UDP socket")?;
     let session = client.connect_udp(addr)?;
     started.lock().unwrap_or_else(|e| e.into_inner()).0 = Instant::now();
-    client.send(
-        session.id,
-        b"ping: 64 bytes, sealed, echoed from the server's reactor",
-    )?;
+    session.send(b"ping: 64 bytes, sealed, echoed from the server's reactor")?;
     // A lost datagram would stop the ping-pong; on loopback none is lost.
     done.recv_timeout(Duration::from_secs(30))?;
 

@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use stt::node::{Node, NodeConfig, NodeEvent};
-use stt::transport::udp::UdpConfig;
+use stt::{Node, NodeConfig, NodeEvent, UdpConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     const SHARED: &[u8] = b"mtu example network shared seed, 32+";
@@ -26,17 +25,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             NodeConfig::new(b"mtu example server node seed, 32+ b", SHARED).with_udp(udp.clone()),
         )?;
         let client = Node::start(
-            NodeConfig::new(b"mtu example client node seed, 32+ b", SHARED).with_udp(udp),
+            NodeConfig::client(b"mtu example client node seed, 32+ b", SHARED).with_udp(udp),
         )?;
         let session = client.connect_udp(server.udp_local_addr().ok_or("no UDP")?)?;
         let before = client.udp_stats().ok_or("no UDP")?;
-        client.send(session.id, &message)?;
+        session.send(&message)?;
         let events = server.events();
         let got = loop {
-            if let NodeEvent::Message { payload, .. } =
-                events.recv_timeout(Duration::from_secs(5))?
-            {
-                break payload;
+            if let NodeEvent::Message(m) = events.recv_timeout(Duration::from_secs(5))? {
+                break m.payload;
             }
         };
         let after = client.udp_stats().ok_or("no UDP")?;

@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use stt::node::{Node, NodeConfig, NodeEvent};
-use stt::transport::udp::UdpConfig;
+use stt::{Node, NodeConfig, NodeEvent, UdpConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Every node of a network shares the shared seed; each has its own node
@@ -17,23 +16,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         NodeConfig::new(b"server node seed: 32 bytes or more", shared).with_udp(loopback.clone()),
     )?;
     let client = Node::start(
-        NodeConfig::new(b"client node seed: 32 bytes or more", shared).with_udp(loopback),
+        NodeConfig::client(b"client node seed: 32 bytes or more", shared).with_udp(loopback),
     )?;
 
-    // Noise handshake over UDP; returns once the session is established.
+    // Noise handshake over UDP; returns a `Session` handle once both sides
+    // hold the session.
     let addr = server
         .udp_local_addr()
         .ok_or("the server has no UDP socket")?;
     let session = client.connect_udp(addr)?;
-    println!("session {} with node {:?}", session.id, session.peer_node);
-    client.send(session.id, b"hello")?; // sealed; fragmented when over the MTU
+    println!("session {} with node {}", session.id(), session.peer_node());
+    session.send(b"hello")?; // sealed; fragmented when over the MTU
 
+    // Every message carries the sender's authenticated node id.
     let events = server.events();
-    while let Ok(event) = events.recv_timeout(Duration::from_secs(5)) {
-        if let NodeEvent::Message { payload, peer, .. } = event {
+    loop {
+        if let NodeEvent::Message(message) = events.recv_timeout(Duration::from_secs(5))? {
             println!(
-                "server got {:?} from {peer}",
-                String::from_utf8_lossy(&payload)
+                "server got {:?} from node {} at {}",
+                String::from_utf8_lossy(&message.payload),
+                message.peer_node,
+                message.peer_addr
             );
             break;
         }

@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::rate_limit::RateLimited;
-use stt::transport::udp::{self, UdpConfig};
+use stt::transport::udp;
+use stt::{Node, NodeConfig, NodeEvent, UdpConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     const SHARED: &[u8] = b"rate limit example network shared seed";
@@ -21,12 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_udp(loopback.clone())
             .with_reactors(1),
     )?;
+    // The client runs no UDP socket of its own: only the limited one below.
     let client = Node::start(
-        NodeConfig {
-            udp: None,
-            ..NodeConfig::new(b"rate limit example client node seed!", SHARED)
-        }
-        .with_reactors(1),
+        NodeConfig::client(b"rate limit example client node seed!", SHARED)
+            .without_udp()
+            .with_reactors(1),
     )?;
     let (socket, _) = udp::bind(&loopback)?;
     let limited = RateLimited::new(socket, 1_000_000, 64_000, 4096);
@@ -36,13 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let chunk = vec![0x55u8; 10_000];
     for _ in 0..200 {
-        client.send(session.id, &chunk)?;
+        session.send(&chunk)?;
     }
     let events = server.events();
     let mut bytes = 0usize;
     while bytes < 200 * chunk.len() {
-        if let NodeEvent::Message { payload, .. } = events.recv_timeout(Duration::from_secs(10))? {
-            bytes += payload.len();
+        if let NodeEvent::Message(message) = events.recv_timeout(Duration::from_secs(10))? {
+            bytes += message.payload.len();
         }
     }
     let secs = start.elapsed().as_secs_f64();

@@ -11,29 +11,35 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use stt::node::{Node, NodeConfig, NodeEvent, SessionInfo};
-use stt::transport::ws::{ReconnectPolicy, WsConfig};
+use stt::transport::ws::ReconnectPolicy;
+use stt::{ConnectError, Node, NodeConfig, NodeEvent, Session, WsConfig};
 
 const SHARED: &[u8] = b"reconnecting ws example shared seed!";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn server(addr: SocketAddr) -> Result<(Node, SocketAddr), Error> {
-    let node = Node::start(NodeConfig {
-        udp: None,
-        ..NodeConfig::new(b"reconnecting ws example server seed!", SHARED)
-    })?;
+    let node = Node::start(NodeConfig::websocket_only(
+        b"reconnecting ws example server seed!",
+        SHARED,
+    ))?;
     let bound = node.start_websocket_server(addr, WsConfig::default())?;
     Ok((node, bound))
 }
 
-/// Connects, retrying by `policy` while the server is away.
-fn connect(client: &Node, url: &str, policy: &ReconnectPolicy) -> Result<SessionInfo, Error> {
+/// Connects, retrying by `policy` while the server is away. Only failures
+/// of the connection or the handshake are worth a retry: a malformed URL or
+/// a stopped node is not going to get better.
+fn connect(client: &Node, url: &str, policy: &ReconnectPolicy) -> Result<Session, Error> {
     let mut attempt = 0;
     loop {
         match client.connect_websocket(url) {
-            Ok(s) => return Ok(s),
-            Err(e) => {
+            Ok(session) => return Ok(session),
+            Err(
+                e @ (ConnectError::Transport(_)
+                | ConnectError::Handshake { .. }
+                | ConnectError::TimedOut(_)),
+            ) => {
                 attempt += 1;
                 let jitter = (attempt as f64 * 0.618).fract();
                 let delay = policy
@@ -42,6 +48,7 @@ fn connect(client: &Node, url: &str, policy: &ReconnectPolicy) -> Result<Session
                 println!("attempt {attempt} failed ({e}); retrying in {delay:?}");
                 std::thread::sleep(delay);
             }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -55,13 +62,13 @@ fn main() -> Result<(), Error> {
     };
     let (first, addr) = server("127.0.0.1:0".parse()?)?;
     let url = format!("ws://{addr}/");
-    let client = Node::start(NodeConfig {
-        udp: None,
-        ..NodeConfig::new(b"reconnecting ws example client seed!", SHARED)
-    })?;
+    let client = Node::start(NodeConfig::websocket_only(
+        b"reconnecting ws example client seed!",
+        SHARED,
+    ))?;
     let session = connect(&client, &url, &policy)?;
-    client.send(session.id, b"before the restart")?;
-    println!("sent on session {}", session.id);
+    session.send(b"before the restart")?;
+    println!("sent on session {}", session.id());
 
     // The server restarts: it stops, then comes back 500 ms later.
     first.stop();
@@ -74,22 +81,23 @@ fn main() -> Result<(), Error> {
     // The client sees its session end, and reconnects by the policy.
     let events = client.events();
     loop {
-        let ev = events.recv_timeout(Duration::from_secs(5))?;
-        eprintln!("DBG {ev:?}");
-        if let NodeEvent::SessionClosed { reason, .. } = ev {
-            println!("session closed: {reason}");
+        if let NodeEvent::SessionClosed { session, reason } =
+            events.recv_timeout(Duration::from_secs(5))?
+        {
+            println!("session {session} closed: {reason}");
             break;
         }
     }
     let session = connect(&client, &url, &policy)?;
     let (second, _) = restarted.join().map_err(|_| "server thread panicked")??;
-    client.send(session.id, b"after the restart")?;
+    session.send(b"after the restart")?;
     let events = second.events();
     loop {
-        if let NodeEvent::Message { payload, .. } = events.recv_timeout(Duration::from_secs(5))? {
+        if let NodeEvent::Message(message) = events.recv_timeout(Duration::from_secs(5))? {
             println!(
-                "restarted server got {:?}",
-                String::from_utf8_lossy(&payload)
+                "restarted server got {:?} on session {}",
+                String::from_utf8_lossy(&message.payload),
+                message.session
             );
             break;
         }

@@ -24,10 +24,9 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use stt::frame::SessionId;
-use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::udp::UdpConfig;
 use stt::transport::ws::WsConfig;
+use stt::{on_reactor, Node, NodeConfig, NodeEvent, SessionId};
 
 use crate::Error;
 
@@ -86,8 +85,8 @@ pub struct BenchArgs {
     /// Reactor threads per node (default: one per core).
     #[arg(long)]
     reactors: Option<usize>,
-    /// The local server echoes from its reactor threads
-    /// (`Node::on_frame_inline`) instead of an application thread.
+    /// The local server echoes from its reactor threads (a reactor handler,
+    /// `stt::on_reactor`) instead of an application thread.
     #[arg(long, conflicts_with_all = ["server", "server_ws"])]
     echo_in_reactor: bool,
 }
@@ -135,15 +134,15 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         if let Some(r) = args.reactors {
             c.reactors = r;
         }
-        let server = Arc::new(Node::start(c)?);
+        let server = Node::start(c)?;
         udp_target = server.udp_local_addr().map(|a| a.to_string());
         let ws = server.start_websocket_server("127.0.0.1:0".parse()?, WsConfig::default())?;
         ws_target = Some(format!("ws://{ws}/"));
         if args.echo_in_reactor {
-            server.on_frame_inline(|frame, _, replies| {
-                let _ = replies.send(frame.session, &frame.payload);
-                replies.recycle(frame.payload);
-            })?;
+            server.set_handler(on_reactor(|message, replies| {
+                let _ = replies.send(message.session, &message.payload);
+                replies.recycle(message.payload);
+            }))?;
         } else {
             let echo = server.clone();
             std::thread::Builder::new()
@@ -151,12 +150,9 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 .spawn(move || {
                     let events = echo.events();
                     while let Ok(ev) = events.recv() {
-                        if let NodeEvent::Message {
-                            session, payload, ..
-                        } = ev
-                        {
-                            let _ = echo.send(session, &payload);
-                            echo.recycle(payload);
+                        if let NodeEvent::Message(message) = ev {
+                            let _ = echo.send(message.session, &message.payload);
+                            echo.recycle(message.payload);
                         }
                     }
                 })?;
@@ -178,7 +174,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             eprintln!("skipping {transport}: no server address for it");
             continue;
         };
-        let mut c = NodeConfig::new(&node_seed, &shared_seed).with_server_mode(false);
+        let mut c = NodeConfig::client(&node_seed, &shared_seed);
         c.udp = Some(bench_udp(
             if target.starts_with('[') {
                 "[::]:0"
@@ -198,7 +194,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             } else {
                 client.connect_websocket(&target)?
             };
-            sessions.push(s.id);
+            sessions.push(s.id());
         }
         outcomes.push(measure(&args, &client, &sessions, transport)?);
         client.stop();
@@ -248,9 +244,10 @@ fn measure(
         .name("bench-recv".into())
         .spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
-                if let Ok(NodeEvent::Message { payload, .. }) =
+                if let Ok(NodeEvent::Message(message)) =
                     events.recv_timeout(Duration::from_millis(50))
                 {
+                    let payload = message.payload;
                     received2.fetch_add(1, Ordering::Relaxed);
                     if payload.len() >= 16 {
                         let seq = u64::from_be_bytes(payload[..8].try_into().unwrap_or_default());

@@ -20,9 +20,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use stt::node::{Node, NodeConfig, NodeEvent};
 use stt::transport::udp::UdpConfig;
 use stt::transport::ws::{tls, WsConfig};
+use stt::{on_reactor, ConnectOptions, Node, NodeConfig, NodeEvent};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,8 +80,8 @@ struct ServeArgs {
     /// Only count messages; do not echo them.
     #[arg(long)]
     sink: bool,
-    /// Echo from the reactor threads (`Node::on_frame_inline`) instead of
-    /// an application thread: no thread hand-off on the way back.
+    /// Echo from the reactor threads (a reactor handler, `stt::on_reactor`)
+    /// instead of an application thread: no thread hand-off on the way back.
     #[arg(long, conflicts_with = "sink")]
     echo_in_reactor: bool,
     /// Seconds between statistics lines (0: none).
@@ -214,10 +214,10 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
     let node = Node::start(config)?;
     println!("node {}", node.node_id());
     if args.echo_in_reactor {
-        node.on_frame_inline(|frame, _, replies| {
-            let _ = replies.send(frame.session, &frame.payload);
-            replies.recycle(frame.payload);
-        })?;
+        node.set_handler(on_reactor(|message, replies| {
+            let _ = replies.send(message.session, &message.payload);
+            replies.recycle(message.payload);
+        }))?;
         println!("echoing from the reactors");
     }
     if let Some(addr) = node.udp_local_addr() {
@@ -236,11 +236,9 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
     let mut next_stats = std::time::Instant::now() + Duration::from_secs(args.stats_every.max(1));
     loop {
         match events.recv_timeout(Duration::from_millis(200)) {
-            Ok(NodeEvent::Message {
-                session, payload, ..
-            }) if !args.sink => {
-                let _ = node.send(session, &payload);
-                node.recycle(payload);
+            Ok(NodeEvent::Message(message)) if !args.sink => {
+                let _ = node.send(message.session, &message.payload);
+                node.recycle(message.payload);
             }
             Ok(NodeEvent::SessionEstablished(info)) => {
                 println!(
@@ -252,7 +250,7 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
                 println!("session {session} closed: {reason}")
             }
             // A sink: counted in the statistics, the buffer given back.
-            Ok(NodeEvent::Message { payload, .. }) => node.recycle(payload),
+            Ok(NodeEvent::Message(message)) => node.recycle(message.payload),
             _ => {}
         }
         if args.stats_every > 0 && std::time::Instant::now() >= next_stats {
@@ -269,7 +267,7 @@ fn send(args: SendArgs) -> Result<(), Error> {
         (None, None) => return Err("nothing to send: pass --message TEXT or --file FILE".into()),
     };
     let (node_seed, shared_seed) = args.seeds.load()?;
-    let mut config = NodeConfig::new(&node_seed, &shared_seed).with_server_mode(false);
+    let mut config = NodeConfig::client(&node_seed, &shared_seed);
     config.reactors = 1;
     config.udp = match &args.udp {
         Some(target) => {
@@ -293,10 +291,10 @@ fn send(args: SendArgs) -> Result<(), Error> {
         (None, Some(url)) => match &args.ca {
             Some(ca) => node.connect_websocket_with(
                 url,
-                WsConfig {
+                &ConnectOptions::new().with_websocket(WsConfig {
                     tls_client: Some(tls::client_config_with_ca_file(ca)?),
                     ..WsConfig::default()
-                },
+                }),
             )?,
             None => node.connect_websocket(url)?,
         },
@@ -304,24 +302,26 @@ fn send(args: SendArgs) -> Result<(), Error> {
     };
     println!(
         "session {} with node {} over {}",
-        session.id, session.peer_node, session.transport
+        session.id(),
+        session.peer_node(),
+        session.info().transport
     );
     let started = std::time::Instant::now();
-    node.send(session.id, &payload)?;
+    session.send(&payload)?;
     let events = node.events();
     let deadline = started + Duration::from_secs(args.timeout);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match events.recv_timeout(left) {
-            Ok(NodeEvent::Message { payload: echo, .. }) => {
-                let same = if echo == payload {
+            Ok(NodeEvent::Message(echo)) => {
+                let same = if echo.payload == payload {
                     "identical"
                 } else {
                     "DIFFERENT"
                 };
                 println!(
                     "echo: {} bytes, {same}, round trip {:?}",
-                    echo.len(),
+                    echo.payload.len(),
                     started.elapsed()
                 );
                 return Ok(());
