@@ -23,8 +23,8 @@ pub enum FrameType {
     /// `0x05`: a Noise handshake message; `packet_number` holds its position
     /// in the handshake (1, 2 or 3).
     Handshake,
-    /// `0x80..=0xFF`: an application-defined message (sealed), routed by the
-    /// node to the handler registered for that type.
+    /// `0x80..=0xFF`: an application-defined message (sealed), delivered as
+    /// DATA is, with its type for the application to dispatch on.
     Application(u8),
 }
 

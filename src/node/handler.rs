@@ -19,7 +19,8 @@ use super::Core;
 pub enum RunsOn {
     /// On the reactor thread that received the message.
     Reactor,
-    /// On one of the node's worker threads.
+    /// On one of the node's worker threads (the same one for every
+    /// message of a session).
     Worker,
 }
 
@@ -27,9 +28,11 @@ pub enum RunsOn {
 ///
 /// A [`Handler`] says where it runs ([`RunsOn`]):
 ///
-/// - [`RunsOn::Worker`]: on the node's worker threads, fed through a bounded
-///   queue, so a slow handler slows no reactor (when the queue is full, UDP
-///   messages are dropped and counted, WebSocket reading pauses);
+/// - [`RunsOn::Worker`]: on the node's worker threads, fed through bounded
+///   queues, so a slow handler slows no reactor (when a queue is full, UDP
+///   messages are dropped and counted, WebSocket reading pauses). A
+///   session's messages always go to the same worker, so they are handled
+///   one at a time and in order; different sessions run in parallel;
 /// - [`RunsOn::Reactor`]: on the reactor thread that received the message,
 ///   the fastest way to answer: what it sends through its [`Replies`] is
 ///   sealed by that reactor as soon as it returns and leaves with the same

@@ -120,10 +120,10 @@ pub(crate) struct Inner {
     /// second.
     connect_timeout: Duration,
     ws: Mutex<ws::WsState>,
-    work: Receiver<Delivery>,
+    /// One receiver per worker thread.
+    work: Vec<Receiver<Delivery>>,
     handler: OnceLock<Arc<dyn Handler>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
-    worker_count: usize,
 }
 
 impl std::ops::Deref for Inner {
@@ -245,8 +245,8 @@ impl Node {
 
     fn start_workers(&self, handler: Arc<dyn Handler>) {
         let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
-        for i in 0..self.inner.worker_count {
-            let work = self.inner.work.clone();
+        for (i, work) in self.inner.work.iter().enumerate() {
+            let work = work.clone();
             let core = self.inner.core.clone();
             let handler = handler.clone();
             let spawned = std::thread::Builder::new()

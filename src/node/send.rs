@@ -211,6 +211,19 @@ impl Node {
             .queue_message(session, 0, FrameType::Data, payload, Wait::Never)
     }
 
+    /// [`send_typed`](Self::send_typed) without waiting: a full queue
+    /// refuses the message at once with [`SendError::QueueFull`].
+    pub fn try_send_typed(
+        &self,
+        session: SessionId,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.inner
+            .queue_message(session, stream_id, frame_type, payload, Wait::Never)
+    }
+
     /// [`send`](Self::send), waiting for room at most `timeout`.
     pub fn send_timeout(
         &self,

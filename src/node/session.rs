@@ -86,6 +86,18 @@ impl Session {
         self.node.try_send(self.info.id, payload)
     }
 
+    /// Sends a message of any type and stream without waiting (see
+    /// [`Node::try_send_typed`]).
+    pub fn try_send_typed(
+        &self,
+        stream_id: u32,
+        frame_type: FrameType,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.node
+            .try_send_typed(self.info.id, stream_id, frame_type, payload)
+    }
+
     /// Sends, waiting for room at most `timeout`.
     pub fn send_timeout(&self, payload: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.node.send_timeout(self.info.id, payload, timeout)

@@ -53,7 +53,10 @@ impl Node {
             udp_state = Some((info, counters));
         }
         let (events_tx, events) = crossbeam_channel::bounded(config.queue_depth);
-        let (work_tx, work) = crossbeam_channel::bounded(config.queue_depth);
+        let workers = config.workers.max(1);
+        let (work_tx, work): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| crossbeam_channel::bounded(config.queue_depth.div_ceil(workers)))
+            .unzip();
         let cookie_key = CookieKey::generate(&ring::rand::SystemRandom::new())
             .map_err(|_| StartError::Invalid("no randomness for the cookie secret"))?;
         let msg1_check = Msg1Check::new(&network);
@@ -121,7 +124,6 @@ impl Node {
                 work,
                 handler: OnceLock::new(),
                 workers: Mutex::new(Vec::new()),
-                worker_count: config.workers.max(1),
             }),
         })
     }

@@ -2,8 +2,8 @@
 //!
 //! Every reactor of a node shares one [`Shared`]: the endpoint
 //! configuration, the two bounded hand-off channels (the application's
-//! events channel and the workers' channel for registered callbacks), which
-//! messages go to the workers ([`Dispatch`]), the buffer pool and the
+//! events channel, and one channel per worker thread for a worker handler),
+//! whether messages go to the workers ([`Dispatch`]), the buffer pool and the
 //! in-reactor handler. A reactor's [`App`] turns the endpoint's events into
 //! [`Delivery`]s:
 //!
@@ -185,8 +185,9 @@ pub(crate) struct Shared {
     pub endpoint: Arc<EndpointConfig>,
     /// The application's channel.
     pub events: Sender<Delivery>,
-    /// The worker threads' channel: messages for registered callbacks.
-    pub work: Sender<Delivery>,
+    /// One channel per worker thread (for a worker handler): a session's
+    /// messages always go to the same worker, so they are handled in order.
+    pub work: Vec<Sender<Delivery>>,
     /// Which messages go to the workers.
     pub dispatch: Dispatch,
     /// Bytes of messages in the channels.
@@ -218,10 +219,11 @@ impl Shared {
         self.endpoint.directory.holder(id)
     }
 
-    /// Where messages go: the workers or the application.
-    pub(crate) fn message_channel(&self) -> &Sender<Delivery> {
-        if self.dispatch.to_workers.load(Ordering::Relaxed) {
-            &self.work
+    /// Where messages of `session` go: their worker, or the application.
+    pub(crate) fn message_channel(&self, session: SessionId) -> &Sender<Delivery> {
+        if self.dispatch.to_workers.load(Ordering::Relaxed) && !self.work.is_empty() {
+            // The low byte names the reactor; the rest is random.
+            &self.work[(session.0 >> 8) as usize % self.work.len()]
         } else {
             &self.events
         }
@@ -309,7 +311,7 @@ impl App {
                     // full channel drops it.
                     TransportCounters::add(&path.counters.packets_dropped, 1);
                 } else {
-                    match self.shared.message_channel().try_send(delivery) {
+                    match self.shared.message_channel(id).try_send(delivery) {
                         Ok(()) => self.shared.queued.add(len),
                         Err(TrySendError::Full(_)) => {
                             TransportCounters::add(&path.counters.packets_dropped, 1)
@@ -367,7 +369,7 @@ impl App {
 
     fn channel_of(&self, delivery: &Delivery) -> &Sender<Delivery> {
         match delivery {
-            Delivery::Message(_) => self.shared.message_channel(),
+            Delivery::Message(m) => self.shared.message_channel(m.session),
             _ => &self.shared.events,
         }
     }
@@ -395,7 +397,7 @@ impl App {
         let crowded = |c: &Sender<Delivery>| c.capacity().is_some_and(|cap| c.len() * 4 >= cap * 3);
         !self.drain_overflow()
             || crowded(&self.shared.events)
-            || crowded(&self.shared.work)
+            || self.shared.work.iter().any(crowded)
             || self.shared.queued.crowded()
     }
 
