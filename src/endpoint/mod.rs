@@ -64,6 +64,9 @@ pub(crate) enum Event<'a> {
         payload: Vec<u8>,
         path: &'a Path,
     },
+    /// An authenticated session runs over `path` (established over it, or
+    /// moved onto it once validated): its transport may trust the peer.
+    Authenticated { path: &'a Path },
     /// A session ended (the last event of a session).
     Closed {
         id: SessionId,
@@ -512,6 +515,9 @@ impl Endpoint {
                         path: &entry.path,
                         initiator,
                     });
+                    if entry.path.reliable {
+                        out.event(Event::Authenticated { path: &entry.path });
+                    }
                 }
                 SessionEvent::Message {
                     stream_id,

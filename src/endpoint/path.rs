@@ -186,6 +186,9 @@ impl Endpoint {
             let _ = entry.session.set_max_datagram_size(path.max_datagram);
             entry.path = path;
             entry.probe = None;
+            if entry.path.reliable {
+                out.event(super::Event::Authenticated { path: &entry.path });
+            }
             return;
         }
         // Credit the path with what came along it (a new path starts

@@ -155,6 +155,12 @@ pub(crate) enum Command {
         to: SocketAddr,
         datagrams: Vec<Vec<u8>>,
     },
+    /// A peer of a transport here is authenticated (a session of another
+    /// reactor runs over it).
+    Authenticated {
+        transport: usize,
+        peer: SocketAddr,
+    },
     /// Moves a session to another path.
     SetPath {
         session: SessionId,
@@ -191,6 +197,7 @@ impl std::fmt::Debug for Command {
             Command::Describe { .. } => "Describe",
             Command::Forward { .. } => "Forward",
             Command::PathSend { .. } => "PathSend",
+            Command::Authenticated { .. } => "Authenticated",
             Command::SetPath { .. } => "SetPath",
             Command::OpenPath { .. } => "OpenPath",
             Command::AddTransport { .. } => "AddTransport",

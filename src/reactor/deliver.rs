@@ -320,6 +320,8 @@ impl App {
                     }
                 }
             }
+            // The engine's business, not the application's.
+            Event::Authenticated { .. } => {}
             Event::Closed { id, reason, path } => {
                 if let Some(reply) = self.connects.remove(&id) {
                     let _ = reply.send(Err(Failure::ConnectFailed {

@@ -92,6 +92,9 @@ pub(crate) struct Outbox {
     buf: Vec<u8>,
     /// (shard, transport, peer, end of the datagram in `buf`).
     items: Vec<(usize, usize, SocketAddr, usize)>,
+    /// Peers found authenticated while transports were being read: (shard,
+    /// transport, peer).
+    pub authenticated: Vec<(usize, usize, SocketAddr)>,
 }
 
 impl Outbox {
@@ -117,7 +120,7 @@ impl Outbox {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items.is_empty() && self.authenticated.is_empty()
     }
 }
 
@@ -266,6 +269,13 @@ impl Io {
             if queue.is_empty() {
                 self.held.remove(&(ti, to));
             }
+        }
+    }
+
+    /// Tells transport `ti` that `peer` is authenticated.
+    pub(crate) fn authenticated(&mut self, ti: usize, peer: SocketAddr) {
+        if let Some(s) = self.slots.get_mut(ti) {
+            s.transport.peer_authenticated(peer);
         }
     }
 

@@ -469,6 +469,7 @@ impl Reactor {
                     }
                 }
             }
+            Command::Authenticated { transport, peer } => self.io.authenticated(transport, peer),
             Command::SetPath {
                 session,
                 path,
@@ -578,6 +579,13 @@ impl Reactor {
                 outbox,
                 ..
             } = self;
+            for (via, transport, peer) in outbox.authenticated.drain(..) {
+                if via == *index {
+                    io.authenticated(transport, peer);
+                } else {
+                    peers.hand(via, Command::Authenticated { transport, peer });
+                }
+            }
             outbox.drain(|via, transport, to, datagram| {
                 if via == *index {
                     if io.send(transport, to, datagram).is_err() {

@@ -44,7 +44,19 @@ impl Output for Direct<'_> {
     }
 
     fn event(&mut self, event: Event<'_>) {
-        self.app.deliver(event);
+        match event {
+            Event::Authenticated { path } if path.via == self.index => {
+                self.io.authenticated(path.transport, path.peer)
+            }
+            Event::Authenticated { path } => {
+                let cmd = Command::Authenticated {
+                    transport: path.transport,
+                    peer: path.peer,
+                };
+                self.peers.hand(path.via, cmd);
+            }
+            event => self.app.deliver(event),
+        }
     }
 }
 
@@ -60,6 +72,12 @@ impl Output for Deferred<'_> {
     }
 
     fn event(&mut self, event: Event<'_>) {
-        self.app.deliver(event);
+        match event {
+            Event::Authenticated { path } => {
+                let at = (path.via, path.transport, path.peer);
+                self.outbox.authenticated.push(at);
+            }
+            event => self.app.deliver(event),
+        }
     }
 }

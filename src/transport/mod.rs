@@ -127,6 +127,13 @@ pub trait Transport: Send + fmt::Debug {
         self.open(target, addr)
     }
 
+    /// A datagram from `peer` opened or carried an authenticated session:
+    /// the connection is trusted from now on (a WebSocket server lifts its
+    /// pre-authentication limits). Default: nothing.
+    fn peer_authenticated(&mut self, peer: SocketAddr) {
+        let _ = peer;
+    }
+
     /// Whether the transport delivers reliably and in order (a stream
     /// transport): the reactor then stops reading it, rather than dropping,
     /// when the application falls behind. Default: false.

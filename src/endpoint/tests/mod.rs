@@ -48,6 +48,8 @@ enum Seen {
 struct Collect {
     sent: Vec<(SocketAddr, Vec<u8>)>,
     events: Vec<Seen>,
+    /// Peers reported authenticated on a reliable link.
+    authenticated: Vec<SocketAddr>,
 }
 
 impl Output for Collect {
@@ -68,6 +70,10 @@ impl Output for Collect {
                 ..
             } => Seen::Message(id, peer, payload, path.peer),
             Event::Closed { id, reason, .. } => Seen::Closed(id, reason),
+            Event::Authenticated { path } => {
+                self.authenticated.push(path.peer);
+                return;
+            }
         });
     }
 }

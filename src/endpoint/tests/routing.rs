@@ -125,3 +125,30 @@ fn an_idle_session_closes_and_lets_go_of_everything() {
     );
     assert_eq!(net.nodes[server].ep.config().directory.holder(id), None);
 }
+
+#[test]
+fn a_reliable_link_learns_which_peers_authenticated() {
+    let mut net = Net::new();
+    let server = net.add(&NETWORK, Limits::default());
+    let client = net.add(&NETWORK, Limits::default());
+    // Both links reliable (WebSocket connections).
+    net.nodes[server].ep.links[0].reliable = true;
+    net.nodes[client].ep.links[0].reliable = true;
+    let id = net.connect(client, server);
+    net.run(Duration::from_millis(200));
+    let first = net.addr_of(client);
+    assert_eq!(net.nodes[server].out.authenticated, vec![first]);
+    // A peer that sends junk, or fails the handshake, is never reported.
+    let outsider = net.add(&[9; 32], Limits::default());
+    net.connect(outsider, server);
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.nodes[server].out.authenticated.len(), 1);
+    // The client moves; once validated, the new connection is reported too.
+    let moved = addr(5558);
+    net.rebind(client, moved);
+    for _ in 0..2 {
+        net.send(client, id, b"moved");
+        net.run(Duration::from_millis(100));
+    }
+    assert_eq!(net.nodes[server].out.authenticated, vec![first, moved]);
+}
