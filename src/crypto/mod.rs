@@ -47,7 +47,9 @@ pub(crate) mod replay;
 
 pub use aead::{AeadPreference, Algorithm, CryptoError};
 pub use handshake::HandshakeError;
-pub use keys::{Identity, NetworkKey, NodeId, SeedError, MIN_SEED_LEN};
+pub use keys::{
+    seed_strength, Identity, NetworkKey, NodeId, SeedError, SeedStrength, MIN_SEED_LEN,
+};
 pub use replay::ReplayError;
 
 #[cfg(feature = "internals")]
