@@ -56,7 +56,7 @@ pub use replay::ReplayError;
 pub use self::{
     aead::{hardware_aes, RecvKeys, SendKeys},
     cookie::{CookieError, CookieKey},
-    handshake::{Handshake, HandshakeOutcome, Msg1Check},
+    handshake::{Handshake, HandshakeOutcome, Msg1Check, Msg1Error, Msg1Info, Msg1ReplayCache},
     replay::ReplayWindow,
 };
 #[cfg(not(feature = "internals"))]

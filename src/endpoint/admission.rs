@@ -83,6 +83,12 @@ impl Endpoint {
         if !validated && !path.reliable && self.pending >= config.cookie_threshold_per_shard {
             return self.challenge(&path, header.session_id, now, out);
         }
+        // State at most once per message 1, and only while its timestamp is
+        // fresh (docs/PROTOCOL.md 5.5): a captured one cannot refill the table.
+        if let Err(e) = config.msg1_check.admit_fresh(msg1, now) {
+            tracing::debug!(from = %path.peer, error = %e, "message 1 refused");
+            return self.refused(&path);
+        }
         let mut session_config = config.session.clone();
         session_config.max_datagram_size = path.max_datagram;
         match Session::accept_with_budget(

@@ -196,6 +196,7 @@ impl Session {
                     ..
                 }),
             ) => {
+                handshake.refill(now);
                 let (msg3, outcome) = match handshake.finish_initiator(msg) {
                     Ok(r) => r,
                     // Authentic, but a protocol this build cannot follow:
@@ -227,6 +228,7 @@ impl Session {
                     handshake, sent, ..
                 }),
             ) => {
+                handshake.refill(now);
                 let outcome = handshake.finish_responder(msg)?;
                 if self.stats.retransmits == 0 {
                     self.rtt.sample(now.saturating_duration_since(*sent));
