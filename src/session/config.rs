@@ -52,7 +52,15 @@ pub struct SessionConfig {
     pub reassembly: ReassemblyConfig,
     /// Packets per sending key before a key update, or `None` for the AEAD's
     /// own limit ([`Algorithm::update_interval`](crate::crypto::Algorithm::update_interval)).
+    /// Clamped to that limit; a key whose update the peer has not confirmed
+    /// seals at most twice this, then the session closes.
     pub key_update_interval: Option<u64>,
+    /// Update the sending key when it is this old, however little it sealed.
+    /// Default 120 s (WireGuard's `REKEY_AFTER_TIME`): a key that leaks
+    /// exposes at most about two minutes of one direction. This is a key
+    /// update (a one-way ratchet of the traffic secret), not a fresh
+    /// Diffie-Hellman: see `docs/SECURITY.md`.
+    pub key_update_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -67,6 +75,7 @@ impl Default for SessionConfig {
             close_linger: Duration::from_secs(1),
             reassembly: ReassemblyConfig::default(),
             key_update_interval: None,
+            key_update_after: Duration::from_secs(120),
         }
     }
 }
@@ -93,6 +102,9 @@ impl SessionConfig {
             || self.reassembly.max_message_size > (MAX_PAYLOAD_LEN as usize - 64)
         {
             return Err(ConfigError::MessageSize(self.reassembly.max_message_size));
+        }
+        if self.key_update_after < Duration::from_secs(1) {
+            return Err(ConfigError::Timers("key_update_after must be at least 1 s"));
         }
         if self.key_update_interval == Some(0) {
             return Err(ConfigError::Timers(

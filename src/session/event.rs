@@ -61,6 +61,9 @@ pub enum CloseReason {
     IntegrityLimit,
     /// The packet number space ran out.
     PacketNumbersExhausted,
+    /// The sending key reached its confidentiality limit before the peer
+    /// confirmed the key update (RFC 9001 §6.6).
+    KeyExhausted,
 }
 
 impl fmt::Display for CloseReason {
@@ -75,6 +78,9 @@ impl fmt::Display for CloseReason {
             CloseReason::HandshakeFailed(why) => write!(f, "handshake failed: {why}"),
             CloseReason::IntegrityLimit => f.write_str("too many forged frames: keys retired"),
             CloseReason::PacketNumbersExhausted => f.write_str("packet numbers exhausted"),
+            CloseReason::KeyExhausted => {
+                f.write_str("key exhausted: the peer did not confirm a key update in time")
+            }
         }
     }
 }

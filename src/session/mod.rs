@@ -138,6 +138,11 @@ pub struct Session {
     key_probe: Option<(u64, Instant)>,
     /// The last ping token handed out.
     last_token: u64,
+    /// After the peer's key update: when the previous receive key goes.
+    previous_key_until: Option<Instant>,
+    /// The sending key generation and when it was first seen: it is updated
+    /// once [`SessionConfig::key_update_after`] old.
+    send_key_since: (u64, Instant),
     /// The token of the last pong received.
     last_pong: Option<u64>,
     /// Path responses received, oldest first, until the caller takes them.
@@ -297,6 +302,8 @@ impl Session {
             close_frame_allowance: 0,
             key_probe: None,
             last_token: 0,
+            previous_key_until: None,
+            send_key_since: (0, now),
             last_pong: None,
             sealed_newest: false,
             close_reason: None,
@@ -432,6 +439,12 @@ impl Session {
                 if let Some((_, sent)) = self.key_probe {
                     t = t.min(sent + self.probe_interval());
                 }
+                if let Some(until) = self.previous_key_until {
+                    t = t.min(until);
+                }
+                if self.key_probe.is_none() {
+                    t = t.min(self.send_key_since.1 + self.config.key_update_after);
+                }
                 Some(t)
             }
         }
@@ -495,6 +508,7 @@ impl Session {
                 }
                 let expired = self.reassembler.handle_timeout(now);
                 let _ = expired; // counted by the reassembler's stats
+                self.key_timers(now);
                 let probe_due = self
                     .key_probe
                     .is_some_and(|(_, sent)| now >= sent + self.probe_interval());
@@ -503,6 +517,38 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Key lifetimes by time: drops the previous receive key a few round
+    /// trips after the peer's update, and updates the sending key once it is
+    /// [`SessionConfig::key_update_after`] old.
+    fn key_timers(&mut self, now: Instant) {
+        if self.previous_key_until.is_some_and(|t| now >= t) {
+            self.previous_key_until = None;
+            if let Some(k) = &mut self.keys {
+                k.recv.discard_previous();
+            }
+        }
+        let Some(k) = &mut self.keys else { return };
+        let generation = k.send.generation();
+        if generation != self.send_key_since.0 {
+            // Updated since we last looked (by volume or by the peer): the
+            // new key's age counts from about now.
+            self.send_key_since = (generation, now);
+        } else if self.key_probe.is_none()
+            && !k.send.awaiting_confirmation()
+            && now >= self.send_key_since.1 + self.config.key_update_after
+        {
+            self.send_key_since = (generation + 1, now);
+            self.update_keys(now);
+        }
+    }
+
+    /// How long the previous receive key is kept after the peer's update:
+    /// three probe intervals (each at least twice the smoothed round trip),
+    /// enough for any honest frame reordered across the update.
+    pub(crate) fn previous_key_lifetime(&self) -> Duration {
+        self.probe_interval() * 3
     }
 
     fn backoff(&mut self, now: Instant) {
@@ -668,6 +714,7 @@ impl Session {
             Err(CryptoError::PacketNumbersExhausted) => {
                 self.terminate(CloseReason::PacketNumbersExhausted)
             }
+            Err(CryptoError::KeyExhausted) => self.terminate(CloseReason::KeyExhausted),
             // A control message is far below the frame limit.
             Err(_) => {}
         }

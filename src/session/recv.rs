@@ -304,6 +304,7 @@ impl Session {
             });
         }
         let newest = keys.recv.highest().is_none_or(|h| header.packet_number > h);
+        let generation = keys.recv.current_generation();
         let opened = keys.recv.open(header, header_bytes, payload);
         let plaintext = match opened {
             Ok(p) => p,
@@ -315,6 +316,11 @@ impl Session {
                 return Err(e.into());
             }
         };
+        if keys.recv.current_generation() != generation {
+            // The peer updated its key: the old one goes a few round trips
+            // from now.
+            self.previous_key_until = Some(now + self.previous_key_lifetime());
+        }
         self.last_recv = now;
         self.sealed_newest = newest;
         if self.unconfirmed_msg3.take().is_some() {

@@ -243,9 +243,15 @@ impl Session {
             }
             Err(e) => {
                 out.truncate(before);
-                if matches!(e, SessionError::Crypto(CryptoError::PacketNumbersExhausted)) {
+                match e {
                     // Nothing can be sealed any more, not even a CLOSE.
-                    self.terminate(CloseReason::PacketNumbersExhausted);
+                    SessionError::Crypto(CryptoError::PacketNumbersExhausted) => {
+                        self.terminate(CloseReason::PacketNumbersExhausted)
+                    }
+                    SessionError::Crypto(CryptoError::KeyExhausted) => {
+                        self.terminate(CloseReason::KeyExhausted)
+                    }
+                    _ => {}
                 }
                 Err(e)
             }
