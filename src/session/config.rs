@@ -17,6 +17,12 @@ pub const SEND_HEADROOM: usize = HEADER_LEN;
 pub const FRAGMENT_OVERHEAD: usize = HEADER_LEN + TAG_LEN + FRAGMENT_HEADER_LEN;
 /// Bytes a record adds inside a batch.
 pub const BATCH_RECORD_OVERHEAD: usize = 4;
+/// Most records one BATCH frame may carry. A sender starts a new frame at
+/// this count; a receiver refuses (drops and counts) a frame with more,
+/// delivering none of it: a 16 MiB WebSocket frame of empty records would
+/// otherwise become four million events. 4 096 is more than a 16 KiB batch
+/// of the smallest useful messages holds.
+pub const MAX_BATCH_RECORDS: usize = 4096;
 
 /// Tunables of a session. `Default` gives the values below; each says why.
 #[derive(Debug, Clone)]

@@ -539,8 +539,11 @@ impl Session {
             && !k.send.awaiting_confirmation()
             && now >= self.send_key_since.1 + self.config.key_update_after
         {
+            // Our direction only: the peer's own timer renews its key. The
+            // ping carries the new key; its pong confirms it.
+            k.send.request_update();
             self.send_key_since = (generation + 1, now);
-            self.update_keys(now);
+            self.send_ping(now);
         }
     }
 

@@ -10,6 +10,7 @@ use crate::frame::{
 };
 use crate::session::{
     handshake_header, CloseReason, Event, Keys, Pending, Role, Session, SessionError, SessionState,
+    MAX_BATCH_RECORDS,
 };
 use crate::stream::FragmentHeader;
 
@@ -367,7 +368,14 @@ impl Session {
                 // Parse and check all records before delivering any: a
                 // malformed batch delivers nothing.
                 let max = self.config.reassembly.max_message_size;
-                let records: Vec<&[u8]> = BatchRecords::new(plaintext).collect::<Result<_, _>>()?;
+                // At most MAX_BATCH_RECORDS of them: one record more and
+                // the frame is refused whole.
+                let records: Vec<&[u8]> = BatchRecords::new(plaintext)
+                    .take(MAX_BATCH_RECORDS + 1)
+                    .collect::<Result<_, _>>()?;
+                if records.len() > MAX_BATCH_RECORDS {
+                    return Err(FrameError::BadBatch("more records than MAX_BATCH_RECORDS").into());
+                }
                 if let Some(r) = records.iter().find(|r| r.len() > max) {
                     return Err(SessionError::MessageTooLarge { len: r.len(), max });
                 }
