@@ -1126,6 +1126,105 @@ mod tests {
         assert_eq!(*oi.send_secret, *or.recv_secret);
     }
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// `docs/PROTOCOL.md`, appendix A.2 and A.3: recomputed here with fixed
+    /// ephemeral keys and timestamp (run with `--nocapture` to print them);
+    /// the digests below pin the values printed in the document.
+    #[test]
+    fn appendix_a_vectors() {
+        use crate::crypto::aead::SendKeys;
+        use crate::frame::{Control, Flags, FrameType, Header, SessionId, HEADER_LEN};
+        let network = net(7);
+        let (i, r) = (node(1), node(2));
+        let id = SessionId(0x0123_4567_89ab_cdef);
+        let hs = |pn: u64, len: usize| Header {
+            frame_type: FrameType::Handshake,
+            flags: Flags::EMPTY,
+            session_id: id,
+            stream_id: 0,
+            packet_number: pn,
+            payload_len: len as u32,
+        };
+        let h1 = hs(1, MSG1_LEN).to_bytes();
+        let timestamp: u64 = 1_800_000_000;
+        let mut si = build(&i, &network, &h1, true, &[0x11; 32]).unwrap();
+        let mut sr = build(&r, &network, &h1, false, &[0x22; 32]).unwrap();
+        let mut payload1 = [0u8; MSG1_PAYLOAD_LEN];
+        payload1[0] = HANDSHAKE_VERSION;
+        payload1[1] = CAP_PREFER_CHACHA;
+        payload1[TIMESTAMP_AT..TIMESTAMP_AT + 8].copy_from_slice(&timestamp.to_be_bytes());
+        let mut m1 = vec![0u8; MSG1_LEN];
+        si.write_message(&payload1, &mut m1).unwrap();
+        let mut scratch = [0u8; 256];
+        sr.read_message(&m1, &mut scratch).unwrap();
+        let mut m2 = vec![0u8; MSG2_LEN];
+        sr.write_message(&[Algorithm::ChaCha20Poly1305.to_u8()], &mut m2)
+            .unwrap();
+        si.read_message(&m2, &mut scratch).unwrap();
+        let mut m3 = vec![0u8; MSG3_LEN];
+        si.write_message(&[], &mut m3).unwrap();
+        sr.read_message(&m3, &mut scratch).unwrap();
+        let hash = si.get_handshake_hash().to_vec();
+        let (i2r, r2i) = si.dangerously_get_raw_split();
+        let d1 = [&h1[..], &m1].concat();
+        let d2 = [&hs(2, MSG2_LEN).to_bytes()[..], &m2].concat();
+        let d3 = [&hs(3, MSG3_LEN).to_bytes()[..], &m3].concat();
+        // stt's own responder accepts datagram 1 at that time.
+        assert!(
+            Handshake::respond_at(&r, &network, AeadPreference::Auto, &h1, &m1, timestamp).is_ok()
+        );
+        let control = |secret: &[u8; 32], c: Control| {
+            let mut keys = SendKeys::new(Algorithm::ChaCha20Poly1305, secret);
+            let mut out = vec![0u8; HEADER_LEN];
+            c.encode(&mut out);
+            let header = Header {
+                frame_type: FrameType::Control,
+                flags: Flags::EMPTY,
+                session_id: id,
+                stream_id: 0,
+                packet_number: 0,
+                payload_len: 0,
+            };
+            keys.seal(&mut out, 0, header).unwrap();
+            out
+        };
+        let ping = control(&r2i, Control::Ping { token: 1_000_000 });
+        let close = control(
+            &i2r,
+            Control::Close {
+                code: 0,
+                reason: "bye".into(),
+            },
+        );
+        let lines = [
+            format!("psk {}", hex(network.psk())),
+            format!("payload1 {}", hex(&payload1)),
+            format!("datagram1 {}", hex(&d1)),
+            format!("datagram2 {}", hex(&d2)),
+            format!("datagram3 {}", hex(&d3)),
+            format!("h {}", hex(&hash)),
+            format!("i2r {}", hex(&i2r)),
+            format!("r2i {}", hex(&r2i)),
+            format!("ping {}", hex(&ping)),
+            format!("close {}", hex(&close)),
+        ];
+        for l in &lines {
+            println!("{l}");
+        }
+        // The stretched network key of shared seed [7; 32]: A.2.
+        assert_eq!(
+            hex(network.psk()),
+            "95606912f5dcbc535e41991580f6989ac95a7e04194daa77ffe961da574598fc"
+        );
+        assert_eq!(
+            hex(&hash),
+            "ac4e1443f958e2d8761f658c8f08d16cde7e2783613571b502ce33dc938c8084"
+        );
+    }
+
     #[test]
     fn wrong_lengths_are_typed_errors() {
         let b = node(2);
