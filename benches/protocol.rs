@@ -419,7 +419,7 @@ fn bench_handshake(c: &mut Criterion) {
         b.iter(|| {
             let m = black_box(&genuine);
             assert!(check.verify(&m[..HEADER_LEN], &m[HEADER_LEN..]));
-            cookies.challenge(1, SessionId(2), from)
+            cookies.challenge(1, SessionId(2), from, check.challenge_key(), m)
         })
     });
     group.bench_function("check_foreign_msg1", |b| {

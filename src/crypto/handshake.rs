@@ -56,6 +56,7 @@ use std::time::{Duration, Instant, SystemTime};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::aead::{hardware_aes, AeadPreference, Algorithm};
+use crate::crypto::cookie::ChallengeKey;
 use crate::crypto::keys::{Identity, NetworkKey, NodeId};
 
 /// The Noise protocol name.
@@ -363,6 +364,12 @@ impl Handshake {
         ))
     }
 
+    /// The key that authenticates cookie challenges for this handshake's
+    /// network (an initiator checks a challenge with it).
+    pub fn challenge_key(&self) -> ChallengeKey {
+        ChallengeKey::new(&self.replay.network)
+    }
+
     /// Grants the rebuilds earned since the last call: one per
     /// [`REBUILD_REFILL`] elapsed, up to [`MAX_REBUILDS`] in hand. The
     /// session calls it with its clock before each read.
@@ -540,6 +547,8 @@ pub struct Msg1Check {
     temp_h: Zeroizing<[u8; 32]>,
     /// Ephemeral keys of message 1s that made state recently.
     replays: Mutex<Msg1ReplayCache>,
+    /// Authenticates the cookie challenges this node sends.
+    challenge_key: ChallengeKey,
 }
 
 /// What an authenticated message 1 says (see [`Msg1Check::open`]).
@@ -599,7 +608,13 @@ impl Msg1Check {
             ck: Zeroizing::new(ck),
             temp_h: Zeroizing::new(temp_h),
             replays: Mutex::new(Msg1ReplayCache::new(capacity, MSG1_REPLAY_RETENTION)),
+            challenge_key: ChallengeKey::new(network),
         }
+    }
+
+    /// The key that authenticates this network's cookie challenges.
+    pub fn challenge_key(&self) -> &ChallengeKey {
+        &self.challenge_key
     }
 
     /// Whether `msg1` (the Noise part of message 1) authenticates with

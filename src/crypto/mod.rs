@@ -55,7 +55,7 @@ pub use replay::ReplayError;
 #[cfg(feature = "internals")]
 pub use self::{
     aead::{hardware_aes, RecvKeys, SendKeys},
-    cookie::{CookieError, CookieKey},
+    cookie::{ChallengeKey, CookieError, CookieKey},
     handshake::{Handshake, HandshakeOutcome, Msg1Check, Msg1Error, Msg1Info, Msg1ReplayCache},
     replay::ReplayWindow,
 };

@@ -120,9 +120,15 @@ impl Session {
             // The responder is under load and wants proof of our address:
             // message 1 again, wrapped with its cookie, at once.
             Some(Pending::Initiator {
-                msg1, cookie: held, ..
+                handshake,
+                msg1,
+                cookie: held,
+                ..
             }) => {
-                let fresh = cookie::parse_challenge(header, payload).ok_or(unexpected)?;
+                // Only a member that saw our message 1 can make us echo it.
+                let key = handshake.challenge_key();
+                let fresh = cookie::parse_challenge(header, header_bytes, payload, &key, msg1)
+                    .ok_or(unexpected)?;
                 if *held == Some(fresh) {
                     // A duplicate challenge: the retransmission timer
                     // repeats the echo; answering every copy at once would
