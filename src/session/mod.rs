@@ -675,6 +675,11 @@ impl Session {
             }),
             SessionState::Established => {
                 self.send_close_frame(code, reason, now);
+                if self.state == SessionState::Closed {
+                    // Nothing could be sealed (keys or packet numbers
+                    // exhausted): the session ended with that reason.
+                    return;
+                }
                 self.state = SessionState::Closing;
                 self.close_reason = Some(CloseReason::Local {
                     code,
