@@ -139,10 +139,14 @@ pub fn seed_strength(seed: &[u8]) -> SeedStrength {
 pub fn stretch(shared_seed: &[u8]) -> Result<Zeroizing<[u8; 32]>, SeedError> {
     let params = argon2::Params::new(STRETCH_MEMORY_KIB, STRETCH_PASSES, STRETCH_LANES, Some(32))
         .map_err(|_| SeedError::StretchFailed)?;
+    let blocks = params.block_count();
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
+    // Our own working memory, so that it is wiped afterwards (the crate's
+    // `hash_password_into` frees its blocks without zeroising them).
+    let mut memory = Zeroizing::new(vec![argon2::Block::default(); blocks]);
     argon
-        .hash_password_into(shared_seed, STRETCH_SALT, &mut out[..])
+        .hash_password_into_with_memory(shared_seed, STRETCH_SALT, &mut out[..], &mut memory[..])
         .map_err(|_| SeedError::StretchFailed)?;
     Ok(out)
 }
