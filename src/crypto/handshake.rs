@@ -119,16 +119,16 @@ pub enum HandshakeError {
     /// A message arrived out of order for this side of the handshake.
     #[error("handshake message {0} is not expected now")]
     UnexpectedMessage(u8),
-    /// Message 1's timestamp is further than [`MSG1_TIME_WINDOW`] from this
-    /// node's clock: a replay, or a clock that is off.
+    /// Message 1's timestamp is further than 60 s (`MSG1_TIME_WINDOW`) from
+    /// this node's clock: a replay, or a clock that is off.
     #[error("handshake message 1 is {skew_secs} s away from this node's clock (window ±{} s): replayed, or a clock is wrong", MSG1_TIME_WINDOW.as_secs())]
     StaleTimestamp {
         /// The message's time minus this node's, in seconds.
         skew_secs: i64,
     },
     /// Forged copies of a handshake message used up the rebuilds granted
-    /// for now; the handshake is intact and reads the next copy after
-    /// [`Handshake::grant_rebuild`].
+    /// for now; the handshake is intact and reads the next copy once a
+    /// rebuild is granted again (one per 250 ms).
     #[error("too many forged handshake messages for now; the handshake waits for the genuine one")]
     RebuildsExhausted,
     /// The Noise library refused an operation (a bug, or a corrupted state).
