@@ -8,12 +8,13 @@
 //!
 //! The machinery behind them is crate-private:
 //!
-//! - `keys`: identities and network keys from seeds (HKDF).
+//! - `keys`: identities (HKDF) and network keys (Argon2id, then HKDF) from
+//!   seeds; [`seed_strength`] judges a seed.
 //! - `handshake`: the Noise handshake that authenticates two nodes of one
 //!   network and yields one traffic secret per direction, and the stateless
-//!   message-1 check.
+//!   message-1 check with its freshness check and replay cache.
 //! - `cookie`: stateless address validation before a handshake keeps
-//!   state.
+//!   state (authenticated challenges).
 //! - `aead`: sealing and opening of data frames, key update.
 //! - `replay`: the sliding anti-replay window.
 //!

@@ -44,6 +44,12 @@
 //! - Established sessions send a ping when either direction has been quiet
 //!   for [`SessionConfig::keepalive_interval`], and close when nothing has
 //!   arrived for [`SessionConfig::idle_timeout`].
+//! - Keys have lifetimes: the sending key is updated by volume (packets and
+//!   bytes) and once [`SessionConfig::key_update_after`] old; a key whose
+//!   update the peer never confirms closes the session at its limit
+//!   ([`CloseReason::KeyExhausted`]); the previous receive key is dropped
+//!   three probe intervals after the peer's update. There is no in-session
+//!   re-handshake (fresh Diffie-Hellman) yet: `docs/SECURITY.md`.
 //! - [`close`](Session::close) sends a CLOSE frame and lingers for
 //!   [`SessionConfig::close_linger`], answering late frames with CLOSE again
 //!   (the first one may have been lost); a CLOSE from the peer ends the
