@@ -9,8 +9,12 @@
 //! - the shard's pending-handshake limit reached: refused and counted;
 //! - over an unvalidated transport (UDP) with more pending handshakes than
 //!   the cookie threshold: a stateless cookie challenge (authenticated, less
-//!   than half the size of the message 1), and no state until the sender echoes the cookie from the
-//!   same address (`docs/PROTOCOL.md`, section 10.4);
+//!   than half the size of the message 1), and no state until the sender
+//!   echoes the cookie from the same address (`docs/PROTOCOL.md`, 10.4);
+//! - a message 1 whose timestamp is stale, or whose ephemeral key already
+//!   made state on this node
+//!   ([`Msg1Check::admit_fresh`](crate::crypto::Msg1Check::admit_fresh)):
+//!   refused and counted (`docs/PROTOCOL.md`, 5.5);
 //! - otherwise a responder session is made and counted as pending until its
 //!   message 3 arrives or it ends.
 
