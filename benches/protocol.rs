@@ -15,6 +15,9 @@
 //! | `session_receive`     | `Session::handle_datagram` of one fresh 1200 B datagram    |
 //! | `handshake`           | a whole 3-message handshake between two in-memory sessions |
 //! |                       | (and refusing message 1 from another network)              |
+//! | `stretch`             | one offline guess of the shared seed against a captured    |
+//! |                       | message 1: Argon2id + HKDF + check (now), HKDF + check     |
+//! |                       | (before the stretch)                                       |
 //!
 //! Receive-side benchmarks (`open`, `session_receive`) must not re-open one
 //! frame: the replay window would refuse it before any decryption, and we
@@ -416,7 +419,7 @@ fn bench_handshake(c: &mut Criterion) {
         b.iter(|| {
             let m = black_box(&genuine);
             assert!(check.verify(&m[..HEADER_LEN], &m[HEADER_LEN..]));
-            cookies.challenge(1, SessionId(2), from)
+            cookies.challenge(1, SessionId(2), from, check.challenge_key(), m)
         })
     });
     group.bench_function("check_foreign_msg1", |b| {
@@ -428,10 +431,52 @@ fn bench_handshake(c: &mut Criterion) {
     group.finish();
 }
 
+/// What one offline guess of the shared seed costs an attacker holding a
+/// captured message 1: before the Argon2id stretch (HKDF, the message-1
+/// precomputation and the check) and with it (the same plus Argon2id, which
+/// every node also pays once at start).
+fn bench_stretch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stretch");
+    group.throughput(Throughput::Elements(1));
+    let nodes = Nodes::new();
+    let captured = Session::connect(
+        SessionConfig::default(),
+        &nodes.client,
+        &nodes.network,
+        SessionId(3),
+        Instant::now(),
+    )
+    .expect("connect")
+    .poll_transmit()
+    .expect("message 1");
+    let guess = *b"correct horse battery staple, 1!";
+    group.sample_size(50);
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("guess_without_stretch", |b| {
+        b.iter(|| {
+            // What the guess cost before: the seed went into HKDF directly.
+            let key = NetworkKey::from_stretched(black_box(&guess));
+            let check = stt::crypto::Msg1Check::new(&key);
+            check.verify(&captured[..HEADER_LEN], &captured[HEADER_LEN..])
+        })
+    });
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("guess_with_argon2id", |b| {
+        b.iter(|| {
+            let stretched = stt::crypto::keys::stretch(black_box(&guess)).expect("stretch");
+            let key = NetworkKey::from_stretched(&stretched);
+            let check = stt::crypto::Msg1Check::new(&key);
+            check.verify(&captured[..HEADER_LEN], &captured[HEADER_LEN..])
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
     targets = bench_seal, bench_open, bench_frame, bench_session_send,
-        bench_fragment_reassemble, bench_session_receive, bench_handshake
+        bench_fragment_reassemble, bench_session_receive, bench_handshake, bench_stretch
 }
 criterion_main!(benches);

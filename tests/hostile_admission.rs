@@ -476,7 +476,7 @@ fn a_stale_cookie_gets_a_fresh_challenge_and_the_handshake_completes() {
         .handle_datagram(Instant::now(), &mut challenge)
         .unwrap());
     let echo = client.poll_transmit().expect("the echo, at once");
-    assert_eq!(echo.len(), stt::crypto::cookie::CHALLENGE_LEN + msg1.len());
+    assert_eq!(echo.len(), stt::crypto::cookie::ECHO_OVERHEAD + msg1.len());
     sock.send_to(&echo, addr).unwrap();
     let n = sock.recv(&mut buf).unwrap();
     let mut msg2 = buf[..n].to_vec();

@@ -66,12 +66,14 @@ fn cookie_seeds() -> Seeds {
     let bad = cookie::echo(id, &[0x55; cookie::COOKIE_LEN], &msg1);
     // Found by this target: a challenge whose header announces 0 bytes, with
     // the cookie after it anyway, was read as a challenge.
-    let mut len_0 = key.challenge(0, id, peer);
+    let mac = stt_fuzz::cookie::challenge_key();
+    let m1 = stt_fuzz::cookie::CHALLENGED_MSG1;
+    let mut len_0 = key.challenge(0, id, peer, &mac, m1);
     len_0[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&[0; 4]);
     vec![
         ("echo_genuine", with(&good)),
         ("echo_wrong_cookie", with(&bad)),
-        ("challenge", with(&key.challenge(0, id, peer))),
+        ("challenge", with(&key.challenge(0, id, peer, &mac, m1))),
         ("regression_challenge_len_0", with(&len_0)),
     ]
 }

@@ -7,20 +7,30 @@
 //! - `open_echo` accepts a datagram only if its cookie is the one the key makes
 //!   for that source, that session and this epoch or the one before, and it
 //!   then returns exactly the bytes after the cookie;
-//! - a datagram that `parse_challenge` reads re-encodes to a challenge with
-//!   the same cookie;
+//! - `parse_challenge` reads only a challenge authenticated with the
+//!   target's challenge key for its fixed message 1 (a well-formed 61-byte
+//!   challenge whose header is the one the key would write);
 //! - the genuine echo of a genuine challenge is accepted whatever the fuzz
 //!   data, and a one-bit change to its cookie is refused.
 
 use std::net::SocketAddr;
 
-use stt::crypto::cookie::{self, CookieKey, COOKIE_LEN};
+use stt::crypto::cookie::{self, ChallengeKey, CookieKey, COOKIE_LEN};
 use stt::frame::{Header, SessionId, HEADER_LEN};
 
 /// The fixed key of this target.
 pub fn key() -> CookieKey {
     CookieKey::from_secret(&[0x42; 32])
 }
+
+/// The fixed challenge key of this target (a network key from a fixed
+/// stretched seed).
+pub fn challenge_key() -> ChallengeKey {
+    ChallengeKey::new(&stt::crypto::NetworkKey::from_stretched(&[0x43; 32]))
+}
+
+/// The message 1 this target's challenges answer.
+pub const CHALLENGED_MSG1: &[u8] = b"the message 1 this target's challenges answer";
 
 /// Runs the parsers on `data`.
 pub fn run(data: &[u8]) {
@@ -43,20 +53,40 @@ pub fn run(data: &[u8]) {
     }
     if let Ok(header) = Header::decode(datagram) {
         let payload = datagram.get(HEADER_LEN..).unwrap_or_default();
-        if let Some(c) = cookie::parse_challenge(&header, payload) {
-            let again = key.challenge(epoch, header.session_id, peer);
-            assert_eq!(again.len(), HEADER_LEN + COOKIE_LEN);
-            assert_eq!(again[..HEADER_LEN], datagram[..HEADER_LEN]);
-            assert_eq!(c.len(), COOKIE_LEN);
+        let head: Option<&[u8; HEADER_LEN]> =
+            datagram.get(..HEADER_LEN).and_then(|h| h.try_into().ok());
+        if let Some(head) = head {
+            let parsed =
+                cookie::parse_challenge(&header, head, payload, &challenge_key(), CHALLENGED_MSG1);
+            if let Some(c) = parsed {
+                // Only a challenge made with the network's key for this
+                // message 1 is read: its MAC is right, so it is ours byte
+                // for byte once its cookie is put back.
+                let again = key.challenge(
+                    epoch,
+                    header.session_id,
+                    peer,
+                    &challenge_key(),
+                    CHALLENGED_MSG1,
+                );
+                assert_eq!(datagram.len(), cookie::CHALLENGE_LEN);
+                assert_eq!(again[..HEADER_LEN], datagram[..HEADER_LEN]);
+                assert_eq!(c.len(), COOKIE_LEN);
+            }
         }
     }
     // The genuine exchange always works, whatever message 1 it carries (the
     // handshake checks message 1, not the cookie layer) as long as it names
     // the session.
     let id = SessionId(u64::from(first) << 8 | 0x11);
-    let challenge = key.challenge(epoch, id, peer);
+    let mac = challenge_key();
+    let challenge = key.challenge(epoch, id, peer, &mac, CHALLENGED_MSG1);
     let h = Header::decode(&challenge).expect("our own challenge");
-    let c = cookie::parse_challenge(&h, &challenge[HEADER_LEN..]).expect("our own challenge");
+    let head: &[u8; HEADER_LEN] = challenge[..HEADER_LEN]
+        .try_into()
+        .expect("a challenge starts with a header");
+    let c = cookie::parse_challenge(&h, head, &challenge[HEADER_LEN..], &mac, CHALLENGED_MSG1)
+        .expect("our own challenge");
     let mut msg1 = Header {
         frame_type: stt::frame::FrameType::Handshake,
         flags: stt::frame::Flags::EMPTY,

@@ -167,6 +167,8 @@ pub fn encode(setup: u8, ops: &[Op]) -> Vec<u8> {
                     Control::Close { code, reason } => {
                         o.u8(5).u16(*code).short_bytes(reason.as_bytes())
                     }
+                    Control::PathChallenge { data } => o.u8(6).u64(u64::from_be_bytes(*data)),
+                    Control::PathResponse { data } => o.u8(7).u64(u64::from_be_bytes(*data)),
                 };
             }
             Op::Fragment {
@@ -595,8 +597,14 @@ impl Pair {
         }
         self.server.close(self.now, 0, "fuzz done");
         let out = self.outputs();
+        // A key that spent its whole budget with its update unconfirmed
+        // seals nothing more, not even the CLOSE (RFC 9001 §6.6).
+        let exhausted = matches!(
+            self.server.close_reason(),
+            Some(stt::session::CloseReason::KeyExhausted)
+        );
         assert!(
-            out.iter().any(|c| matches!(c, Control::Close { .. })),
+            exhausted || out.iter().any(|c| matches!(c, Control::Close { .. })),
             "close() sent no CLOSE: {out:?}"
         );
     }
@@ -618,7 +626,7 @@ fn frame_type(b: u8) -> FrameType {
 }
 
 fn control(input: &mut Input<'_>) -> Option<Control> {
-    Some(match input.u8()? % 6 {
+    Some(match input.u8()? % 8 {
         0 => Control::Ping {
             token: input.u64()?,
         },
@@ -633,9 +641,15 @@ fn control(input: &mut Input<'_>) -> Option<Control> {
             code: input.u16()?,
             message: String::from_utf8_lossy(input.short_bytes()?).into_owned(),
         },
-        _ => Control::Close {
+        5 => Control::Close {
             code: input.u16()?,
             reason: String::from_utf8_lossy(input.short_bytes()?).into_owned(),
+        },
+        6 => Control::PathChallenge {
+            data: input.u64()?.to_be_bytes(),
+        },
+        _ => Control::PathResponse {
+            data: input.u64()?.to_be_bytes(),
         },
     })
 }

@@ -7,9 +7,8 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::Instant;
 
-use stt::session::{Session, SessionConfig};
+use stt::frame::HEADER_LEN;
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -70,10 +69,16 @@ fn session_established_seeds() {
 
 /// The stored message 1 only helps the fuzzer while it is still genuine: a
 /// change of the wire format or key derivation needs new seeds
-/// (`cargo run --example gen_seeds`).
+/// (`cargo run --example gen_seeds`). Since handshake version 2 a message 1
+/// carries a timestamp and `Session::accept` refuses it a minute after it
+/// was made, so this checks what does not age: that it authenticates under
+/// the network key and speaks this handshake version. (The splice modes of
+/// the `handshake` target make a fresh message 1 on every run, so the fuzzer
+/// still reaches past the timestamp check.)
 #[test]
-fn stored_message_1_is_still_accepted() {
+fn stored_message_1_is_still_genuine() {
     let k = stt_fuzz::handshake::keys();
+    let check = stt::crypto::Msg1Check::new(&k.network);
     for (target, name, skip) in [
         ("handshake", "accept_msg1", 1),
         ("frame_decode", "handshake_msg1", 0),
@@ -85,16 +90,18 @@ fn stored_message_1_is_still_accepted() {
                 .join(name),
         )
         .expect("seed present");
-        Session::accept(
-            SessionConfig::default(),
-            &k.server,
-            &k.network,
-            &data[skip..],
-            Instant::now(),
-        )
-        .unwrap_or_else(|e| {
-            panic!("{target}/{name} is no longer a valid message 1 ({e}): regenerate the seeds")
-        });
+        let datagram = &data[skip..];
+        let info = datagram
+            .split_at_checked(HEADER_LEN)
+            .and_then(|(h, m)| check.open(h, m))
+            .unwrap_or_else(|| {
+                panic!("{target}/{name} is no longer a genuine message 1: regenerate the seeds")
+            });
+        assert_eq!(
+            info.version,
+            stt::crypto::handshake::HANDSHAKE_VERSION,
+            "{target}/{name}: regenerate the seeds"
+        );
     }
 }
 

@@ -11,10 +11,27 @@
 //!
 //! The header's `KEY_PHASE` flag carries the low bit of the generation, as
 //! QUIC's key phase does. A sender updates its key when a generation has
-//! sealed [`Algorithm::update_interval`] packets (the AEAD's confidentiality
-//! limit, RFC 9001 §6.6) or when the peer asks for it; the receiver keeps the
-//! previous key for packets reordered across the update and precomputes the
-//! next one so that an update costs no visible time.
+//! sealed [`Algorithm::update_interval`] packets or
+//! [`Algorithm::update_bytes`] bytes (half the AEAD's confidentiality limit,
+//! RFC 9001 §6.6), when the session's timer asks for it, or when the peer
+//! does; the receiver keeps the previous key for packets reordered across
+//! the update (the session drops it a few round trips later) and precomputes
+//! the next one so that an update costs no visible time.
+//!
+//! ## Limits
+//!
+//! RFC 9001 §6.6 derives its packet limits from the number of 16-byte
+//! blocks one key encrypts, for packets of QUIC's size; our WebSocket frames
+//! reach 16 MiB. So a key counts bytes as well as packets: its whole
+//! confidentiality budget ([`Algorithm::confidentiality_limit`] packets or
+//! [`Algorithm::confidentiality_bytes`] bytes, i.e. the packet limit
+//! applied to 16 KiB units) is twice the update trigger. An update waits for
+//! the peer to confirm the previous one (see
+//! [`SendKeys::awaiting_confirmation`]); if the confirmation has not come
+//! when the whole budget is spent, sealing stops with
+//! [`CryptoError::KeyExhausted`] and the session closes, as RFC 9001 §6.6
+//! requires, rather than exceed the limit. A user-set interval is clamped to
+//! the AEAD's own and the budget follows it (twice the interval).
 //!
 //! The nonce is the 64-bit packet number, big-endian, behind four zero bytes.
 //! Packet numbers only grow on a direction, across key generations too, so no
@@ -66,14 +83,35 @@ impl Algorithm {
         }
     }
 
-    /// Packets sealed under one key before the sender updates it: the
-    /// confidentiality limit of RFC 9001 §6.6 for AES-GCM (2^23); ChaCha20 has
-    /// no practical limit (2^62), we still update every 2^32 for hygiene.
-    pub const fn update_interval(self) -> u64 {
+    /// Packets one key may seal at most: the confidentiality limit of
+    /// RFC 9001 §6.6 for AES-GCM (2^23); ChaCha20 has no practical limit
+    /// (2^62), we still stop at 2^33 for hygiene.
+    pub const fn confidentiality_limit(self) -> u64 {
         match self {
             Algorithm::Aes256Gcm => 1 << 23,
-            Algorithm::ChaCha20Poly1305 => 1 << 32,
+            Algorithm::ChaCha20Poly1305 => 1 << 33,
         }
+    }
+
+    /// Bytes (plaintext and tag) one key may seal at most: the packet limit
+    /// applied to 16 KiB units (2^37 bytes, 128 GiB, for AES-GCM; 2^47 for
+    /// ChaCha20), so that large WebSocket frames count for what they weigh.
+    pub const fn confidentiality_bytes(self) -> u64 {
+        self.confidentiality_limit() << 14
+    }
+
+    /// Packets sealed under one key before the sender updates it: half the
+    /// [`confidentiality_limit`](Self::confidentiality_limit), leaving the
+    /// other half for the peer to confirm the update (2^22 for AES-GCM,
+    /// 2^32 for ChaCha20).
+    pub const fn update_interval(self) -> u64 {
+        self.confidentiality_limit() / 2
+    }
+
+    /// Bytes sealed under one key before the sender updates it: half the
+    /// [`confidentiality_bytes`](Self::confidentiality_bytes).
+    pub const fn update_bytes(self) -> u64 {
+        self.confidentiality_bytes() / 2
     }
 
     /// Forgery attempts tolerated on a session before it must close: the
@@ -146,6 +184,11 @@ pub enum CryptoError {
     /// The frame would exceed the largest payload a frame may carry.
     #[error("plaintext of {0} bytes does not fit in one frame")]
     TooLarge(usize),
+    /// The current key sealed its whole confidentiality budget while the
+    /// peer had not confirmed the last update: the session must close
+    /// (RFC 9001 §6.6).
+    #[error("key exhausted: the confidentiality limit was reached before the peer confirmed the key update; open a new session")]
+    KeyExhausted,
     /// The frame failed authentication: wrong key, tampered header or
     /// ciphertext, or forged.
     #[error("frame failed authentication (tampered, forged, or sealed under another key)")]
@@ -192,7 +235,9 @@ pub struct SendKeys {
     phase: bool,
     next_pn: u64,
     sealed_in_generation: u64,
+    bytes_in_generation: u64,
     update_interval: u64,
+    update_bytes: u64,
     update_requested: bool,
     /// An update happened that the peer has not yet been seen to follow:
     /// no further update until it has (see [`SendKeys::confirm_update`]).
@@ -209,17 +254,34 @@ impl SendKeys {
             phase: false,
             next_pn: 0,
             sealed_in_generation: 0,
+            bytes_in_generation: 0,
             update_interval: alg.update_interval(),
+            update_bytes: alg.update_bytes(),
             update_requested: false,
             awaiting_confirmation: false,
             generation: 0,
         }
     }
 
-    /// Overrides how many packets one key generation seals (tests, and users
-    /// who want updates more often). Clamped to at least 1.
+    /// Overrides how many packets one key generation seals before an update
+    /// (tests, and users who want updates more often). Clamped to
+    /// `1..=`[`Algorithm::update_interval`]; a key then seals at most twice
+    /// this before the session must close (see the module docs).
     pub fn set_update_interval(&mut self, packets: u64) {
-        self.update_interval = packets.max(1);
+        self.update_interval = packets.clamp(1, self.alg.update_interval());
+    }
+
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
+    /// Overrides how many bytes one key generation seals before an update.
+    /// Clamped to `1..=`[`Algorithm::update_bytes`].
+    pub fn set_update_bytes(&mut self, bytes: u64) {
+        self.update_bytes = bytes.clamp(1, self.alg.update_bytes());
+    }
+
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
+    /// Packets the current key has sealed.
+    pub fn sealed_in_generation(&self) -> u64 {
+        self.sealed_in_generation
     }
 
     /// Updates the key before the next packet (the peer asked for it), or
@@ -283,14 +345,25 @@ impl SendKeys {
         if pn > MAX_PACKET_NUMBER {
             return Err(CryptoError::PacketNumbersExhausted);
         }
-        let due = self.sealed_in_generation >= self.update_interval || self.update_requested;
+        let due = self.sealed_in_generation >= self.update_interval
+            || self.bytes_in_generation >= self.update_bytes
+            || self.update_requested;
         if due && !self.awaiting_confirmation {
             self.current = self.current.next(self.alg);
             self.phase = !self.phase;
             self.generation += 1;
             self.sealed_in_generation = 0;
+            self.bytes_in_generation = 0;
             self.update_requested = false;
             self.awaiting_confirmation = true;
+        }
+        // The whole budget of this key: twice the update trigger. Reached
+        // only while an update waits for its confirmation.
+        if self.sealed_in_generation >= self.update_interval.saturating_mul(2)
+            || self.bytes_in_generation.saturating_add(payload_len as u64)
+                > self.update_bytes.saturating_mul(2)
+        {
+            return Err(CryptoError::KeyExhausted);
         }
         header.packet_number = pn;
         header.flags = header.flags.with(Flags::KEY_PHASE, self.phase);
@@ -309,6 +382,7 @@ impl SendKeys {
         out.extend_from_slice(tag.as_ref());
         self.next_pn += 1;
         self.sealed_in_generation += 1;
+        self.bytes_in_generation += payload_len as u64;
         Ok(pn)
     }
 }
@@ -364,6 +438,25 @@ impl RecvKeys {
     #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Key generation of the last frame that moved it forward: the session
+    /// watches it to know when an update arrived.
+    pub fn current_generation(&self) -> u64 {
+        self.generation
+    }
+
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
+    /// Whether the previous generation's key is still kept.
+    pub fn has_previous(&self) -> bool {
+        self.previous.is_some()
+    }
+
+    /// Drops the previous generation's key: frames still sealed under it
+    /// fail to open from now on. The session calls it a few round trips
+    /// after an update, when nothing honest can still be in flight under it.
+    pub fn discard_previous(&mut self) {
+        self.previous = None;
     }
 
     /// The highest packet number received so far.
@@ -609,7 +702,7 @@ mod tests {
     fn no_second_update_before_the_first_is_confirmed() {
         let (mut s, _) = pair(Algorithm::Aes256Gcm);
         s.set_update_interval(1);
-        for _ in 0..10 {
+        for _ in 0..3 {
             seal(&mut s, b"x");
         }
         assert_eq!(s.generation(), 1, "updates wait for confirmation");
@@ -623,6 +716,92 @@ mod tests {
         s.confirm_update();
         seal(&mut s, b"x");
         assert_eq!(s.generation(), 3, "and is served once confirmed");
+    }
+
+    #[test]
+    fn an_unconfirmed_update_stops_sealing_at_the_limit() {
+        let (mut s, _) = pair(Algorithm::Aes256Gcm);
+        s.set_update_interval(10);
+        for _ in 0..10 {
+            seal(&mut s, b"x");
+        }
+        // Packet 11 starts generation 1; its update is never confirmed.
+        for _ in 0..20 {
+            seal(&mut s, b"x");
+        }
+        assert_eq!(s.generation(), 1);
+        let mut out = vec![0u8; HEADER_LEN];
+        out.push(0);
+        assert_eq!(
+            s.seal(&mut out, 0, header()),
+            Err(CryptoError::KeyExhausted),
+            "twice the interval under one key, unconfirmed: stop"
+        );
+        // A confirmation lets the next update happen, and sealing resume.
+        s.confirm_update();
+        seal(&mut s, b"x");
+        assert_eq!(s.generation(), 2);
+    }
+
+    #[test]
+    fn bytes_count_as_well_as_packets() {
+        let (mut s, mut r) = pair(Algorithm::Aes256Gcm);
+        s.set_update_bytes(10_000);
+        let big = vec![7u8; 6_000];
+        let mut a = seal(&mut s, &big);
+        let mut b = seal(&mut s, &big);
+        assert_eq!(
+            s.generation(),
+            0,
+            "12 kB sealed, packet count far from any limit"
+        );
+        let mut c = seal(&mut s, &big);
+        assert_eq!(s.generation(), 1, "the byte budget triggered the update");
+        for d in [&mut a, &mut b, &mut c] {
+            open(&mut r, d).unwrap();
+        }
+        // Unconfirmed, the key seals at most 20 kB: two more, not three.
+        for _ in 0..2 {
+            let mut d = seal(&mut s, &big);
+            open(&mut r, &mut d).unwrap();
+        }
+        let mut out = vec![0u8; HEADER_LEN];
+        out.extend_from_slice(&big);
+        assert_eq!(
+            s.seal(&mut out, 0, header()),
+            Err(CryptoError::KeyExhausted)
+        );
+    }
+
+    #[test]
+    fn the_update_interval_is_clamped_to_the_aead_limit() {
+        let (mut s, _) = pair(Algorithm::Aes256Gcm);
+        s.set_update_interval(u64::MAX);
+        s.sealed_in_generation = Algorithm::Aes256Gcm.update_interval();
+        seal(&mut s, b"x");
+        assert_eq!(
+            s.generation(),
+            1,
+            "updated at 2^22 packets despite u64::MAX"
+        );
+        const {
+            assert!(Algorithm::Aes256Gcm.update_interval() * 2 <= 1 << 23);
+            assert!(Algorithm::Aes256Gcm.confidentiality_bytes() == 1 << 37);
+        }
+    }
+
+    #[test]
+    fn the_previous_key_can_be_dropped() {
+        let (mut s, mut r) = pair(Algorithm::ChaCha20Poly1305);
+        let mut old = seal(&mut s, b"old");
+        s.request_update();
+        let mut new = seal(&mut s, b"new");
+        open(&mut r, &mut new).unwrap();
+        assert!(r.has_previous());
+        let mut late = old.clone();
+        r.discard_previous();
+        assert!(open(&mut r, &mut late).is_err(), "no key for it any more");
+        let _ = &mut old;
     }
 
     #[test]

@@ -13,25 +13,31 @@
 //! Wire format (see `docs/PROTOCOL.md`, "Address validation"):
 //!
 //! ```text
-//! challenge (responder → initiator), 45 bytes:
-//!   header { type AUTH, flags 0, session id of message 1, stream 0, pn 0, len 16 }
-//!   cookie [16]
+//! challenge (responder → initiator), 61 bytes:
+//!   header { type AUTH, flags 0, session id of message 1, stream 0, pn 0, len 32 }
+//!   cookie [16] || mac [16]
 //! echo (initiator → responder), 186 bytes:
 //!   header { type AUTH, flags 0, same session id, stream 0, pn 1, len 16 + 141 }
 //!   cookie [16] || message 1, whole (its own header included)
 //! ```
 //!
-//! A challenge is a third of the message 1 that provoked it, so answering
-//! spoofed traffic amplifies nothing.
+//! A challenge is less than half the message 1 that provoked it, so
+//! answering spoofed traffic amplifies nothing.
 //!
 //! The MAC is HMAC-SHA-256 truncated to 128 bits over
 //! `epoch (u64 BE) || session id (u64 BE) || address (IPv6 or v4-mapped, 16) ||
 //! port (u16 BE)`. Epochs last [`COOKIE_EPOCH`]; a cookie of the current or
 //! the previous epoch is accepted, so a cookie lives between one and two
-//! epochs. Challenges themselves are not authenticated: a forged one can at
-//! most make an initiator echo a cookie that the responder refuses, which an
-//! on-path attacker could achieve by dropping packets anyway; to inject one
-//! off-path it must guess the 64-bit random session id.
+//! epochs.
+//!
+//! Challenges are authenticated: `mac` is HMAC-SHA-256, truncated to 128
+//! bits, over `challenge header (29) || cookie (16) || the whole message 1
+//! datagram it answers (141)`, keyed by a [`ChallengeKey`] derived from the
+//! network key (`HKDF-SHA256(salt "stt v2 cookie challenge", psk, info
+//! "challenge mac")`). So only a member that saw this very message 1 can
+//! make an initiator echo it; a non-member on the path cannot make it send
+//! anything, and a challenge for another message 1 (a replayed one) is
+//! ignored.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -39,15 +45,23 @@ use std::time::Duration;
 use ring::hmac;
 use ring::rand::SecureRandom;
 
+use crate::crypto::keys::{hkdf_32, NetworkKey};
 use crate::frame::{Flags, FrameType, Header, SessionId, HEADER_LEN};
+
+const CHALLENGE_SALT: &[u8] = b"stt v2 cookie challenge";
 
 /// Length of a cookie.
 pub const COOKIE_LEN: usize = 16;
 /// How long one cookie epoch lasts; a cookie is accepted in its epoch and the
 /// next one.
 pub const COOKIE_EPOCH: Duration = Duration::from_secs(10);
+/// Length of a challenge's MAC.
+pub const CHALLENGE_MAC_LEN: usize = 16;
 /// Length of a whole challenge datagram.
-pub const CHALLENGE_LEN: usize = HEADER_LEN + COOKIE_LEN;
+pub const CHALLENGE_LEN: usize = HEADER_LEN + COOKIE_LEN + CHALLENGE_MAC_LEN;
+/// Bytes a cookie echo adds to the message 1 it wraps.
+#[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
+pub const ECHO_OVERHEAD: usize = HEADER_LEN + COOKIE_LEN;
 /// Packet number of a challenge AUTH frame.
 pub const CHALLENGE_PN: u64 = 0;
 /// Packet number of an echo AUTH frame.
@@ -63,6 +77,40 @@ pub enum CookieError {
     /// The cookie was not made for this address and session, or has expired.
     #[error("invalid or expired cookie")]
     Invalid,
+}
+
+/// The network's key for authenticating cookie challenges (see the module
+/// docs); every member derives the same one from the network key.
+pub struct ChallengeKey {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for ChallengeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChallengeKey(..)")
+    }
+}
+
+impl ChallengeKey {
+    /// The challenge key of `network`.
+    pub fn new(network: &NetworkKey) -> Self {
+        let secret = hkdf_32(CHALLENGE_SALT, network.psk(), b"challenge mac");
+        ChallengeKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret[..]),
+        }
+    }
+
+    /// The MAC of a challenge (`head_and_cookie`: its header and cookie)
+    /// answering `msg1` (the whole message 1 datagram).
+    fn mac(&self, head_and_cookie: &[u8], msg1: &[u8]) -> [u8; CHALLENGE_MAC_LEN] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(head_and_cookie);
+        ctx.update(msg1);
+        let tag = ctx.sign();
+        let mut out = [0u8; CHALLENGE_MAC_LEN];
+        out.copy_from_slice(&tag.as_ref()[..CHALLENGE_MAC_LEN]);
+        out
+    }
 }
 
 /// The node's cookie secret. Cheap to share by reference across reactors:
@@ -125,20 +173,24 @@ impl CookieKey {
         now | before
     }
 
-    /// The challenge datagram answering a message 1 from `peer` for
-    /// `session`.
+    /// The challenge datagram answering `msg1` (a whole message 1
+    /// datagram) from `peer` for `session`, authenticated with `mac`.
     pub fn challenge(
         &self,
         epoch: u64,
         session: SessionId,
         peer: SocketAddr,
+        mac: &ChallengeKey,
+        msg1: &[u8],
     ) -> [u8; CHALLENGE_LEN] {
         let mut out = [0u8; CHALLENGE_LEN];
-        let (head, cookie) = out.split_at_mut(HEADER_LEN);
+        let (head, rest) = out.split_at_mut(HEADER_LEN);
         if let Ok(head) = <&mut [u8; HEADER_LEN]>::try_from(head) {
-            auth_header(session, CHALLENGE_PN, COOKIE_LEN).encode(head);
+            auth_header(session, CHALLENGE_PN, COOKIE_LEN + CHALLENGE_MAC_LEN).encode(head);
         }
-        cookie.copy_from_slice(&self.cookie(epoch, session, peer));
+        rest[..COOKIE_LEN].copy_from_slice(&self.cookie(epoch, session, peer));
+        let tag = mac.mac(&out[..HEADER_LEN + COOKIE_LEN], msg1);
+        out[HEADER_LEN + COOKIE_LEN..].copy_from_slice(&tag);
         out
     }
 
@@ -195,16 +247,35 @@ pub fn parse_echo(datagram: &[u8]) -> Result<(Header, &[u8; COOKIE_LEN], &[u8]),
     Ok((header, cookie, msg1))
 }
 
-/// The cookie a challenge carries, if `header` and `payload` (the bytes
-/// after the header) are one.
-pub fn parse_challenge(header: &Header, payload: &[u8]) -> Option<[u8; COOKIE_LEN]> {
-    (header.frame_type == FrameType::Auth
+/// The cookie a challenge carries, if `header` (encoded: `header_bytes`)
+/// and `payload` (the bytes after the header) are one, authenticated by
+/// `mac` for `msg1` (the whole message 1 datagram we sent).
+pub fn parse_challenge(
+    header: &Header,
+    header_bytes: &[u8; HEADER_LEN],
+    payload: &[u8],
+    mac: &ChallengeKey,
+    msg1: &[u8],
+) -> Option<[u8; COOKIE_LEN]> {
+    let well_formed = header.frame_type == FrameType::Auth
         && header.packet_number == CHALLENGE_PN
         && header.flags == Flags::EMPTY
         && header.stream_id == 0
-        && header.payload_len as usize == COOKIE_LEN)
-        .then(|| payload.try_into().ok())
-        .flatten()
+        && header.payload_len as usize == COOKIE_LEN + CHALLENGE_MAC_LEN
+        && payload.len() == COOKIE_LEN + CHALLENGE_MAC_LEN;
+    if !well_formed {
+        return None;
+    }
+    let (cookie, tag) = payload.split_at(COOKIE_LEN);
+    let mut head_and_cookie = [0u8; HEADER_LEN + COOKIE_LEN];
+    head_and_cookie[..HEADER_LEN].copy_from_slice(header_bytes);
+    head_and_cookie[HEADER_LEN..].copy_from_slice(cookie);
+    let expected = mac.mac(&head_and_cookie, msg1);
+    let tag: &[u8; CHALLENGE_MAC_LEN] = tag.try_into().ok()?;
+    if !ct_eq(&expected, tag) {
+        return None;
+    }
+    cookie.try_into().ok()
 }
 
 /// A cookie echo wrapping `msg1` (a whole handshake message 1 datagram).
@@ -235,6 +306,10 @@ fn ct_eq(a: &[u8; COOKIE_LEN], b: &[u8; COOKIE_LEN]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mac_key(seed: u8) -> ChallengeKey {
+        ChallengeKey::new(&NetworkKey::from_stretched(&[seed; 32]))
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("test address")
@@ -284,11 +359,14 @@ mod tests {
         let key = CookieKey::from_secret(&[1; 32]);
         let a = addr("[::1]:9");
         let id = SessionId(42);
-        let ch = key.challenge(3, id, a);
-        assert_eq!(ch.len(), 45);
-        let header = Header::decode(&ch).expect("our own header");
-        let cookie = parse_challenge(&header, &ch[HEADER_LEN..]).expect("a challenge");
         let m1 = msg1(id);
+        let mac = mac_key(5);
+        let ch = key.challenge(3, id, a, &mac, &m1);
+        assert_eq!(ch.len(), 61);
+        let header = Header::decode(&ch).expect("our own header");
+        let hb: &[u8; HEADER_LEN] = ch[..HEADER_LEN].try_into().unwrap();
+        let cookie =
+            parse_challenge(&header, hb, &ch[HEADER_LEN..], &mac, &m1).expect("a challenge");
         let e = echo(id, &cookie, &m1);
         assert_eq!(key.open_echo(3, a, &e), Ok(&m1[..]));
         assert_eq!(key.open_echo(4, a, &e), Ok(&m1[..]));
@@ -325,7 +403,8 @@ mod tests {
             Err(CookieError::Malformed(_))
         ));
         // A challenge is not an echo.
-        assert!(key.open_echo(0, a, &key.challenge(0, id, a)).is_err());
+        let ch = key.challenge(0, id, a, &mac_key(5), &msg1(id));
+        assert!(key.open_echo(0, a, &ch).is_err());
         // Garbage.
         assert!(key.open_echo(0, a, &[0xAB; 200]).is_err());
     }
@@ -333,17 +412,44 @@ mod tests {
     #[test]
     fn only_well_formed_challenges_are_read() {
         let key = CookieKey::from_secret(&[1; 32]);
-        let ch = key.challenge(0, SessionId(1), addr("127.0.0.1:1"));
+        let (m1, mac) = (msg1(SessionId(1)), mac_key(5));
+        let ch = key.challenge(0, SessionId(1), addr("127.0.0.1:1"), &mac, &m1);
+        let hb: &[u8; HEADER_LEN] = ch[..HEADER_LEN].try_into().unwrap();
         let mut h = Header::decode(&ch).expect("our own header");
-        assert!(parse_challenge(&h, &ch[HEADER_LEN..]).is_some());
-        assert!(parse_challenge(&h, &ch[HEADER_LEN + 1..]).is_none());
+        assert!(parse_challenge(&h, hb, &ch[HEADER_LEN..], &mac, &m1).is_some());
+        assert!(parse_challenge(&h, hb, &ch[HEADER_LEN + 1..], &mac, &m1).is_none());
         h.packet_number = 1;
-        assert!(parse_challenge(&h, &ch[HEADER_LEN..]).is_none());
+        assert!(parse_challenge(&h, hb, &ch[HEADER_LEN..], &mac, &m1).is_none());
         // The header must announce the cookie's length (found by the
         // `cookie` fuzz target: a header saying 0 with 16 bytes after it).
         let mut h = Header::decode(&ch).expect("our own header");
         h.payload_len = 0;
-        assert!(parse_challenge(&h, &ch[HEADER_LEN..]).is_none());
+        assert!(parse_challenge(&h, hb, &ch[HEADER_LEN..], &mac, &m1).is_none());
+    }
+
+    #[test]
+    fn challenges_are_authenticated() {
+        let key = CookieKey::from_secret(&[1; 32]);
+        let (m1, mac) = (msg1(SessionId(1)), mac_key(5));
+        let ch = key.challenge(0, SessionId(1), addr("127.0.0.1:1"), &mac, &m1);
+        let hb: &[u8; HEADER_LEN] = ch[..HEADER_LEN].try_into().unwrap();
+        let h = Header::decode(&ch).expect("our own header");
+        // Another network's challenge, or one for another message 1.
+        assert!(parse_challenge(&h, hb, &ch[HEADER_LEN..], &mac_key(6), &m1).is_none());
+        assert!(parse_challenge(&h, hb, &ch[HEADER_LEN..], &mac, &msg1(SessionId(2))).is_none());
+        // Any bit of cookie or MAC.
+        for i in HEADER_LEN..CHALLENGE_LEN {
+            let mut bent = ch;
+            bent[i] ^= 1;
+            assert!(
+                parse_challenge(&h, hb, &bent[HEADER_LEN..], &mac, &m1).is_none(),
+                "byte {i}"
+            );
+        }
+        // A forger without the network key: cookie and zeros.
+        let mut forged = ch;
+        forged[HEADER_LEN + COOKIE_LEN..].fill(0);
+        assert!(parse_challenge(&h, hb, &forged[HEADER_LEN..], &mac, &m1).is_none());
     }
 
     #[test]

@@ -20,14 +20,22 @@
 //!
 //! The cost: the first message can be replayed by an on-path attacker; the
 //! responder then spends a Diffie-Hellman on a handshake that can never
-//! finish (the replayer lacks the ephemeral key). Bounding pending handshakes
-//! and stateless cookies under load (`docs/PROTOCOL.md`, "Address
-//! validation") cap that cost.
+//! finish (the replayer lacks the ephemeral key). Three things bound that:
+//! message 1 carries the initiator's coarse wall-clock time (seconds since
+//! the Unix epoch, authenticated by the PSK tag), which the responder accepts
+//! only within [`MSG1_TIME_WINDOW`] of its own clock; a node keeps state for
+//! one ephemeral key at most once while its timestamp can still pass
+//! ([`Msg1ReplayCache`], consulted through [`Msg1Check::admit_fresh`]); and
+//! pending handshakes and stateless cookies under load (`docs/PROTOCOL.md`,
+//! "Address validation") cap what is left. A captured message 1 therefore
+//! opens at most one handshake per node, and only within a minute of its
+//! capture; after that it gets silence everywhere, and no longer tells an
+//! observer whether an address runs a node of the network.
 //!
 //! ## Messages
 //!
 //! ```text
-//! 1. I -> R   psk, e            payload: version, AEAD capabilities, zero padding (64 B)
+//! 1. I -> R   psk, e            payload: version, AEAD capabilities, timestamp (u64 BE, s), zero padding (64 B)
 //! 2. R -> I   e, ee, s, es      payload: chosen AEAD (1 B)
 //! 3. I -> R   s, se             payload: empty
 //! ```
@@ -40,17 +48,36 @@
 //! After message 3 both sides take the two directional traffic secrets from
 //! the Noise split (initiator → responder, responder → initiator).
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::aead::{hardware_aes, AeadPreference, Algorithm};
+use crate::crypto::cookie::ChallengeKey;
 use crate::crypto::keys::{Identity, NetworkKey, NodeId};
 
 /// The Noise protocol name.
 pub const NOISE_PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
-/// Handshake protocol version carried in message 1.
-pub const HANDSHAKE_VERSION: u8 = 1;
+/// Handshake protocol version carried in message 1 (2: with a timestamp
+/// and an Argon2id-stretched PSK; version 1 nodes do not interoperate).
+pub const HANDSHAKE_VERSION: u8 = 2;
+/// How far a message 1's timestamp may be from the responder's clock, either
+/// way. Generous for NTP-synchronised hosts, short enough that a captured
+/// message 1 is worthless a minute later.
+pub const MSG1_TIME_WINDOW: Duration = Duration::from_secs(60);
+/// How long a [`Msg1ReplayCache`] remembers an ephemeral key: twice the
+/// window, so that a message 1 first seen at the earliest moment its
+/// timestamp passes is still remembered at the last (and longer than the
+/// default handshake timeout, 10 s).
+pub const MSG1_REPLAY_RETENTION: Duration = Duration::from_secs(2 * 60);
+/// Ephemeral keys a [`Msg1ReplayCache`] holds by default: 2^18 (about
+/// 12 MiB when full), a sustained 2 000 new handshakes a second per node.
+pub const MSG1_REPLAY_CAPACITY: usize = 1 << 18;
+/// Offset of the timestamp in message 1's payload.
+const TIMESTAMP_AT: usize = 2;
 /// Length of message 1's payload (version, capabilities, padding).
 pub const MSG1_PAYLOAD_LEN: usize = 64;
 /// Length of the Noise part of message 1: ephemeral key, payload, tag.
@@ -92,6 +119,18 @@ pub enum HandshakeError {
     /// A message arrived out of order for this side of the handshake.
     #[error("handshake message {0} is not expected now")]
     UnexpectedMessage(u8),
+    /// Message 1's timestamp is further than 60 s (`MSG1_TIME_WINDOW`) from
+    /// this node's clock: a replay, or a clock that is off.
+    #[error("handshake message 1 is {skew_secs} s away from this node's clock (window ±{} s): replayed, or a clock is wrong", MSG1_TIME_WINDOW.as_secs())]
+    StaleTimestamp {
+        /// The message's time minus this node's, in seconds.
+        skew_secs: i64,
+    },
+    /// Forged copies of a handshake message used up the rebuilds granted
+    /// for now; the handshake is intact and reads the next copy once a
+    /// rebuild is granted again (one per 250 ms).
+    #[error("too many forged handshake messages for now; the handshake waits for the genuine one")]
+    RebuildsExhausted,
     /// The Noise library refused an operation (a bug, or a corrupted state).
     #[error("noise: {0}")]
     Noise(String),
@@ -139,18 +178,28 @@ impl fmt::Debug for HandshakeOutcome {
 /// keeps what it needs to rebuild its state exactly — its own ephemeral key
 /// (drawn here from the system CSPRNG and handed to snow), the prologue and
 /// the messages so far — and rebuilds after any failed read. A rebuild
-/// costs the Diffie-Hellman operations done so far; at most
-/// [`MAX_REBUILDS`] are granted per handshake.
+/// costs the Diffie-Hellman operations done so far (three on the
+/// responder), so they are rationed: [`MAX_REBUILDS`] at first, one more per
+/// [`REBUILD_REFILL`] (see [`refill`](Self::refill)), never more than
+/// [`MAX_REBUILDS`] in hand. With none in hand the handshake reads nothing
+/// ([`HandshakeError::RebuildsExhausted`]) rather than risk a read it could
+/// not undo: forged copies can delay a handshake while they keep coming,
+/// never break it, and cost the responder at most
+/// `MAX_REBUILDS + handshake_timeout / REBUILD_REFILL` rebuilds (48 with the
+/// defaults).
 pub struct Handshake {
     state: snow::HandshakeState,
     /// Set on the responder from message 1, on the initiator from message 2.
     algorithm: Option<Algorithm>,
     replay: Replay,
     rebuilds_left: u32,
+    refilled_at: Option<Instant>,
 }
 
-/// Rebuilds granted to one handshake after failed reads.
+/// Rebuilds a handshake holds at most (and starts with).
 pub const MAX_REBUILDS: u32 = 8;
+/// One rebuild more is granted per this much time.
+pub const REBUILD_REFILL: Duration = Duration::from_millis(250);
 
 /// Everything needed to bring a handshake back to where it was.
 struct Replay {
@@ -196,11 +245,24 @@ impl Handshake {
         preference: AeadPreference,
         first_header: &[u8],
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        Self::initiate_at(identity, network, preference, first_header, unix_now())
+    }
+
+    /// [`initiate`](Self::initiate) with the timestamp given (seconds since
+    /// the Unix epoch): tests and test vectors.
+    pub fn initiate_at(
+        identity: &Identity,
+        network: &NetworkKey,
+        preference: AeadPreference,
+        first_header: &[u8],
+        unix_secs: u64,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
         let ephemeral = fresh_ephemeral()?;
         let mut state = build(identity, network, first_header, true, &ephemeral)?;
         let mut payload = [0u8; MSG1_PAYLOAD_LEN];
         payload[0] = HANDSHAKE_VERSION;
         payload[1] = capabilities(preference);
+        payload[TIMESTAMP_AT..TIMESTAMP_AT + 8].copy_from_slice(&unix_secs.to_be_bytes());
         let mut msg = vec![0u8; MSG1_LEN];
         let n = state.write_message(&payload, &mut msg)?;
         msg.truncate(n);
@@ -218,19 +280,41 @@ impl Handshake {
                 algorithm: None,
                 replay,
                 rebuilds_left: MAX_REBUILDS,
+                refilled_at: None,
             },
             msg,
         ))
     }
 
     /// Answers message 1 as responder: checks it (the shared seed, before any
-    /// Diffie-Hellman), chooses the AEAD and writes message 2.
+    /// Diffie-Hellman, and its timestamp against this node's clock), chooses
+    /// the AEAD and writes message 2.
     pub fn respond(
         identity: &Identity,
         network: &NetworkKey,
         preference: AeadPreference,
         first_header: &[u8],
         msg1: &[u8],
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        Self::respond_at(
+            identity,
+            network,
+            preference,
+            first_header,
+            msg1,
+            unix_now(),
+        )
+    }
+
+    /// [`respond`](Self::respond) with this node's clock given (seconds since
+    /// the Unix epoch).
+    pub fn respond_at(
+        identity: &Identity,
+        network: &NetworkKey,
+        preference: AeadPreference,
+        first_header: &[u8],
+        msg1: &[u8],
+        unix_secs: u64,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
         if msg1.len() != MSG1_LEN {
             return Err(HandshakeError::BadLength {
@@ -244,7 +328,7 @@ impl Handshake {
         let mut payload = [0u8; MSG1_LEN];
         let n = state.read_message(msg1, &mut payload)?;
         let payload = &payload[..n];
-        if payload.len() < 2 {
+        if payload.len() < TIMESTAMP_AT + 8 {
             return Err(HandshakeError::BadLength {
                 position: 1,
                 got: msg1.len(),
@@ -254,6 +338,7 @@ impl Handshake {
         if payload[0] != HANDSHAKE_VERSION {
             return Err(HandshakeError::UnsupportedVersion(payload[0]));
         }
+        check_timestamp(payload, unix_secs)?;
         let algorithm = choose(payload[1], preference);
         let msg2_payload = [algorithm.to_u8()];
         let mut msg = vec![0u8; MSG2_LEN];
@@ -273,21 +358,46 @@ impl Handshake {
                 algorithm: Some(algorithm),
                 replay,
                 rebuilds_left: MAX_REBUILDS,
+                refilled_at: None,
             },
             msg,
         ))
     }
 
+    /// The key that authenticates cookie challenges for this handshake's
+    /// network (an initiator checks a challenge with it).
+    pub fn challenge_key(&self) -> ChallengeKey {
+        ChallengeKey::new(&self.replay.network)
+    }
+
+    /// Grants the rebuilds earned since the last call: one per
+    /// [`REBUILD_REFILL`] elapsed, up to [`MAX_REBUILDS`] in hand. The
+    /// session calls it with its clock before each read.
+    pub fn refill(&mut self, now: Instant) {
+        let Some(at) = self.refilled_at else {
+            self.refilled_at = Some(now);
+            return;
+        };
+        let earned = now.saturating_duration_since(at).as_millis() / REBUILD_REFILL.as_millis();
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.rebuilds_left = self.rebuilds_left.saturating_add(earned).min(MAX_REBUILDS);
+            self.refilled_at = Some(now);
+        }
+    }
+
     /// Reads a message; after a failure, rebuilds the state as it was before
     /// (see the type's docs) so that the genuine message can still be read.
+    /// Without a rebuild in hand, reads nothing.
     fn read(&mut self, msg: &[u8], payload: &mut [u8]) -> Result<usize, HandshakeError> {
+        if self.rebuilds_left == 0 {
+            return Err(HandshakeError::RebuildsExhausted);
+        }
         match self.state.read_message(msg, payload) {
             Ok(n) => Ok(n),
             Err(e) => {
-                if self.rebuilds_left > 0 {
-                    self.rebuilds_left -= 1;
-                    self.state = self.replay.rebuild(self.state.is_initiator())?;
-                }
+                self.rebuilds_left -= 1;
+                self.state = self.replay.rebuild(self.state.is_initiator())?;
                 Err(e.into())
             }
         }
@@ -424,13 +534,54 @@ fn build(
 /// computed once per node, so a check costs three BLAKE2s hashes, one HKDF
 /// and one 80-byte AEAD open, and no Diffie-Hellman. Tests hold it to snow's
 /// answer on genuine and damaged messages.
+///
+/// It also holds the node's [`Msg1ReplayCache`]: [`admit_fresh`](Self::admit_fresh)
+/// is the check an endpoint runs just before it keeps state for a message 1.
+/// The PSK-derived values are zeroised on drop.
 pub struct Msg1Check {
     /// `h` after hashing the protocol name (before the prologue).
     h0: [u8; 32],
     /// `ck` after `MixKeyAndHash(psk)`.
-    ck: [u8; 32],
+    ck: Zeroizing<[u8; 32]>,
     /// The second HKDF output of `MixKeyAndHash(psk)`, hashed into `h`.
-    temp_h: [u8; 32],
+    temp_h: Zeroizing<[u8; 32]>,
+    /// Ephemeral keys of message 1s that made state recently.
+    replays: Mutex<Msg1ReplayCache>,
+    /// Authenticates the cookie challenges this node sends.
+    challenge_key: ChallengeKey,
+}
+
+/// What an authenticated message 1 says (see [`Msg1Check::open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Msg1Info {
+    /// The initiator's ephemeral public key (the first 32 bytes).
+    pub ephemeral: [u8; 32],
+    /// The handshake version of the payload.
+    pub version: u8,
+    /// The initiator's clock, seconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// Why [`Msg1Check::admit_fresh`] refused a message 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Msg1Error {
+    /// Not a message 1 of this network (wrong length or PSK).
+    #[error("not a message 1 of this network")]
+    NotGenuine,
+    /// Its timestamp is outside [`MSG1_TIME_WINDOW`] of this node's clock.
+    #[error("message 1 is {skew_secs} s away from this node's clock (window ±{} s)", MSG1_TIME_WINDOW.as_secs())]
+    Stale {
+        /// The message's time minus this node's, in seconds.
+        skew_secs: i64,
+    },
+    /// This node already kept state for a message 1 with that ephemeral key.
+    #[error("replayed message 1 (its ephemeral key was seen in the last {} s)", MSG1_REPLAY_RETENTION.as_secs())]
+    Replayed,
+    /// The replay cache is full of live entries: refused rather than forget
+    /// one (see [`Msg1ReplayCache`]).
+    #[error("message-1 replay cache full")]
+    CacheFull,
 }
 
 impl fmt::Debug for Msg1Check {
@@ -440,41 +591,204 @@ impl fmt::Debug for Msg1Check {
 }
 
 impl Msg1Check {
-    /// Precomputes the PSK-dependent part of the check.
+    /// Precomputes the PSK-dependent part of the check; with an empty replay
+    /// cache of [`MSG1_REPLAY_CAPACITY`] entries.
     pub fn new(network: &NetworkKey) -> Self {
+        Self::with_replay_capacity(network, MSG1_REPLAY_CAPACITY)
+    }
+
+    /// [`new`](Self::new) with a replay cache of `capacity` entries.
+    pub fn with_replay_capacity(network: &NetworkKey, capacity: usize) -> Self {
         // The name is longer than 32 bytes: h = HASH(name); ck = h.
         let h0 = blake2s(&[NOISE_PATTERN.as_bytes()]);
-        let (ck, temp_h, _) = hkdf3(&h0, network.psk());
-        Msg1Check { h0, ck, temp_h }
+        let (ck, temp_h, mut third) = hkdf3(&h0, network.psk());
+        third.zeroize();
+        Msg1Check {
+            h0,
+            ck: Zeroizing::new(ck),
+            temp_h: Zeroizing::new(temp_h),
+            replays: Mutex::new(Msg1ReplayCache::new(capacity, MSG1_REPLAY_RETENTION)),
+            challenge_key: ChallengeKey::new(network),
+        }
+    }
+
+    /// The key that authenticates this network's cookie challenges.
+    pub fn challenge_key(&self) -> &ChallengeKey {
+        &self.challenge_key
     }
 
     /// Whether `msg1` (the Noise part of message 1) authenticates with
     /// `first_header` (its frame header, part of the prologue).
     pub fn verify(&self, first_header: &[u8], msg1: &[u8]) -> bool {
+        self.open(first_header, msg1).is_some()
+    }
+
+    /// What `msg1` says, if it authenticates with `first_header`: the
+    /// ephemeral key and the payload's version and timestamp. The same cost
+    /// as [`verify`](Self::verify).
+    pub fn open(&self, first_header: &[u8], msg1: &[u8]) -> Option<Msg1Info> {
         if msg1.len() != MSG1_LEN {
-            return false;
+            return None;
         }
         let (re, ciphertext) = msg1.split_at(32);
         // MixHash(prologue); MixHash(temp_h) from the psk token.
         let h = blake2s(&[&self.h0, PROLOGUE_LABEL, first_header]);
-        let h = blake2s(&[&h, &self.temp_h]);
+        let h = blake2s(&[&h, &self.temp_h[..]]);
         // The e token: MixHash(re), and with a PSK also MixKey(re).
         let h = blake2s(&[&h, re]);
-        let (_, k) = hkdf2(&self.ck, re);
+        let (mut ck, k) = hkdf2(&self.ck, re);
+        ck.zeroize();
+        let k = Zeroizing::new(k);
         // DecryptAndHash(payload) with n = 0 and ad = h.
-        let Ok(key) = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &k) else {
-            return false;
-        };
+        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &k[..]).ok()?;
         let key = ring::aead::LessSafeKey::new(key);
         let mut buf = [0u8; MSG1_LEN - 32];
         buf.copy_from_slice(ciphertext);
-        key.open_in_place(
-            ring::aead::Nonce::assume_unique_for_key([0u8; 12]),
-            ring::aead::Aad::from(&h),
-            &mut buf,
-        )
-        .is_ok()
+        let plain = key
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key([0u8; 12]),
+                ring::aead::Aad::from(&h),
+                &mut buf,
+            )
+            .ok()?;
+        let mut ephemeral = [0u8; 32];
+        ephemeral.copy_from_slice(re);
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&plain[TIMESTAMP_AT..TIMESTAMP_AT + 8]);
+        Some(Msg1Info {
+            ephemeral,
+            version: plain[0],
+            timestamp: u64::from_be_bytes(ts),
+        })
     }
+
+    /// The check an endpoint runs on a message 1 datagram (frame header and
+    /// Noise part) just before it keeps state for it: genuine, its timestamp
+    /// within [`MSG1_TIME_WINDOW`] of this node's wall clock, and its
+    /// ephemeral key not seen here in the last [`MSG1_REPLAY_RETENTION`];
+    /// records the key. `now` dates the cache entries.
+    pub fn admit_fresh(&self, datagram: &[u8], now: Instant) -> Result<Msg1Info, Msg1Error> {
+        self.admit_fresh_at(datagram, now, unix_now())
+    }
+
+    /// [`admit_fresh`](Self::admit_fresh) with the wall clock given (seconds
+    /// since the Unix epoch).
+    pub fn admit_fresh_at(
+        &self,
+        datagram: &[u8],
+        now: Instant,
+        unix_secs: u64,
+    ) -> Result<Msg1Info, Msg1Error> {
+        if datagram.len() != crate::frame::HEADER_LEN + MSG1_LEN {
+            return Err(Msg1Error::NotGenuine);
+        }
+        let (header, msg1) = datagram.split_at(crate::frame::HEADER_LEN);
+        let info = self.open(header, msg1).ok_or(Msg1Error::NotGenuine)?;
+        let skew_secs = skew(info.timestamp, unix_secs);
+        if skew_secs.unsigned_abs() > MSG1_TIME_WINDOW.as_secs() {
+            return Err(Msg1Error::Stale { skew_secs });
+        }
+        // A panic while the lock was held leaves a usable cache.
+        let mut replays = self.replays.lock().unwrap_or_else(|e| e.into_inner());
+        replays.insert(&info.ephemeral, now)?;
+        Ok(info)
+    }
+}
+
+/// The ephemeral keys of recent message 1s, to refuse a replayed one.
+///
+/// Bounded: at most `capacity` keys (16 bytes of each, 16 bytes of time, so
+/// about 48 bytes a key with the index), each forgotten `retention` after it
+/// was recorded. When full of live keys it refuses new ones
+/// ([`Msg1Error::CacheFull`]) rather than forget a live key (which would let
+/// that message 1 be replayed): only message 1s that authenticate under the
+/// PSK reach it, so filling it takes a member or captured traffic, and the
+/// pending-handshake limits already bound what those can do.
+#[derive(Debug)]
+pub struct Msg1ReplayCache {
+    seen: HashMap<u128, Instant>,
+    order: VecDeque<(Instant, u128)>,
+    capacity: usize,
+    retention: Duration,
+}
+
+impl Msg1ReplayCache {
+    /// An empty cache of `capacity` keys kept `retention` each.
+    pub fn new(capacity: usize, retention: Duration) -> Self {
+        Msg1ReplayCache {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            retention,
+        }
+    }
+
+    /// Records `ephemeral` at `now`; refuses one recorded within the
+    /// retention, and any when full of live keys.
+    pub fn insert(&mut self, ephemeral: &[u8; 32], now: Instant) -> Result<(), Msg1Error> {
+        while let Some(&(at, key)) = self.order.front() {
+            if now.saturating_duration_since(at) < self.retention {
+                break;
+            }
+            self.order.pop_front();
+            if self.seen.get(&key) == Some(&at) {
+                self.seen.remove(&key);
+            }
+        }
+        // Ephemeral keys are random curve points: 128 of their bits are as
+        // good a key as all 256.
+        let mut half = [0u8; 16];
+        half.copy_from_slice(&ephemeral[..16]);
+        let key = u128::from_le_bytes(half);
+        if self.seen.contains_key(&key) {
+            return Err(Msg1Error::Replayed);
+        }
+        if self.seen.len() >= self.capacity {
+            return Err(Msg1Error::CacheFull);
+        }
+        self.seen.insert(key, now);
+        self.order.push_back((now, key));
+        Ok(())
+    }
+
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+/// Seconds since the Unix epoch by the system clock (0 before 1970).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `theirs - ours` in seconds, saturating.
+fn skew(theirs: u64, ours: u64) -> i64 {
+    if theirs >= ours {
+        i64::try_from(theirs - ours).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from(ours - theirs).map_or(i64::MIN, |d| -d)
+    }
+}
+
+/// Checks message 1's payload timestamp against `unix_secs`.
+fn check_timestamp(payload: &[u8], unix_secs: u64) -> Result<(), HandshakeError> {
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&payload[TIMESTAMP_AT..TIMESTAMP_AT + 8]);
+    let skew_secs = skew(u64::from_be_bytes(ts), unix_secs);
+    if skew_secs.unsigned_abs() > MSG1_TIME_WINDOW.as_secs() {
+        return Err(HandshakeError::StaleTimestamp { skew_secs });
+    }
+    Ok(())
 }
 
 fn blake2s(parts: &[&[u8]]) -> [u8; 32] {
@@ -563,6 +877,7 @@ fn choose(initiator_caps: u8, pref: AeadPreference) -> Algorithm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn node(seed: u8) -> Identity {
         Identity::from_seed(&[seed; 32]).unwrap()
@@ -707,6 +1022,224 @@ mod tests {
         // Finished handshakes take no more messages.
         assert!(hr.finish_responder(&m3).is_err());
         assert!(hi.finish_initiator(&m2).is_err());
+    }
+
+    /// Message 1 datagram (header and Noise part) made at `unix_secs`.
+    fn msg1_at(unix_secs: u64) -> Vec<u8> {
+        let hdr = [3u8; crate::frame::HEADER_LEN];
+        let (_, m1) =
+            Handshake::initiate_at(&node(1), &net(5), AeadPreference::Auto, &hdr, unix_secs)
+                .unwrap();
+        let mut d = hdr.to_vec();
+        d.extend_from_slice(&m1);
+        d
+    }
+
+    #[test]
+    fn message_one_carries_a_checked_timestamp() {
+        let t = 1_800_000_000;
+        let d = msg1_at(t);
+        let (hdr, m1) = d.split_at(crate::frame::HEADER_LEN);
+        let check = Msg1Check::new(&net(5));
+        let info = check.open(hdr, m1).unwrap();
+        assert_eq!((info.timestamp, info.version), (t, HANDSHAKE_VERSION));
+        assert_eq!(info.ephemeral[..], m1[..32]);
+        let respond =
+            |now| Handshake::respond_at(&node(2), &net(5), AeadPreference::Auto, hdr, m1, now);
+        let w = MSG1_TIME_WINDOW.as_secs();
+        assert!(respond(t + w).is_ok());
+        assert!(respond(t - w).is_ok());
+        assert_eq!(
+            respond(t + w + 1).unwrap_err(),
+            HandshakeError::StaleTimestamp {
+                skew_secs: -(w as i64) - 1
+            }
+        );
+        assert_eq!(
+            respond(t - w - 1).unwrap_err(),
+            HandshakeError::StaleTimestamp {
+                skew_secs: w as i64 + 1
+            }
+        );
+        let now = Instant::now();
+        assert_eq!(
+            check.admit_fresh_at(&d, now, t + 3600),
+            Err(Msg1Error::Stale { skew_secs: -3600 })
+        );
+        // The timestamp is authenticated: changing it breaks the tag.
+        let mut bent = d.clone();
+        bent[crate::frame::HEADER_LEN + 32 + TIMESTAMP_AT + 7] ^= 1;
+        assert_eq!(
+            check.admit_fresh_at(&bent, now, t),
+            Err(Msg1Error::NotGenuine)
+        );
+    }
+
+    #[test]
+    fn a_message_one_makes_state_once_per_node() {
+        let t = 1_800_000_000;
+        let check = Msg1Check::new(&net(5));
+        let now = Instant::now();
+        let d = msg1_at(t);
+        assert!(check.admit_fresh_at(&d, now, t).is_ok());
+        // The same message 1 again, later but within its window: replayed.
+        assert_eq!(
+            check.admit_fresh_at(&d, now + Duration::from_secs(50), t + 50),
+            Err(Msg1Error::Replayed)
+        );
+        // Another message 1 is fine.
+        assert!(check.admit_fresh_at(&msg1_at(t), now, t).is_ok());
+        // Once its timestamp can no longer pass, the cache may forget it.
+        let later = now + MSG1_REPLAY_RETENTION;
+        assert_eq!(
+            check.admit_fresh_at(&d, later, t + MSG1_REPLAY_RETENTION.as_secs()),
+            Err(Msg1Error::Stale {
+                skew_secs: -(MSG1_REPLAY_RETENTION.as_secs() as i64)
+            })
+        );
+        const { assert!(MSG1_REPLAY_RETENTION.as_secs() >= 2 * MSG1_TIME_WINDOW.as_secs()) };
+    }
+
+    #[test]
+    fn replay_cache_is_bounded_and_expires() {
+        let mut cache = Msg1ReplayCache::new(3, Duration::from_secs(10));
+        let now = Instant::now();
+        for i in 0..3u8 {
+            cache.insert(&[i; 32], now).unwrap();
+        }
+        assert_eq!(cache.insert(&[0; 32], now), Err(Msg1Error::Replayed));
+        assert_eq!(cache.insert(&[9; 32], now), Err(Msg1Error::CacheFull));
+        assert_eq!(cache.len(), 3);
+        let later = now + Duration::from_secs(10);
+        cache.insert(&[9; 32], later).unwrap();
+        assert_eq!(cache.len(), 1, "expired keys are gone");
+        cache.insert(&[0; 32], later).unwrap();
+    }
+
+    #[test]
+    fn forged_message_threes_cannot_break_a_genuine_handshake() {
+        let (a, b) = (node(1), node(2));
+        let hdr = [0u8; 29];
+        let (mut hi, m1) = Handshake::initiate(&a, &net(5), AeadPreference::Auto, &hdr).unwrap();
+        let (mut hr, m2) =
+            Handshake::respond(&b, &net(5), AeadPreference::Auto, &hdr, &m1).unwrap();
+        let (m3, oi) = hi.finish_initiator(&m2).unwrap();
+        let t0 = Instant::now();
+        hr.refill(t0);
+        // An on-path forger copies message 3 and bends its tag, many times.
+        for i in 0..3 * MAX_REBUILDS as usize {
+            let mut bad = m3.clone();
+            bad[MSG3_LEN - 1 - i % 16] ^= 1;
+            hr.refill(t0);
+            assert!(hr.finish_responder(&bad).is_err(), "forgery {i}");
+        }
+        // Out of rebuilds: the genuine copy waits, the state is intact.
+        assert_eq!(
+            hr.finish_responder(&m3).unwrap_err(),
+            HandshakeError::RebuildsExhausted
+        );
+        hr.refill(t0 + REBUILD_REFILL);
+        let or = hr.finish_responder(&m3).unwrap();
+        assert_eq!(*oi.send_secret, *or.recv_secret);
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// `docs/PROTOCOL.md`, appendix A.2 and A.3: recomputed here with fixed
+    /// ephemeral keys and timestamp (run with `--nocapture` to print them);
+    /// the digests below pin the values printed in the document.
+    #[test]
+    fn appendix_a_vectors() {
+        use crate::crypto::aead::SendKeys;
+        use crate::frame::{Control, Flags, FrameType, Header, SessionId, HEADER_LEN};
+        let network = net(7);
+        let (i, r) = (node(1), node(2));
+        let id = SessionId(0x0123_4567_89ab_cdef);
+        let hs = |pn: u64, len: usize| Header {
+            frame_type: FrameType::Handshake,
+            flags: Flags::EMPTY,
+            session_id: id,
+            stream_id: 0,
+            packet_number: pn,
+            payload_len: len as u32,
+        };
+        let h1 = hs(1, MSG1_LEN).to_bytes();
+        let timestamp: u64 = 1_800_000_000;
+        let mut si = build(&i, &network, &h1, true, &[0x11; 32]).unwrap();
+        let mut sr = build(&r, &network, &h1, false, &[0x22; 32]).unwrap();
+        let mut payload1 = [0u8; MSG1_PAYLOAD_LEN];
+        payload1[0] = HANDSHAKE_VERSION;
+        payload1[1] = CAP_PREFER_CHACHA;
+        payload1[TIMESTAMP_AT..TIMESTAMP_AT + 8].copy_from_slice(&timestamp.to_be_bytes());
+        let mut m1 = vec![0u8; MSG1_LEN];
+        si.write_message(&payload1, &mut m1).unwrap();
+        let mut scratch = [0u8; 256];
+        sr.read_message(&m1, &mut scratch).unwrap();
+        let mut m2 = vec![0u8; MSG2_LEN];
+        sr.write_message(&[Algorithm::ChaCha20Poly1305.to_u8()], &mut m2)
+            .unwrap();
+        si.read_message(&m2, &mut scratch).unwrap();
+        let mut m3 = vec![0u8; MSG3_LEN];
+        si.write_message(&[], &mut m3).unwrap();
+        sr.read_message(&m3, &mut scratch).unwrap();
+        let hash = si.get_handshake_hash().to_vec();
+        let (i2r, r2i) = si.dangerously_get_raw_split();
+        let d1 = [&h1[..], &m1].concat();
+        let d2 = [&hs(2, MSG2_LEN).to_bytes()[..], &m2].concat();
+        let d3 = [&hs(3, MSG3_LEN).to_bytes()[..], &m3].concat();
+        // stt's own responder accepts datagram 1 at that time.
+        assert!(
+            Handshake::respond_at(&r, &network, AeadPreference::Auto, &h1, &m1, timestamp).is_ok()
+        );
+        let control = |secret: &[u8; 32], c: Control| {
+            let mut keys = SendKeys::new(Algorithm::ChaCha20Poly1305, secret);
+            let mut out = vec![0u8; HEADER_LEN];
+            c.encode(&mut out);
+            let header = Header {
+                frame_type: FrameType::Control,
+                flags: Flags::EMPTY,
+                session_id: id,
+                stream_id: 0,
+                packet_number: 0,
+                payload_len: 0,
+            };
+            keys.seal(&mut out, 0, header).unwrap();
+            out
+        };
+        let ping = control(&r2i, Control::Ping { token: 1_000_000 });
+        let close = control(
+            &i2r,
+            Control::Close {
+                code: 0,
+                reason: "bye".into(),
+            },
+        );
+        let lines = [
+            format!("psk {}", hex(network.psk())),
+            format!("payload1 {}", hex(&payload1)),
+            format!("datagram1 {}", hex(&d1)),
+            format!("datagram2 {}", hex(&d2)),
+            format!("datagram3 {}", hex(&d3)),
+            format!("h {}", hex(&hash)),
+            format!("i2r {}", hex(&i2r)),
+            format!("r2i {}", hex(&r2i)),
+            format!("ping {}", hex(&ping)),
+            format!("close {}", hex(&close)),
+        ];
+        for l in &lines {
+            println!("{l}");
+        }
+        // The stretched network key of shared seed [7; 32]: A.2.
+        assert_eq!(
+            hex(network.psk()),
+            "95606912f5dcbc535e41991580f6989ac95a7e04194daa77ffe961da574598fc"
+        );
+        assert_eq!(
+            hex(&hash),
+            "ac4e1443f958e2d8761f658c8f08d16cde7e2783613571b502ce33dc938c8084"
+        );
     }
 
     #[test]

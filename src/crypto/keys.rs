@@ -7,8 +7,42 @@
 //! which is what peers learn of each other after a handshake. The network key
 //! is the Noise pre-shared key: only nodes holding the same `shared_seed` can
 //! complete a handshake with each other.
+//!
+//! ## Stretching the shared seed
+//!
+//! With `XXpsk0`, one captured message 1 lets anyone test guesses of the
+//! shared seed offline: a guess costs what the message-1 check costs (about
+//! 2 µs). A random 32-byte seed makes that hopeless; a phrase does not. So the
+//! shared seed goes through **Argon2id** before HKDF, once per process and
+//! seed ([`stretch`]):
+//!
+//! ```text
+//! stretched = Argon2id(password = shared_seed, salt = "stt v2 shared seed stretch",
+//!                      m = 64 MiB, t = 3, p = 1, output 32 bytes)   (RFC 9106, version 0x13)
+//! psk       = HKDF-SHA256(salt = "stt v1 network psk", ikm = stretched, info = "noise psk")
+//! ```
+//!
+//! The parameters ([`STRETCH_MEMORY_KIB`], [`STRETCH_PASSES`],
+//! [`STRETCH_LANES`]) are above OWASP's Argon2id minimum (19 MiB, t = 2,
+//! p = 1) and are RFC 9106's second recommended option (64 MiB, t = 3) with
+//! one lane (no threads at start). A node pays this once at start; every
+//! offline guess pays it too, and needs 64 MiB of memory while it runs, which
+//! is what makes GPUs and ASICs little better than a CPU. The salt is fixed
+//! (nothing else is shared by all members before a handshake), so one table
+//! of stretched phrases serves against every network: a stretched guess is
+//! expensive, not impossible. Only a random seed is safe.
+//!
+//! The stretched key is memoised process-wide (at most [`STRETCH_MEMO_LEN`]
+//! seeds, keyed by a SHA-256 of the seed, oldest out first), so that a
+//! process that starts many nodes of one network (tests do, by the hundred)
+//! computes it once. The memo holds the same secret a live [`NetworkKey`]
+//! holds, zeroised when evicted; it never leaves the process.
+//!
+//! [`seed_strength`] flags seeds that look like text or repeat; the network
+//! key logs a warning for them (it does not refuse them).
 
 use std::fmt;
+use std::sync::Mutex;
 
 use curve25519_dalek::MontgomeryPoint;
 use ring::{digest, hkdf};
@@ -19,6 +53,16 @@ pub const MIN_SEED_LEN: usize = 32;
 
 const IDENTITY_SALT: &[u8] = b"stt v1 node identity";
 const NETWORK_SALT: &[u8] = b"stt v1 network psk";
+const STRETCH_SALT: &[u8] = b"stt v2 shared seed stretch";
+
+/// Argon2id memory cost of the shared-seed stretch, in KiB (64 MiB).
+pub const STRETCH_MEMORY_KIB: u32 = 64 * 1024;
+/// Argon2id passes (time cost) of the shared-seed stretch.
+pub const STRETCH_PASSES: u32 = 3;
+/// Argon2id lanes (parallelism) of the shared-seed stretch.
+pub const STRETCH_LANES: u32 = 1;
+/// Stretched shared seeds the process keeps (see the module docs).
+pub const STRETCH_MEMO_LEN: usize = 16;
 
 /// A seed that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +80,119 @@ pub enum SeedError {
         /// Length given.
         len: usize,
     },
+    /// Argon2id refused the shared seed (longer than 4 GiB) or could not
+    /// get its memory.
+    #[error(
+        "shared_seed could not be stretched with Argon2id (longer than 4 GiB, or out of memory)"
+    )]
+    StretchFailed,
+}
+
+/// What a seed looks like (see [`seed_strength`]). Only a warning: a seed
+/// that looks random may still be known to others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SeedStrength {
+    /// No pattern found: what bytes from a CSPRNG look like (hex digits of
+    /// such bytes too, at 4 bits a character).
+    Random,
+    /// Printable text (a phrase, a password, base64): far fewer bits than
+    /// its length suggests, and guessable offline from one captured message 1.
+    Text,
+    /// Few distinct bytes, or a short pattern repeated (`[0u8; 32]`).
+    Repetitive,
+}
+
+/// Judges a seed: [`SeedStrength::Repetitive`] if it has fewer than 8
+/// distinct bytes or is a pattern of at most half its length repeated;
+/// [`SeedStrength::Text`] if every byte is printable ASCII or whitespace,
+/// unless it is at least `2 * MIN_SEED_LEN` hex digits (a hex-encoded random
+/// seed); [`SeedStrength::Random`] otherwise.
+pub fn seed_strength(seed: &[u8]) -> SeedStrength {
+    let mut seen = [false; 256];
+    let mut distinct = 0;
+    for &b in seed {
+        if !seen[usize::from(b)] {
+            seen[usize::from(b)] = true;
+            distinct += 1;
+        }
+    }
+    let periodic =
+        (1..=seed.len() / 2).any(|p| seed.len() % p == 0 && seed[p..] == seed[..seed.len() - p]);
+    if distinct < 8 || periodic {
+        return SeedStrength::Repetitive;
+    }
+    let text = seed
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    let hex = seed.iter().all(u8::is_ascii_hexdigit);
+    if text && !(hex && seed.len() >= 2 * MIN_SEED_LEN) {
+        SeedStrength::Text
+    } else {
+        SeedStrength::Random
+    }
+}
+
+/// The shared seed stretched with Argon2id (parameters in the module docs),
+/// computed now, without the memo: what one offline guess costs (the
+/// criterion bench `stretch` times it).
+pub fn stretch(shared_seed: &[u8]) -> Result<Zeroizing<[u8; 32]>, SeedError> {
+    let params = argon2::Params::new(STRETCH_MEMORY_KIB, STRETCH_PASSES, STRETCH_LANES, Some(32))
+        .map_err(|_| SeedError::StretchFailed)?;
+    let blocks = params.block_count();
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    // Our own working memory, so that it is wiped afterwards (the crate's
+    // `hash_password_into` frees its blocks without zeroising them).
+    let mut memory = Zeroizing::new(vec![argon2::Block::default(); blocks]);
+    argon
+        .hash_password_into_with_memory(shared_seed, STRETCH_SALT, &mut out[..], &mut memory[..])
+        .map_err(|_| SeedError::StretchFailed)?;
+    Ok(out)
+}
+
+/// Stretched seeds by SHA-256 of the seed, oldest first.
+type Memo = Vec<([u8; 32], Zeroizing<[u8; 32]>)>;
+
+static STRETCH_MEMO: Mutex<Memo> = Mutex::new(Vec::new());
+
+/// The memo's key for a seed: SHA-256 of the stretch salt and the seed.
+fn memo_tag(shared_seed: &[u8]) -> [u8; 32] {
+    let mut tag = [0u8; 32];
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(STRETCH_SALT);
+    ctx.update(shared_seed);
+    tag.copy_from_slice(ctx.finish().as_ref());
+    tag
+}
+
+/// Whether the memo holds `shared_seed` (tests).
+#[cfg(test)]
+fn memoised(shared_seed: &[u8]) -> bool {
+    let tag = memo_tag(shared_seed);
+    let memo = STRETCH_MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    memo.iter().any(|(t, _)| *t == tag)
+}
+
+/// [`stretch`], through the process-wide memo. The lock is held while a
+/// stretch runs: nodes starting together wait for one computation instead of
+/// each allocating 64 MiB.
+fn stretch_memoised(shared_seed: &[u8]) -> Result<Zeroizing<[u8; 32]>, SeedError> {
+    let tag = memo_tag(shared_seed);
+    // A panic elsewhere while the lock was held leaves a valid memo.
+    let mut memo = STRETCH_MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = memo.iter().position(|(t, _)| *t == tag) {
+        let entry = memo.remove(i);
+        let key = entry.1.clone();
+        memo.push(entry);
+        return Ok(key);
+    }
+    let key = stretch(shared_seed)?;
+    if memo.len() >= STRETCH_MEMO_LEN {
+        memo.remove(0);
+    }
+    memo.push((tag, key.clone()));
+    Ok(key)
 }
 
 /// A node's public identity: SHA-256 of its static X25519 public key.
@@ -127,16 +284,42 @@ pub struct NetworkKey {
 }
 
 impl NetworkKey {
-    /// Derives the key from `shared_seed` (at least [`MIN_SEED_LEN`] bytes).
+    /// Derives the key from `shared_seed` (at least [`MIN_SEED_LEN`] bytes):
+    /// Argon2id, then HKDF (see the module docs). The first call for a seed
+    /// in a process takes about a tenth of a second and 64 MiB; later calls
+    /// for the same seed come from the memo.
+    ///
+    /// A seed that looks like text or repeats (see [`seed_strength`]) is
+    /// accepted with a warning in the log: generate it instead (`stt seeds`,
+    /// or 32 bytes from a CSPRNG).
     pub fn from_seed(shared_seed: &[u8]) -> Result<Self, SeedError> {
         if shared_seed.len() < MIN_SEED_LEN {
             return Err(SeedError::SharedSeedTooShort {
                 len: shared_seed.len(),
             });
         }
+        match seed_strength(shared_seed) {
+            SeedStrength::Random => {}
+            weak => tracing::warn!(
+                strength = ?weak,
+                "shared_seed looks like {}: anyone with one captured handshake can guess it offline; use 32 random bytes (`stt seeds`)",
+                if weak == SeedStrength::Text { "text" } else { "a repeated pattern" }
+            ),
+        }
+        let stretched = stretch_memoised(shared_seed)?;
         Ok(NetworkKey {
-            psk: hkdf_32(NETWORK_SALT, shared_seed, b"noise psk"),
+            psk: hkdf_32(NETWORK_SALT, &stretched[..], b"noise psk"),
         })
+    }
+
+    /// The key from an already stretched seed (the output of [`stretch`]):
+    /// the second half of [`from_seed`](Self::from_seed), for benches that
+    /// time one offline guess in parts.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn from_stretched(stretched: &[u8; 32]) -> Self {
+        NetworkKey {
+            psk: hkdf_32(NETWORK_SALT, stretched, b"noise psk"),
+        }
     }
 
     pub(crate) fn psk(&self) -> &[u8; 32] {
@@ -201,6 +384,46 @@ mod tests {
         let e = NetworkKey::from_seed(b"shared_secret_32bytes_minimum!").unwrap_err();
         assert_eq!(e, SeedError::SharedSeedTooShort { len: 30 });
         assert!(NetworkKey::from_seed(&[0u8; 32]).is_ok());
+    }
+
+    #[test]
+    fn seed_strength_flags_text_and_patterns() {
+        assert_eq!(seed_strength(&[0u8; 32]), SeedStrength::Repetitive);
+        assert_eq!(seed_strength(&[7u8; 32]), SeedStrength::Repetitive);
+        assert_eq!(
+            seed_strength(&[1, 2, 3, 4, 5, 6, 7, 8].repeat(4)),
+            SeedStrength::Repetitive
+        );
+        assert_eq!(
+            seed_strength(b"correct horse battery staple, our network"),
+            SeedStrength::Text
+        );
+        assert_eq!(
+            seed_strength(b"example shared seed: 32 bytes or more"),
+            SeedStrength::Text
+        );
+        // Generated seeds, raw and as hex text.
+        let raw: Vec<u8> = (0..32u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        assert_eq!(seed_strength(&raw), SeedStrength::Random);
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(seed_strength(hex.as_bytes()), SeedStrength::Random);
+        // Half a hex seed is text: 32 hex digits carry only 128 bits.
+        assert_eq!(seed_strength(&hex.as_bytes()[..40]), SeedStrength::Text);
+    }
+
+    #[test]
+    fn network_key_is_the_stretched_seed_and_memoised() {
+        let seed = [0x5au8; 33];
+        let direct = hkdf_32(NETWORK_SALT, &stretch(&seed).unwrap()[..], b"noise psk");
+        let a = NetworkKey::from_seed(&seed).unwrap();
+        assert!(memoised(&seed), "the stretched key is in the memo");
+        let b = NetworkKey::from_seed(&seed).unwrap();
+        assert_eq!(*a.psk(), *direct, "psk = HKDF(Argon2id(seed))");
+        assert_eq!(a.psk(), b.psk());
+        // Without the stretch, the psk would be plain HKDF of the seed.
+        assert_ne!(*a.psk(), *hkdf_32(NETWORK_SALT, &seed, b"noise psk"));
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //!
 //! The machinery behind them is crate-private:
 //!
-//! - `keys`: identities and network keys from seeds (HKDF).
+//! - `keys`: identities (HKDF) and network keys (Argon2id, then HKDF) from
+//!   seeds; [`seed_strength`] judges a seed.
 //! - `handshake`: the Noise handshake that authenticates two nodes of one
 //!   network and yields one traffic secret per direction, and the stateless
-//!   message-1 check.
+//!   message-1 check with its freshness check and replay cache.
 //! - `cookie`: stateless address validation before a handshake keeps
-//!   state.
+//!   state (authenticated challenges).
 //! - `aead`: sealing and opening of data frames, key update.
 //! - `replay`: the sliding anti-replay window.
 //!
@@ -47,14 +48,16 @@ pub(crate) mod replay;
 
 pub use aead::{AeadPreference, Algorithm, CryptoError};
 pub use handshake::HandshakeError;
-pub use keys::{Identity, NetworkKey, NodeId, SeedError, MIN_SEED_LEN};
+pub use keys::{
+    seed_strength, Identity, NetworkKey, NodeId, SeedError, SeedStrength, MIN_SEED_LEN,
+};
 pub use replay::ReplayError;
 
 #[cfg(feature = "internals")]
 pub use self::{
     aead::{hardware_aes, RecvKeys, SendKeys},
-    cookie::{CookieError, CookieKey},
-    handshake::{Handshake, HandshakeOutcome, Msg1Check},
+    cookie::{ChallengeKey, CookieError, CookieKey},
+    handshake::{Handshake, HandshakeOutcome, Msg1Check, Msg1Error, Msg1Info, Msg1ReplayCache},
     replay::ReplayWindow,
 };
 #[cfg(not(feature = "internals"))]

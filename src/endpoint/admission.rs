@@ -8,9 +8,13 @@
 //! - not accepting, or the shard's session table full: dropped;
 //! - the shard's pending-handshake limit reached: refused and counted;
 //! - over an unvalidated transport (UDP) with more pending handshakes than
-//!   the cookie threshold: a stateless cookie challenge, a third the size of
-//!   the message 1, and no state until the sender echoes the cookie from the
-//!   same address (`docs/PROTOCOL.md`, section 10.4);
+//!   the cookie threshold: a stateless cookie challenge (authenticated, less
+//!   than half the size of the message 1), and no state until the sender
+//!   echoes the cookie from the same address (`docs/PROTOCOL.md`, 10.4);
+//! - a message 1 whose timestamp is stale, or whose ephemeral key already
+//!   made state on this node
+//!   ([`Msg1Check::admit_fresh`](crate::crypto::Msg1Check::admit_fresh)):
+//!   refused and counted (`docs/PROTOCOL.md`, 5.5);
 //! - otherwise a responder session is made and counted as pending until its
 //!   message 3 arrives or it ends.
 
@@ -50,7 +54,7 @@ impl Endpoint {
                         // message 1 only, and only when there is room.
                         if let Ok((_, _, inner)) = cookie::parse_echo(datagram) {
                             if self.has_room() && self.genuine_msg1(inner) {
-                                self.challenge(&path, header.session_id, now, out);
+                                self.challenge(&path, header.session_id, inner, now, out);
                             }
                         }
                         tracing::debug!(from = %path.peer, "cookie echo with a stale cookie");
@@ -81,7 +85,13 @@ impl Endpoint {
         // Reliable transports (a WebSocket connection, after TCP's own
         // handshake) have already proven the address.
         if !validated && !path.reliable && self.pending >= config.cookie_threshold_per_shard {
-            return self.challenge(&path, header.session_id, now, out);
+            return self.challenge(&path, header.session_id, msg1, now, out);
+        }
+        // State at most once per message 1, and only while its timestamp is
+        // fresh (docs/PROTOCOL.md 5.5): a captured one cannot refill the table.
+        if let Err(e) = config.msg1_check.admit_fresh(msg1, now) {
+            tracing::debug!(from = %path.peer, error = %e, "message 1 refused");
+            return self.refused(&path);
         }
         // Quotas: one connection, one address.
         let connection = path
@@ -162,10 +172,22 @@ impl Endpoint {
                 .verify(&datagram[..HEADER_LEN], &datagram[HEADER_LEN..])
     }
 
-    /// Sends a cookie challenge for `session` to the source of `path`.
-    fn challenge(&mut self, path: &Path, session: SessionId, now: Instant, out: &mut dyn Output) {
+    /// Sends a cookie challenge for `session` (answering `msg1`, which it
+    /// authenticates) to the source of `path`.
+    fn challenge(
+        &mut self,
+        path: &Path,
+        session: SessionId,
+        msg1: &[u8],
+        now: Instant,
+        out: &mut dyn Output,
+    ) {
         let epoch = self.cookie_epoch(now);
-        let challenge = self.config.cookie_key.challenge(epoch, session, path.peer);
+        let mac = self.config.msg1_check.challenge_key();
+        let challenge = self
+            .config
+            .cookie_key
+            .challenge(epoch, session, path.peer, mac, msg1);
         self.config
             .stats
             .cookie_challenges

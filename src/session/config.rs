@@ -17,6 +17,12 @@ pub const SEND_HEADROOM: usize = HEADER_LEN;
 pub const FRAGMENT_OVERHEAD: usize = HEADER_LEN + TAG_LEN + FRAGMENT_HEADER_LEN;
 /// Bytes a record adds inside a batch.
 pub const BATCH_RECORD_OVERHEAD: usize = 4;
+/// Most records one BATCH frame may carry. A sender starts a new frame at
+/// this count; a receiver refuses (drops and counts) a frame with more,
+/// delivering none of it: a 16 MiB WebSocket frame of empty records would
+/// otherwise become four million events. 4 096 is more than a 16 KiB batch
+/// of the smallest useful messages holds.
+pub const MAX_BATCH_RECORDS: usize = 4096;
 
 /// Tunables of a session. `Default` gives the values below; each says why.
 #[derive(Debug, Clone)]
@@ -52,7 +58,15 @@ pub struct SessionConfig {
     pub reassembly: ReassemblyConfig,
     /// Packets per sending key before a key update, or `None` for the AEAD's
     /// own limit ([`Algorithm::update_interval`](crate::crypto::Algorithm::update_interval)).
+    /// Clamped to that limit; a key whose update the peer has not confirmed
+    /// seals at most twice this, then the session closes.
     pub key_update_interval: Option<u64>,
+    /// Update the sending key when it is this old, however little it sealed.
+    /// Default 120 s (WireGuard's `REKEY_AFTER_TIME`): a key that leaks
+    /// exposes at most about two minutes of one direction. This is a key
+    /// update (a one-way ratchet of the traffic secret), not a fresh
+    /// Diffie-Hellman: see `docs/SECURITY.md`.
+    pub key_update_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -67,6 +81,7 @@ impl Default for SessionConfig {
             close_linger: Duration::from_secs(1),
             reassembly: ReassemblyConfig::default(),
             key_update_interval: None,
+            key_update_after: Duration::from_secs(120),
         }
     }
 }
@@ -93,6 +108,9 @@ impl SessionConfig {
             || self.reassembly.max_message_size > (MAX_PAYLOAD_LEN as usize - 64)
         {
             return Err(ConfigError::MessageSize(self.reassembly.max_message_size));
+        }
+        if self.key_update_after < Duration::from_secs(1) {
+            return Err(ConfigError::Timers("key_update_after must be at least 1 s"));
         }
         if self.key_update_interval == Some(0) {
             return Err(ConfigError::Timers(

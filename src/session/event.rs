@@ -75,13 +75,20 @@ pub enum CloseReason {
         /// The refused initiator's node id.
         peer: NodeId,
     },
+    /// The sending key reached its confidentiality limit before the peer
+    /// confirmed the key update (RFC 9001 §6.6).
+    KeyExhausted,
 }
 
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CloseReason::Local { code, reason } => write!(f, "closed locally (code {code}): {reason}"),
-            CloseReason::Peer { code, reason } => write!(f, "closed by peer (code {code}): {reason}"),
+            CloseReason::Local { code, reason } => {
+                write!(f, "closed locally (code {code}): {}", Escaped(reason))
+            }
+            CloseReason::Peer { code, reason } => {
+                write!(f, "closed by peer (code {code}): {}", Escaped(reason))
+            }
             CloseReason::IdleTimeout => f.write_str("idle timeout: nothing received from the peer"),
             CloseReason::HandshakeTimeout => f.write_str(
                 "handshake timed out: the peer is unreachable, not running, or not in this network (different shared_seed)",
@@ -94,7 +101,37 @@ impl fmt::Display for CloseReason {
             ),
             CloseReason::Refused { peer } => write!(f, "node {peer} refused by the authorisation hook"),
             CloseReason::PacketNumbersExhausted => f.write_str("packet numbers exhausted"),
+            CloseReason::KeyExhausted => {
+                f.write_str("key exhausted: the peer did not confirm a key update in time")
+            }
         }
+    }
+}
+
+/// Displays text that came from a peer (a close reason, an error message)
+/// so that it cannot forge log lines or terminal output: control characters
+/// (newlines, escape sequences), bidirectional-text overrides and
+/// zero-width characters are written as `\u{..}`, and a backslash as `\\`;
+/// everything else, non-ASCII letters included, as is.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            let hidden = matches!(c,
+                '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+                | '\u{feff}' | '\u{061c}');
+            if c == '\\' {
+                f.write_str("\\\\")?;
+            } else if c.is_control() || hidden {
+                write!(f, "\\u{{{:x}}}", u32::from(c))?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -246,5 +283,25 @@ impl RttStats {
                 self.smoothed = Some((srtt * 7 + rtt) / 8);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_text_cannot_forge_log_lines() {
+        let reason = CloseReason::Peer {
+            code: 1,
+            reason: "bye\nINFO session opened admin=true\x1b[2J\u{202e}evil\\".into(),
+        };
+        let shown = reason.to_string();
+        assert_eq!(
+            shown,
+            "closed by peer (code 1): bye\\u{a}INFO session opened admin=true\\u{1b}[2J\\u{202e}evil\\\\"
+        );
+        assert!(!shown.chars().any(char::is_control));
+        assert_eq!(Escaped("héllo, wörld").to_string(), "héllo, wörld");
     }
 }

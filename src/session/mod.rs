@@ -44,6 +44,12 @@
 //! - Established sessions send a ping when either direction has been quiet
 //!   for [`SessionConfig::keepalive_interval`], and close when nothing has
 //!   arrived for [`SessionConfig::idle_timeout`].
+//! - Keys have lifetimes: the sending key is updated by volume (packets and
+//!   bytes) and once [`SessionConfig::key_update_after`] old; a key whose
+//!   update the peer never confirms closes the session at its limit
+//!   ([`CloseReason::KeyExhausted`]); the previous receive key is dropped
+//!   three probe intervals after the peer's update. There is no in-session
+//!   re-handshake (fresh Diffie-Hellman) yet: `docs/SECURITY.md`.
 //! - [`close`](Session::close) sends a CLOSE frame and lingers for
 //!   [`SessionConfig::close_linger`], answering late frames with CLOSE again
 //!   (the first one may have been lost); a CLOSE from the peer ends the
@@ -148,6 +154,11 @@ pub struct Session {
     key_probe: Option<(u64, Instant)>,
     /// The last ping token handed out.
     last_token: u64,
+    /// After the peer's key update: when the previous receive key goes.
+    previous_key_until: Option<Instant>,
+    /// The sending key generation and when it was first seen: it is updated
+    /// once [`SessionConfig::key_update_after`] old.
+    send_key_since: (u64, Instant),
     /// The token of the last pong received.
     last_pong: Option<u64>,
     /// Path responses received, oldest first, until the caller takes them.
@@ -310,6 +321,8 @@ impl Session {
             close_frame_allowance: 0,
             key_probe: None,
             last_token: 0,
+            previous_key_until: None,
+            send_key_since: (0, now),
             last_pong: None,
             sealed_newest: false,
             close_reason: None,
@@ -445,6 +458,12 @@ impl Session {
                 if let Some((_, sent)) = self.key_probe {
                     t = t.min(sent + self.probe_interval());
                 }
+                if let Some(until) = self.previous_key_until {
+                    t = t.min(until);
+                }
+                if self.key_probe.is_none() {
+                    t = t.min(self.send_key_since.1 + self.config.key_update_after);
+                }
                 Some(t)
             }
         }
@@ -508,6 +527,7 @@ impl Session {
                 }
                 let expired = self.reassembler.handle_timeout(now);
                 let _ = expired; // counted by the reassembler's stats
+                self.key_timers(now);
                 let probe_due = self
                     .key_probe
                     .is_some_and(|(_, sent)| now >= sent + self.probe_interval());
@@ -516,6 +536,41 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Key lifetimes by time: drops the previous receive key a few round
+    /// trips after the peer's update, and updates the sending key once it is
+    /// [`SessionConfig::key_update_after`] old.
+    fn key_timers(&mut self, now: Instant) {
+        if self.previous_key_until.is_some_and(|t| now >= t) {
+            self.previous_key_until = None;
+            if let Some(k) = &mut self.keys {
+                k.recv.discard_previous();
+            }
+        }
+        let Some(k) = &mut self.keys else { return };
+        let generation = k.send.generation();
+        if generation != self.send_key_since.0 {
+            // Updated since we last looked (by volume or by the peer): the
+            // new key's age counts from about now.
+            self.send_key_since = (generation, now);
+        } else if self.key_probe.is_none()
+            && !k.send.awaiting_confirmation()
+            && now >= self.send_key_since.1 + self.config.key_update_after
+        {
+            // Our direction only: the peer's own timer renews its key. The
+            // ping carries the new key; its pong confirms it.
+            k.send.request_update();
+            self.send_key_since = (generation + 1, now);
+            self.send_ping(now);
+        }
+    }
+
+    /// How long the previous receive key is kept after the peer's update:
+    /// three probe intervals (each at least twice the smoothed round trip),
+    /// enough for any honest frame reordered across the update.
+    pub(crate) fn previous_key_lifetime(&self) -> Duration {
+        self.probe_interval() * 3
     }
 
     fn backoff(&mut self, now: Instant) {
@@ -662,6 +717,11 @@ impl Session {
             }),
             SessionState::Established => {
                 self.send_close_frame(code, reason, now);
+                if self.state == SessionState::Closed {
+                    // Nothing could be sealed (keys or packet numbers
+                    // exhausted): the session ended with that reason.
+                    return;
+                }
                 self.state = SessionState::Closing;
                 self.close_reason = Some(CloseReason::Local {
                     code,
@@ -704,6 +764,7 @@ impl Session {
             Err(CryptoError::PacketNumbersExhausted) => {
                 self.terminate(CloseReason::PacketNumbersExhausted)
             }
+            Err(CryptoError::KeyExhausted) => self.terminate(CloseReason::KeyExhausted),
             // A control message is far below the frame limit.
             Err(_) => {}
         }

@@ -10,7 +10,7 @@ use crate::frame::{
 };
 use crate::session::{
     handshake_header, CloseReason, Event, Keys, PeerGate, Pending, Role, Session, SessionError,
-    SessionState,
+    SessionState, MAX_BATCH_RECORDS,
 };
 use crate::stream::FragmentHeader;
 
@@ -120,9 +120,15 @@ impl Session {
             // The responder is under load and wants proof of our address:
             // message 1 again, wrapped with its cookie, at once.
             Some(Pending::Initiator {
-                msg1, cookie: held, ..
+                handshake,
+                msg1,
+                cookie: held,
+                ..
             }) => {
-                let fresh = cookie::parse_challenge(header, payload).ok_or(unexpected)?;
+                // Only a member that saw our message 1 can make us echo it.
+                let key = handshake.challenge_key();
+                let fresh = cookie::parse_challenge(header, header_bytes, payload, &key, msg1)
+                    .ok_or(unexpected)?;
                 if *held == Some(fresh) {
                     // A duplicate challenge: the retransmission timer
                     // repeats the echo; answering every copy at once would
@@ -197,6 +203,7 @@ impl Session {
                     ..
                 }),
             ) => {
+                handshake.refill(now);
                 let (msg3, outcome) = match handshake.finish_initiator(msg) {
                     Ok(r) => r,
                     // Authentic, but a protocol this build cannot follow:
@@ -237,6 +244,7 @@ impl Session {
                     handshake, sent, ..
                 }),
             ) => {
+                handshake.refill(now);
                 let outcome = handshake.finish_responder(msg)?;
                 if self.stats.retransmits == 0 {
                     self.rtt.sample(now.saturating_duration_since(*sent));
@@ -325,6 +333,7 @@ impl Session {
             });
         }
         let newest = keys.recv.highest().is_none_or(|h| header.packet_number > h);
+        let generation = keys.recv.current_generation();
         let opened = keys.recv.open(header, header_bytes, payload);
         let plaintext = match opened {
             Ok(p) => p,
@@ -336,6 +345,11 @@ impl Session {
                 return Err(e.into());
             }
         };
+        if keys.recv.current_generation() != generation {
+            // The peer updated its key: the old one goes a few round trips
+            // from now.
+            self.previous_key_until = Some(now + self.previous_key_lifetime());
+        }
         self.last_recv = now;
         self.sealed_newest = newest;
         // A CLOSE as the responder's first frame refuses the handshake: the
@@ -387,7 +401,14 @@ impl Session {
                 // Parse and check all records before delivering any: a
                 // malformed batch delivers nothing.
                 let max = self.config.reassembly.max_message_size;
-                let records: Vec<&[u8]> = BatchRecords::new(plaintext).collect::<Result<_, _>>()?;
+                // At most MAX_BATCH_RECORDS of them: one record more and
+                // the frame is refused whole.
+                let records: Vec<&[u8]> = BatchRecords::new(plaintext)
+                    .take(MAX_BATCH_RECORDS + 1)
+                    .collect::<Result<_, _>>()?;
+                if records.len() > MAX_BATCH_RECORDS {
+                    return Err(FrameError::BadBatch("more records than MAX_BATCH_RECORDS").into());
+                }
                 if let Some(r) = records.iter().find(|r| r.len() > max) {
                     return Err(SessionError::MessageTooLarge { len: r.len(), max });
                 }

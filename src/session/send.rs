@@ -8,7 +8,7 @@ use crate::frame::{
 };
 use crate::session::{
     CloseReason, Keys, Session, SessionError, SessionState, Transmits, BATCH_RECORD_OVERHEAD,
-    DATA_OVERHEAD, FRAGMENT_OVERHEAD, MIN_DATAGRAM_SIZE,
+    DATA_OVERHEAD, FRAGMENT_OVERHEAD, MAX_BATCH_RECORDS, MIN_DATAGRAM_SIZE,
 };
 use crate::stream;
 
@@ -159,10 +159,13 @@ impl Session {
         let header = self.header(FrameType::Data, Flags::BATCH, stream_id);
         // Start offset of the batch frame being filled, if any.
         let mut open: Option<usize> = None;
+        let mut records = 0;
         let record = |m: &[u8]| BATCH_RECORD_OVERHEAD + m.len();
         for (i, m) in messages.iter().enumerate() {
             if let Some(start) = open {
-                if out.buf.len() - start + record(m) + TAG_LEN > frame_limit {
+                if out.buf.len() - start + record(m) + TAG_LEN > frame_limit
+                    || records >= MAX_BATCH_RECORDS
+                {
                     self.seal_frame(out, start, header)?;
                     open = None;
                 }
@@ -179,8 +182,10 @@ impl Session {
                     continue;
                 }
                 open = Some(out.begin_frame());
+                records = 0;
             }
             write_batch_record(&mut out.buf, m);
+            records += 1;
         }
         if let Some(start) = open {
             self.seal_frame(out, start, header)?;
@@ -243,9 +248,15 @@ impl Session {
             }
             Err(e) => {
                 out.truncate(before);
-                if matches!(e, SessionError::Crypto(CryptoError::PacketNumbersExhausted)) {
+                match e {
                     // Nothing can be sealed any more, not even a CLOSE.
-                    self.terminate(CloseReason::PacketNumbersExhausted);
+                    SessionError::Crypto(CryptoError::PacketNumbersExhausted) => {
+                        self.terminate(CloseReason::PacketNumbersExhausted)
+                    }
+                    SessionError::Crypto(CryptoError::KeyExhausted) => {
+                        self.terminate(CloseReason::KeyExhausted)
+                    }
+                    _ => {}
                 }
                 Err(e)
             }
@@ -264,8 +275,10 @@ impl Session {
 mod tests {
     use super::*;
     use crate::crypto::{Identity, NetworkKey};
+    use crate::frame::FrameError;
     use crate::frame::SessionId;
-    use crate::session::{Event, SessionConfig};
+    use crate::session::{Event, SessionConfig, MAX_BATCH_RECORDS};
+    use std::time::Duration;
 
     fn pair(config: SessionConfig) -> (Session, Session, Instant) {
         let network = NetworkKey::from_seed(&[7u8; 32]).unwrap();
@@ -386,5 +399,103 @@ mod tests {
         assert_eq!(buf, with_room(b"too late"));
         assert!(out.is_empty() && out.bytes() == 0);
         assert_eq!(client.stats().messages_sent, sent);
+    }
+
+    /// Moves every datagram each way until both are quiet.
+    fn exchange(a: &mut Session, b: &mut Session, now: Instant) {
+        for _ in 0..8 {
+            let mut moved = false;
+            while let Some(mut d) = a.poll_transmit() {
+                let _ = b.handle_datagram(now, &mut d);
+                moved = true;
+            }
+            while let Some(mut d) = b.poll_transmit() {
+                let _ = a.handle_datagram(now, &mut d);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        while a.poll_event().is_some() || b.poll_event().is_some() {}
+    }
+
+    #[test]
+    fn a_batch_frame_carries_at_most_max_batch_records() {
+        let ws = SessionConfig {
+            max_datagram_size: None,
+            ..SessionConfig::default()
+        };
+        let (mut client, mut server, now) = pair(ws);
+        // The sender splits: 5 000 empty messages in two frames.
+        let empty: Vec<&[u8]> = vec![b""; 5000];
+        let mut out = Transmits::new();
+        client
+            .send_batch(now, 1, &empty, 1 << 24, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(deliver(&mut server, &out, now).len(), 5000);
+        // A frame of MAX_BATCH_RECORDS + 1 records, sealed by hand: refused
+        // whole, nothing delivered.
+        let mut out = Transmits::new();
+        let start = out.begin_frame();
+        for _ in 0..=MAX_BATCH_RECORDS {
+            write_batch_record(&mut out.buf, b"");
+        }
+        let header = client.header(FrameType::Data, Flags::BATCH, 1);
+        client.seal_frame(&mut out, start, header).unwrap();
+        let mut d = out.iter().next().unwrap().to_vec();
+        assert!(matches!(
+            server.handle_datagram(now, &mut d),
+            Err(SessionError::Frame(FrameError::BadBatch(_)))
+        ));
+        assert!(server.poll_event().is_none());
+    }
+
+    #[test]
+    fn keys_update_by_time_and_the_old_receive_key_goes() {
+        let (mut client, mut server, start) = pair(SessionConfig::default());
+        let mut now = start;
+        while now < start + Duration::from_secs(125) {
+            now += Duration::from_secs(1);
+            client.handle_timeout(now);
+            server.handle_timeout(now);
+            exchange(&mut client, &mut server, now);
+        }
+        assert!(client.is_established() && server.is_established());
+        let updates = client.stats().key_updates;
+        assert_eq!(updates, 1, "one key update after 120 s");
+        // Both receive keys moved on and, three probe intervals later (the
+        // loop ran seconds past the update), dropped the previous one.
+        for s in [&client, &server] {
+            let k = s.keys.as_ref().unwrap();
+            assert!(k.recv.current_generation() >= 1);
+            assert!(!k.recv.has_previous(), "previous receive key dropped");
+        }
+    }
+
+    #[test]
+    fn a_key_never_confirmed_closes_the_session_at_its_limit() {
+        let config = SessionConfig {
+            key_update_interval: Some(5),
+            ..SessionConfig::default()
+        };
+        let (mut client, _server, now) = pair(config);
+        let mut out = Transmits::new();
+        let mut result = Ok(0);
+        // The server never answers, so the update after 5 packets stays
+        // unconfirmed; the new key seals 10 packets at most.
+        for _ in 0..40 {
+            result = client.send(now, 1, b"x", &mut out);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(
+            result,
+            Err(SessionError::Crypto(CryptoError::KeyExhausted))
+        ));
+        assert_eq!(client.state(), SessionState::Closed);
+        assert_eq!(client.close_reason(), Some(&CloseReason::KeyExhausted));
     }
 }

@@ -407,3 +407,43 @@ fn a_reliable_connection_carries_few_pending_handshakes() {
         3
     );
 }
+
+#[test]
+fn a_captured_message_1_makes_state_once_per_node() {
+    let mut net = Net::new();
+    let server = net.add(&NETWORK, Limits::default());
+    let client = net.add(&NETWORK, Limits::default());
+    // Capture the client's message 1; none of its datagrams arrive.
+    net.down = vec![client];
+    let path = net.nodes[client]
+        .ep
+        .path(0, net.addr_of(server))
+        .expect("link 0");
+    let now = net.now;
+    let node = &mut net.nodes[client];
+    node.ep
+        .connect(now, path, None, &mut node.out)
+        .expect("connect");
+    let msg1 = node.out.sent[0].1.clone();
+    net.collect();
+    let to = net.addr_of(server);
+    // Replayed once: a pending handshake, until the handshake timeout.
+    net.inject(addr(900), to, msg1.clone());
+    net.run(Duration::from_secs(12));
+    assert_eq!(net.nodes[server].ep.len(), 0);
+    let refused = |net: &Net| {
+        net.nodes[server]
+            .stats()
+            .handshakes_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = refused(&net);
+    // Replayed again, from anywhere: refused and counted, no state, no answer.
+    net.nodes[server].out.sent.clear();
+    for i in 0..5 {
+        net.inject(addr(901 + i), to, msg1.clone());
+    }
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.nodes[server].ep.len(), 0);
+    assert_eq!(refused(&net), before + 5);
+}
