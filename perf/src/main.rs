@@ -6,7 +6,7 @@
 //! ratios and the CPU each contender burned to `perf/RESULTS.md`.
 //!
 //! ```text
-//! cargo run --release -p stt-perf -- udp|latency|scaling|crypto|ws|all
+//! cargo run --release -p stt-perf -- udp|latency|scaling|crypto|ws|attacks|all
 //!     [--seconds S] [--runs N] [--size BYTES] [--pings N] [--only TEXT] [--out FILE | --no-out]
 //! ```
 //!
@@ -20,12 +20,16 @@
 //! - `ws` ([`ws`]): stt over WebSocket (sealed) against tokio-tungstenite
 //!   (unsealed, and sealed over rustls) and fastwebsockets (unsealed):
 //!   throughput and round-trip latency, 64 B and 64 KiB.
-//! - `all`: every workload, in the order above.
+//! - `attacks` ([`attacks`]): attacks on a node on loopback, each with an
+//!   honest session pinging through it: what it saw, and the process's
+//!   memory before, during and after. Not part of `all`.
+//! - `all`: every workload above but `attacks`, in the order above.
 //!
 //! Each workload's section is kept in `results/<workload>.md` beside the
 //! results file, which is rebuilt from every section present (see
 //! [`common::write_results`]).
 
+mod attacks;
 mod common;
 mod crypto;
 mod latency;
@@ -38,6 +42,8 @@ use std::path::Path;
 
 pub struct Args {
     pub seconds: f64,
+    /// Whether `--seconds` was given (`attacks` defaults to 3 s, not 2).
+    pub seconds_given: bool,
     pub runs: usize,
     /// Message size of the `udp`, `scaling` and `crypto` workloads.
     pub size: usize,
@@ -49,7 +55,8 @@ pub struct Args {
     pub out: Option<String>,
 }
 
-const USAGE: &str = "usage: stt-perf udp|latency|scaling|crypto|ws|all [--seconds S] [--runs N] \
+const USAGE: &str =
+    "usage: stt-perf udp|latency|scaling|crypto|ws|attacks|all [--seconds S] [--runs N] \
                      [--size BYTES (udp, scaling, crypto)] [--pings N (latency, ws)] \
                      [--only TEXT (ws)] [--out FILE | --no-out]";
 
@@ -58,6 +65,7 @@ fn parse_args() -> Result<(String, Args), String> {
     let workload = it.next().unwrap_or_else(|| "udp".into());
     let mut args = Args {
         seconds: 2.0,
+        seconds_given: false,
         runs: 5,
         size: 1200,
         pings: 20_000,
@@ -68,7 +76,8 @@ fn parse_args() -> Result<(String, Args), String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--seconds" => {
-                args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?
+                args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?;
+                args.seconds_given = true;
             }
             "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--size" => args.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
@@ -102,9 +111,10 @@ fn main() {
         "latency" => &["latency"],
         "crypto" => &["crypto"],
         "scaling" => &["scaling"],
+        "attacks" => &["attacks"],
         "all" => &["udp", "latency", "scaling", "crypto", "ws"],
         other => {
-            eprintln!("error: unknown workload {other} (available: udp, latency, scaling, crypto, ws, all)\n{USAGE}");
+            eprintln!("error: unknown workload {other} (available: udp, latency, scaling, crypto, ws, attacks, all)\n{USAGE}");
             std::process::exit(2);
         }
     };
@@ -115,6 +125,7 @@ fn main() {
             "latency" => latency::workload(&args),
             "crypto" => crypto::workload(&args),
             "scaling" => scaling::workload(&args),
+            "attacks" => attacks::workload(&args),
             _ => ws::workload(&args),
         };
         if i > 0 {
