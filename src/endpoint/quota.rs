@@ -39,7 +39,9 @@ pub struct QuotaConfig {
     /// WebSocket connection). Default 8.
     pub pending_per_connection: usize,
     /// Reassembly bytes all sessions of one node id may hold. Default
-    /// 32 MiB: two maximum-size messages in flight.
+    /// 33 MiB, what one session may hold: two maximum-size (16 MiB)
+    /// messages in flight with their fragment bitmaps, however many
+    /// sessions the peer spreads them over.
     pub reassembly_per_peer: usize,
 }
 
@@ -50,7 +52,7 @@ impl Default for QuotaConfig {
             sessions_per_address: 1024,
             pending_per_address: 64,
             pending_per_connection: 8,
-            reassembly_per_peer: 32 << 20,
+            reassembly_per_peer: 33 << 20,
         }
     }
 }
