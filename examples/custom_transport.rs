@@ -18,6 +18,14 @@ use stt::transport::udp;
 use stt::transport::{Transport, TransportCounters, TransportError};
 use stt::{Node, NodeConfig, NodeEvent, UdpConfig};
 
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "98b944b42043fd66456521c4f59fb1d5de1ff07744285a8c230599b72985e81f";
+const SERVER_SEED: &str = "d1f977d4810ed4b02bae4861df8f58b40de9f0d3dc8b59b3260a1f772b51f3b7";
+const CLIENT_SEED: &str = "3347b369aa203a8276bbd6a02b3c07773ee329b16413647b518c68b6de5f3224";
+
 /// Wraps a transport and drops one datagram in `every` that it is asked to
 /// send.
 #[derive(Debug)]
@@ -88,15 +96,14 @@ fn chaos_on_loopback() -> Result<Box<dyn Transport>, TransportError> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const SHARED: &[u8] = b"custom transport example network seed";
     // Nodes without their built-in UDP socket: only the custom transport.
     let server = Node::start(
-        NodeConfig::new(b"custom transport example server seed", SHARED)
+        NodeConfig::new(&hex(SERVER_SEED), &hex(SHARED_SEED))
             .without_udp()
             .with_reactors(1),
     )?;
     let client = Node::start(
-        NodeConfig::client(b"custom transport example client seed", SHARED)
+        NodeConfig::client(&hex(CLIENT_SEED), &hex(SHARED_SEED))
             .without_udp()
             .with_reactors(1),
     )?;
@@ -127,4 +134,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.stop();
     server.stop();
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

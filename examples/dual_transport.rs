@@ -7,13 +7,19 @@ use std::time::Duration;
 
 use stt::{Node, NodeConfig, NodeEvent, UdpConfig, WsConfig};
 
-const SHARED: &[u8] = b"dual transport example shared seed!!";
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "cb935c2f8a106a9edee3a72c627028c23b76f479a980a49621dd5a9af8159a19";
+const SERVER_SEED: &str = "d7787e3e880679a644849686e4ee4fdcef549eb0530451611cbc3ee752a2c814";
+const UDP_CLIENT_SEED: &str = "1989cbe13c8a656e2bec7c22e8cd5d6c82bcb2db355093d6a6f047e01ab58cbe";
+const WS_CLIENT_SEED: &str = "a569d71c191901c345e324ded4481a0e7ad3bbdec1a56a60f1c1d56eb4712374";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let loopback = UdpConfig::bound_to("127.0.0.1:0".parse()?);
     let server = Node::start(
-        NodeConfig::new(b"dual transport example server node seed", SHARED)
-            .with_udp(loopback.clone()),
+        NodeConfig::new(&hex(SERVER_SEED), &hex(SHARED_SEED)).with_udp(loopback.clone()),
     )?;
     let ws_addr = server.start_websocket_server("127.0.0.1:0".parse()?, WsConfig::default())?;
     let udp_addr = server.udp_local_addr().ok_or("no UDP")?;
@@ -21,11 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A client on each transport. The WebSocket one needs no UDP socket.
     let udp_client = Node::start(
-        NodeConfig::client(b"dual transport example UDP client seed!!", SHARED).with_udp(loopback),
+        NodeConfig::client(&hex(UDP_CLIENT_SEED), &hex(SHARED_SEED)).with_udp(loopback),
     )?;
     let ws_client = Node::start(NodeConfig::websocket_only(
-        b"dual transport example WS client seed!!!",
-        SHARED,
+        &hex(WS_CLIENT_SEED),
+        &hex(SHARED_SEED),
     ))?;
     let via_udp = udp_client.connect_udp(udp_addr)?;
     let via_ws = ws_client.connect_websocket(&format!("ws://{ws_addr}/"))?;
@@ -72,4 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ws_client.stop();
     server.stop();
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

@@ -17,6 +17,14 @@ use std::time::Duration;
 
 use stt::{Events, Node, NodeConfig, NodeEvent, SessionId, UdpConfig, WsConfig};
 
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "0fd013911a5161aea7d32388e6c3329334ff8ddabcc851227b82cc51a4769da6";
+const SERVER_SEED: &str = "aa1941db566ba13cb1c64fe9ad054f5e8098a878cfd94f82d70f01d61a45e4d5";
+const CLIENT_SEED: &str = "7dd2498c3eacc6a24d471245c5f7c4478a1098bbccc3efd4dea2423d116875ab";
+
 /// Waits for the next message on `events` and prints it.
 fn receive(events: &Events, who: &str) -> Result<(), Box<dyn std::error::Error>> {
     loop {
@@ -32,19 +40,16 @@ fn receive(events: &Events, who: &str) -> Result<(), Box<dyn std::error::Error>>
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const SHARED: &[u8] = b"failover example network shared seed";
     let udp = UdpConfig::bound_to("127.0.0.1:0".parse()?);
-    let server = Node::start(
-        NodeConfig::new(b"failover example server node seed!!", SHARED).with_udp(udp.clone()),
-    )?;
+    let server =
+        Node::start(NodeConfig::new(&hex(SERVER_SEED), &hex(SHARED_SEED)).with_udp(udp.clone()))?;
     let ws_url = format!(
         "ws://{}/",
         server.start_websocket_server("127.0.0.1:0".parse()?, WsConfig::default())?
     );
     let udp_addr = server.udp_local_addr().ok_or("no UDP")?;
-    let client = Node::start(
-        NodeConfig::client(b"failover example client node seed!!", SHARED).with_udp(udp),
-    )?;
+    let client =
+        Node::start(NodeConfig::client(&hex(CLIENT_SEED), &hex(SHARED_SEED)).with_udp(udp))?;
     let (at_server, at_client) = (server.events(), client.events());
 
     // 1. One session, two paths.
@@ -81,4 +86,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("message went over {}", over(used));
     receive(&at_server, "server")?;
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

@@ -27,7 +27,14 @@ use stt::{
     NodeConfig, NodeEvent, SendError, UdpConfig, WsConfig,
 };
 
-const SHARED: &[u8] = b"handlers example network shared seed";
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "1ff4fc8ddbaa3b8d7f8b4456fb5d958be76f981b50c6ec1413edf664d1c94db0";
+const CLIENT_SEED: &str = "d4a8cdfea377ef6bdf043d76678223947ce62b828733adfcc009f655b5502d0b";
+const ECHO_NODE_SEED: &str = "63d973618fc53e2c2d40509470d8442229ce95dbbefea18a5ddfcab83d28f986";
+const STORE_NODE_SEED: &str = "c65a0b403b6a70030be5bd21cc9915eee5884ba106bbbdc04971901666a694ec";
 
 /// The store's requests and answers: `PUT key=value` is answered with
 /// `STORED`, `GET key` with `VALUE value` (empty if there is none).
@@ -47,8 +54,7 @@ type Error = Box<dyn std::error::Error>;
 fn main() -> Result<(), Error> {
     let loopback = UdpConfig::bound_to("127.0.0.1:0".parse()?);
     let client = Node::start(
-        NodeConfig::client(b"handlers example client node seed!!", SHARED)
-            .with_udp(loopback.clone()),
+        NodeConfig::client(&hex(CLIENT_SEED), &hex(SHARED_SEED)).with_udp(loopback.clone()),
     )?;
     // The client has no handler: what comes back waits on its channel.
     let answers = client.events();
@@ -56,7 +62,7 @@ fn main() -> Result<(), Error> {
     // 1. An echo on the reactor. It must not block: while it runs, every
     //    other session of its reactor waits.
     let echo = Node::start(
-        NodeConfig::new(b"handlers example echo node seed!!!!", SHARED).with_udp(loopback.clone()),
+        NodeConfig::new(&hex(ECHO_NODE_SEED), &hex(SHARED_SEED)).with_udp(loopback.clone()),
     )?;
     echo.set_handler(on_reactor(|message, replies| {
         let _ = replies.send_typed(
@@ -82,7 +88,7 @@ fn main() -> Result<(), Error> {
 
     // 2. A store on workers. Two of them, whatever the core count, and a
     //    short channel to them: the example behaves the same on any machine.
-    let mut config = NodeConfig::new(b"handlers example store node seed!!!", SHARED)
+    let mut config = NodeConfig::new(&hex(STORE_NODE_SEED), &hex(SHARED_SEED))
         .with_udp(loopback)
         .with_queue_depth(64);
     config.workers = 2;
@@ -199,4 +205,12 @@ fn expect(events: &Events, frame_type: FrameType) -> Result<Message, Error> {
 /// cannot leave it half-changed.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

@@ -11,17 +11,23 @@ use std::time::{Duration, Instant};
 
 use stt::{on_reactor, Node, NodeConfig, UdpConfig};
 
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "f96a2330e48b611ffe5411ae1f4609cac0a09e6b028206aecd3647849d4bc9c4";
+const SERVER_SEED: &str = "19161fc9a708ef7bf36d0dda17621a789fb60586f0d2eb89df7db6eb00a17b93";
+const CLIENT_SEED: &str = "366de645b3f77d2f35a42abea1910fadf31a8515d789aef7b232a5a7402587f3";
+
 const ROUND_TRIPS: usize = 2_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let shared = b"my network's shared seed: 32+ bytes";
     let loopback = UdpConfig::bound_to("127.0.0.1:0".parse()?);
     let server = Node::start(
-        NodeConfig::new(b"server node seed: 32 bytes or more", shared).with_udp(loopback.clone()),
+        NodeConfig::new(&hex(SERVER_SEED), &hex(SHARED_SEED)).with_udp(loopback.clone()),
     )?;
-    let client = Node::start(
-        NodeConfig::client(b"client node seed: 32 bytes or more", shared).with_udp(loopback),
-    )?;
+    let client =
+        Node::start(NodeConfig::client(&hex(CLIENT_SEED), &hex(SHARED_SEED)).with_udp(loopback))?;
 
     // The server: echo every message from the reactor. The handler must not
     // block; it sends through `replies`, which the reactor seals as soon as
@@ -75,4 +81,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         at(1.0)
     );
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

@@ -7,8 +7,15 @@ use std::time::Duration;
 
 use stt::{Node, NodeConfig, NodeEvent, UdpConfig};
 
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "c3dc1403db340e471733f4230a55885680e56dbbf1eee1e73db5485056e8c0f3";
+const SERVER_SEED: &str = "44f53ee4f627d34de1b5d6600665ea6f376b103f9787f71d368ecf97dc642950";
+const CLIENT_SEED: &str = "348c58174b6e980db1a8e85f6f769a5602667b8e29b799a51f09e87d2b938faf";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const SHARED: &[u8] = b"mtu example network shared seed, 32+";
     let message: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     for mtu in [8972usize, 1472, 512] {
         let udp = UdpConfig {
@@ -22,11 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..UdpConfig::bound_to("127.0.0.1:0".parse()?)
         };
         let server = Node::start(
-            NodeConfig::new(b"mtu example server node seed, 32+ b", SHARED).with_udp(udp.clone()),
+            NodeConfig::new(&hex(SERVER_SEED), &hex(SHARED_SEED)).with_udp(udp.clone()),
         )?;
-        let client = Node::start(
-            NodeConfig::client(b"mtu example client node seed, 32+ b", SHARED).with_udp(udp),
-        )?;
+        let client =
+            Node::start(NodeConfig::client(&hex(CLIENT_SEED), &hex(SHARED_SEED)).with_udp(udp))?;
         let session = client.connect_udp(server.udp_local_addr().ok_or("no UDP")?)?;
         let before = client.udp_stats().ok_or("no UDP")?;
         session.send(&message)?;
@@ -47,4 +53,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert!(got == message);
     }
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

@@ -7,17 +7,23 @@ use std::time::Duration;
 
 use stt::{Node, NodeConfig, NodeEvent, UdpConfig};
 
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "dd5b6cca8d538381801a36dab97db70a0153c999359f3f77edff42e23303fa0a";
+const SERVER_SEED: &str = "7e1117365320dbe012c0fa3403cdb5c9c069bea6c466e7b73356e7917b21177a";
+const CLIENT_SEED: &str = "2e8e03192a257cf758545116699535de82a3382aa4b1e38b139f2f39d1032ac8";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Every node of a network shares the shared seed; each has its own node
-    // seed. Real deployments load both from a secret store.
-    let shared = b"my network's shared seed: 32+ bytes";
+    // seed (the constants above).
     let loopback = UdpConfig::bound_to("127.0.0.1:0".parse()?);
     let server = Node::start(
-        NodeConfig::new(b"server node seed: 32 bytes or more", shared).with_udp(loopback.clone()),
+        NodeConfig::new(&hex(SERVER_SEED), &hex(SHARED_SEED)).with_udp(loopback.clone()),
     )?;
-    let client = Node::start(
-        NodeConfig::client(b"client node seed: 32 bytes or more", shared).with_udp(loopback),
-    )?;
+    let client =
+        Node::start(NodeConfig::client(&hex(CLIENT_SEED), &hex(SHARED_SEED)).with_udp(loopback))?;
 
     // Noise handshake over UDP; returns a `Session` handle once both sides
     // hold the session.
@@ -43,4 +49,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{:?}", server.udp_stats()); // bytes/packets sent, received, dropped…
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

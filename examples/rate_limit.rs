@@ -13,17 +13,24 @@ use stt::transport::rate_limit::RateLimited;
 use stt::transport::udp;
 use stt::{Node, NodeConfig, NodeEvent, UdpConfig};
 
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "0718dcb3cdf1ebb2ab1a77ac130b2ce1a262c5ab30f5e6cf3495f1b72ddbbae1";
+const SERVER_SEED: &str = "060a393d764fcf8dcfce3ef827afbc281acac78a7af45cc16c60c785b3e945d5";
+const CLIENT_SEED: &str = "8ffdca34bac8770511e6243226cd1697f534ed3aa6f3151207ef932e51666084";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const SHARED: &[u8] = b"rate limit example network shared seed";
     let loopback = UdpConfig::bound_to("127.0.0.1:0".parse()?);
     let server = Node::start(
-        NodeConfig::new(b"rate limit example server node seed!", SHARED)
+        NodeConfig::new(&hex(SERVER_SEED), &hex(SHARED_SEED))
             .with_udp(loopback.clone())
             .with_reactors(1),
     )?;
     // The client runs no UDP socket of its own: only the limited one below.
     let client = Node::start(
-        NodeConfig::client(b"rate limit example client node seed!", SHARED)
+        NodeConfig::client(&hex(CLIENT_SEED), &hex(SHARED_SEED))
             .without_udp()
             .with_reactors(1),
     )?;
@@ -50,4 +57,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes as f64 / secs / 1e6
     );
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

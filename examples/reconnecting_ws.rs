@@ -14,14 +14,20 @@ use std::time::Duration;
 use stt::transport::ws::ReconnectPolicy;
 use stt::{ConnectError, Node, NodeConfig, NodeEvent, Session, WsConfig};
 
-const SHARED: &[u8] = b"reconnecting ws example shared seed!";
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "7ff15ff91701fba8c79a1b1e301a678f7cdd14a27f682911973c9a0f692146a3";
+const SERVER_SEED: &str = "8d1b58defffab835c7ef8d1ff2d7a005ebf6d08972a1fc24c9132a7f0c47671e";
+const CLIENT_SEED: &str = "3ea22a448a1cba68a7e383fbe472741e283fbc5005a53a16141d117dc2b2a397";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn server(addr: SocketAddr) -> Result<(Node, SocketAddr), Error> {
     let node = Node::start(NodeConfig::websocket_only(
-        b"reconnecting ws example server seed!",
-        SHARED,
+        &hex(SERVER_SEED),
+        &hex(SHARED_SEED),
     ))?;
     let bound = node.start_websocket_server(addr, WsConfig::default())?;
     Ok((node, bound))
@@ -63,8 +69,8 @@ fn main() -> Result<(), Error> {
     let (first, addr) = server("127.0.0.1:0".parse()?)?;
     let url = format!("ws://{addr}/");
     let client = Node::start(NodeConfig::websocket_only(
-        b"reconnecting ws example client seed!",
-        SHARED,
+        &hex(CLIENT_SEED),
+        &hex(SHARED_SEED),
     ))?;
     let session = connect(&client, &url, &policy)?;
     session.send(b"before the restart")?;
@@ -103,4 +109,12 @@ fn main() -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

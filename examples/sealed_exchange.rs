@@ -15,6 +15,14 @@ use stt::crypto::{Identity, NetworkKey};
 use stt::frame::SessionId;
 use stt::session::{Event, Session, SessionConfig, Transmits};
 
+// Fixed seeds keep the example reproducible; they were made at random
+// once, like `stt seeds`. Real deployments generate their own (`stt seeds
+// --out FILE`) and keep them secret: whoever holds the shared seed is a
+// member of the network, whoever holds a node seed is that node.
+const SHARED_SEED: &str = "43ef6b76c74a629d1446d5a0a39798d79fce0cf9ea19acd31ece8f463881321d";
+const CLIENT_SEED: &str = "ca6eeb5ae61c972dafb459f7b22db5593fba1ff2d182d6441eaf8c98d3b8a451";
+const SERVER_SEED: &str = "066acbd34375b4c0b292ad9486f6d3e8b2d92778ae39b19cb0128341d8cb5f09";
+
 /// Moves every queued datagram from one session to the other until both
 /// are quiet, printing the events.
 fn pump(client: &mut Session, server: &mut Option<Session>, wire: &mut Wire, now: Instant) {
@@ -96,14 +104,12 @@ struct Wire {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Real deployments read seeds from a secret store; fixed bytes keep the
-    // example reproducible.
-    let network = NetworkKey::from_seed(b"example shared seed: 32 bytes or more")?;
-    let client_identity = Identity::from_seed(b"example client node seed, 32+ bytes")?;
+    let network = NetworkKey::from_seed(&hex(SHARED_SEED))?;
+    let client_identity = Identity::from_seed(&hex(CLIENT_SEED))?;
     let mut wire = Wire {
         to_server: VecDeque::new(),
         to_client: VecDeque::new(),
-        server_identity: Identity::from_seed(b"example server node seed, 32+ bytes")?,
+        server_identity: Identity::from_seed(&hex(SERVER_SEED))?,
         network: network.clone(),
     };
     println!("client node id {}", client_identity.node_id());
@@ -169,4 +175,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.messages_sent, stats.frames_sent, stats.bytes_sent
     );
     Ok(())
+}
+
+/// Decodes one of the hex seeds above.
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("a hex seed"))
+        .collect()
 }

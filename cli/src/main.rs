@@ -4,25 +4,32 @@
 //! stt serve --udp 0.0.0.0:8080 --ws 0.0.0.0:8081 --seed-file node.seeds
 //! stt send --udp 127.0.0.1:8080 --message hello --seed-file client.seeds
 //! stt bench                      # UDP then WebSocket on loopback, a table in seconds
-//! stt seeds > node.seeds         # a fresh node seed and shared seed
+//! stt seeds --out node.seeds     # a fresh node seed and shared seed, mode 0600
 //! ```
 //!
-//! Seeds come from flags, the environment (`STT_NODE_SEED`,
-//! `STT_SHARED_SEED`, hex) or a seed file; `serve` and `send` refuse to run
-//! without them. Only `bench`, which talks to itself on loopback, makes up a
-//! pair.
+//! Seeds come from a seed file (`--seed-file FILE`, readable by its owner
+//! only, or `--seed-file -` for standard input), the environment
+//! (`STT_NODE_SEED`, `STT_SHARED_SEED`, hex) or flags (which warn: `ps`
+//! shows them to everyone); `serve` and `send` refuse to run without them.
+//! Only `bench`, which talks to itself on loopback, makes up a pair.
+//!
+//! Text that came from the network (payloads, close reasons, errors) is
+//! printed escaped, so a peer cannot drive the terminal or fake a line.
 
 mod bench;
+mod seeds;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use stt::transport::udp::UdpConfig;
 use stt::transport::ws::{tls, WsConfig};
-use stt::{on_reactor, ConnectOptions, Node, NodeConfig, NodeEvent};
+use stt::{on_reactor, ConnectOptions, Node, NodeConfig, NodeEvent, NodeId};
+
+pub(crate) use seeds::SeedArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,22 +52,9 @@ enum Command {
     /// Benchmark: throughput and open-loop round-trip latency, on loopback
     /// or against a remote `stt serve`.
     Bench(bench::BenchArgs),
-    /// Print a fresh random seed pair, in the seed-file format.
-    Seeds,
-}
-
-/// Where the seeds come from.
-#[derive(Args, Debug, Clone)]
-struct SeedArgs {
-    /// This node's identity seed, hex (at least 32 bytes).
-    #[arg(long, env = "STT_NODE_SEED", hide_env_values = true)]
-    node_seed: Option<String>,
-    /// The network's shared seed, hex (at least 32 bytes, the same on every node).
-    #[arg(long, env = "STT_SHARED_SEED", hide_env_values = true)]
-    shared_seed: Option<String>,
-    /// A file with `node_seed = HEX` and `shared_seed = HEX` lines (see `stt seeds`).
-    #[arg(long)]
-    seed_file: Option<PathBuf>,
+    /// Make a fresh random seed pair, in the seed-file format: printed, or
+    /// written to a file only its owner may read (--out).
+    Seeds(seeds::SeedsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +84,11 @@ struct ServeArgs {
     /// Reactor threads (default: one per core).
     #[arg(long)]
     reactors: Option<usize>,
+    /// Print each message received (its first 256 bytes), escaped:
+    /// control characters, line breaks and invalid UTF-8 show as `\n`,
+    /// `\u{1b}`, `\xff`, ….
+    #[arg(long)]
+    print: bool,
     #[command(flatten)]
     seeds: SeedArgs,
 }
@@ -114,22 +113,36 @@ struct SendArgs {
     /// Seconds to wait for the echo.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
+    /// Open the session only with this node: its id, 64 hex digits (`stt
+    /// serve` prints it at start). Another node fails the handshake before
+    /// it learns who this one is.
+    #[arg(long, value_name = "HEX", value_parser = parse_node_id)]
+    peer_node: Option<NodeId>,
     #[command(flatten)]
     seeds: SeedArgs,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Some(("serve" | "send" | "bench", sub)) = matches.subcommand() {
+        seeds::warn_if_on_command_line(sub);
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Serve(a) => serve(a),
         Command::Send(a) => send(a),
         Command::Bench(a) => bench::run(a),
-        Command::Seeds => new_seed_file().map(|f| print!("{f}")),
+        Command::Seeds(a) => seeds::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors may carry a peer's words (a close reason, a server's
+            // HTTP answer).
+            eprintln!("error: {}", escape_text(&e.to_string()));
             ExitCode::from(1)
         }
     }
@@ -137,19 +150,39 @@ fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn hex_decode(what: &str, s: &str) -> Result<Vec<u8>, Error> {
-    let s = s.trim();
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{what} must be hex (e.g. from `stt seeds`)").into());
-    }
-    Ok((0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
-        .collect())
+/// `--peer-node`: a node id, 64 hex digits.
+fn parse_node_id(s: &str) -> Result<NodeId, String> {
+    let wrong = || "a node id is 64 hex digits (as `stt serve` prints it)".to_owned();
+    let bytes = seeds::hex_decode("a node id", s).map_err(|_| wrong())?;
+    Ok(NodeId(bytes.try_into().map_err(|_| wrong())?))
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Peer-supplied bytes as text that cannot drive a terminal or start a
+/// line: valid UTF-8 through `escape_debug` (control characters, line
+/// breaks, bidirectional overrides become `\n`, `\u{1b}`, `\u{202e}`, …;
+/// backslashes and quotes are escaped too, so the text reads back
+/// unambiguously), other bytes as `\xNN`.
+fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.extend(chunk.valid().escape_debug());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Text that may hold a peer's words (an error's, a close reason's) with
+/// every character that `escape_debug` escapes escaped, except backslashes
+/// and quotes: text already escaped (by the library) is not escaped twice.
+fn escape_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\\' | '\'' | '"' => c.to_string(),
+            c => c.escape_debug().to_string(),
+        })
+        .collect()
 }
 
 fn random_bytes(n: usize) -> Result<Vec<u8>, Error> {
@@ -159,46 +192,6 @@ fn random_bytes(n: usize) -> Result<Vec<u8>, Error> {
         .fill(&mut v)
         .map_err(|_| "the system random generator failed")?;
     Ok(v)
-}
-
-fn new_seed_file() -> Result<String, Error> {
-    Ok(format!(
-        "# stt seeds: keep this file secret. Give every node of a network the same\n# shared_seed and its own node_seed.\nnode_seed = {}\nshared_seed = {}\n",
-        hex_encode(&random_bytes(32)?),
-        hex_encode(&random_bytes(32)?)
-    ))
-}
-
-impl SeedArgs {
-    /// The seeds, from flags/environment first, then the seed file.
-    fn load(&self) -> Result<(Vec<u8>, Vec<u8>), Error> {
-        let mut node = self.node_seed.clone();
-        let mut shared = self.shared_seed.clone();
-        if let Some(path) = &self.seed_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            for line in text.lines() {
-                let line = line.trim();
-                if let Some((k, v)) = line.split_once('=') {
-                    match k.trim() {
-                        "node_seed" if node.is_none() => node = Some(v.trim().to_owned()),
-                        "shared_seed" if shared.is_none() => shared = Some(v.trim().to_owned()),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        let missing = |which: &str, flag: &str, env: &str| -> Error {
-            format!("no {which}: pass --{flag} HEX, set {env}, or --seed-file FILE (make one with `stt seeds`)").into()
-        };
-        let node = node.ok_or_else(|| missing("node seed", "node-seed", "STT_NODE_SEED"))?;
-        let shared =
-            shared.ok_or_else(|| missing("shared seed", "shared-seed", "STT_SHARED_SEED"))?;
-        Ok((
-            hex_decode("node_seed", &node)?,
-            hex_decode("shared_seed", &shared)?,
-        ))
-    }
 }
 
 fn serve(args: ServeArgs) -> Result<(), Error> {
@@ -236,8 +229,25 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
     let mut next_stats = std::time::Instant::now() + Duration::from_secs(args.stats_every.max(1));
     loop {
         match events.recv_timeout(Duration::from_millis(200)) {
-            Ok(NodeEvent::Message(message)) if !args.sink => {
-                let _ = node.send(message.session, &message.payload);
+            Ok(NodeEvent::Message(message)) => {
+                if args.print {
+                    let shown = &message.payload[..message.payload.len().min(256)];
+                    println!(
+                        "message on session {} ({} bytes): \"{}\"{}",
+                        message.session,
+                        message.payload.len(),
+                        escape_bytes(shown),
+                        if shown.len() < message.payload.len() {
+                            "…"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                // A sink only counts (in the statistics).
+                if !args.sink {
+                    let _ = node.send(message.session, &message.payload);
+                }
                 node.recycle(message.payload);
             }
             Ok(NodeEvent::SessionEstablished(info)) => {
@@ -247,10 +257,11 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
                 )
             }
             Ok(NodeEvent::SessionClosed { session, reason }) => {
-                println!("session {session} closed: {reason}")
+                println!(
+                    "session {session} closed: {}",
+                    escape_text(&reason.to_string())
+                )
             }
-            // A sink: counted in the statistics, the buffer given back.
-            Ok(NodeEvent::Message(message)) => node.recycle(message.payload),
             _ => {}
         }
         if args.stats_every > 0 && std::time::Instant::now() >= next_stats {
@@ -286,18 +297,21 @@ fn send(args: SendArgs) -> Result<(), Error> {
         None => None,
     };
     let node = Node::start(config)?;
+    let mut options = ConnectOptions::new();
+    if let Some(peer) = args.peer_node {
+        options = options.with_peer(peer);
+    }
     let session = match (&args.udp, &args.ws) {
-        (Some(target), _) => node.connect_udp(target.as_str())?,
-        (None, Some(url)) => match &args.ca {
-            Some(ca) => node.connect_websocket_with(
-                url,
-                &ConnectOptions::new().with_websocket(WsConfig {
+        (Some(target), _) => node.connect_udp_with(target.as_str(), &options)?,
+        (None, Some(url)) => {
+            if let Some(ca) = &args.ca {
+                options = options.with_websocket(WsConfig {
                     tls_client: Some(tls::client_config_with_ca_file(ca)?),
                     ..WsConfig::default()
-                }),
-            )?,
-            None => node.connect_websocket(url)?,
-        },
+                });
+            }
+            node.connect_websocket_with(url, &options)?
+        }
         (None, None) => return Err("no server: pass --udp HOST:PORT or --ws URL".into()),
     };
     println!(
@@ -324,6 +338,10 @@ fn send(args: SendArgs) -> Result<(), Error> {
                     echo.payload.len(),
                     started.elapsed()
                 );
+                if echo.payload != payload {
+                    let shown = &echo.payload[..echo.payload.len().min(256)];
+                    println!("echoed: \"{}\"", escape_bytes(shown));
+                }
                 return Ok(());
             }
             Ok(_) => continue,
