@@ -4,6 +4,14 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The tests run one at a time: the benches measure, and a measurement
+/// starved of the machine's two cores by the other tests' servers reports
+/// nothing.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn stt(args: &[&str]) -> (bool, String, String) {
     run(Command::new(env!("CARGO_BIN_EXE_stt"))
         .args(args)
@@ -54,6 +62,7 @@ fn run(command: &mut Command) -> (bool, String, String) {
 
 #[test]
 fn help_lists_every_command() {
+    let _serial = serial();
     let (ok, out, _) = stt(&["--help"]);
     assert!(ok);
     for cmd in ["serve", "send", "bench", "seeds"] {
@@ -63,6 +72,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn serve_and_send_refuse_to_run_without_seeds() {
+    let _serial = serial();
     let (ok, _, err) = stt(&["serve", "--udp", "127.0.0.1:0"]);
     assert!(!ok);
     assert!(
@@ -76,6 +86,7 @@ fn serve_and_send_refuse_to_run_without_seeds() {
 
 #[test]
 fn bad_flags_are_clear_errors() {
+    let _serial = serial();
     let (ok, _, err) = stt(&["bench", "--size", "8"]);
     assert!(!ok && err.contains("--size"), "{err}");
     let (ok, _, err) = stt(&["bench", "--transport", "carrier-pigeon"]);
@@ -94,6 +105,7 @@ fn bad_flags_are_clear_errors() {
 
 #[test]
 fn seeds_makes_a_usable_pair() {
+    let _serial = serial();
     let (ok, out, _) = stt(&["seeds"]);
     assert!(ok);
     let lines: Vec<&str> = out.lines().filter(|l| l.contains('=')).collect();
@@ -105,6 +117,7 @@ fn seeds_makes_a_usable_pair() {
 
 #[test]
 fn a_short_bench_reports_real_figures_as_json() {
+    let _serial = serial();
     let (ok, out, err) = stt(&[
         "bench",
         "--transport",
@@ -130,6 +143,7 @@ fn a_short_bench_reports_real_figures_as_json() {
 
 #[test]
 fn a_bench_against_a_server_echoing_from_its_reactors_works_too() {
+    let _serial = serial();
     let (ok, out, err) = stt(&[
         "bench",
         "--transport",
@@ -161,11 +175,13 @@ fn a_bench_against_a_server_echoing_from_its_reactors_works_too() {
 
 #[test]
 fn serve_echoes_what_send_sends() {
+    let _serial = serial();
     serve_and_send(&[]);
 }
 
 #[test]
 fn serve_echoes_from_its_reactors_too() {
+    let _serial = serial();
     serve_and_send(&["--echo-in-reactor"]);
 }
 
@@ -276,6 +292,7 @@ impl Drop for Server {
 
 #[test]
 fn send_with_peer_node_opens_only_with_that_node() {
+    let _serial = serial();
     let server = Server::start(&[]);
     let (ok, out, err) = server.send(&["--message", "pinned", "--peer-node", &server.node_id]);
     assert!(ok, "{err}");
@@ -294,6 +311,7 @@ fn send_with_peer_node_opens_only_with_that_node() {
 
 #[test]
 fn serve_prints_peer_payloads_escaped() {
+    let _serial = serial();
     let mut server = Server::start(&["--print"]);
     // An escape sequence that clears the screen, a fake line, invalid
     // UTF-8 and a right-to-left override.
@@ -324,6 +342,7 @@ fn serve_prints_peer_payloads_escaped() {
 #[cfg(unix)]
 #[test]
 fn seeds_out_writes_a_file_only_its_owner_reads() {
+    let _serial = serial();
     use std::os::unix::fs::PermissionsExt as _;
     let path = tempfile_with("");
     std::fs::remove_file(&path).unwrap();
@@ -367,6 +386,7 @@ fn fresh_seeds() -> (String, String) {
 
 #[test]
 fn seeds_on_the_command_line_draw_a_warning() {
+    let _serial = serial();
     let (node, shared) = fresh_seeds();
     // `serve` without an address fails right after reading its seeds.
     let (ok, _, err) = stt(&["serve", "--node-seed", &node, "--shared-seed", &shared]);
@@ -390,6 +410,7 @@ fn seeds_on_the_command_line_draw_a_warning() {
 #[cfg(unix)]
 #[test]
 fn a_seed_file_open_to_others_is_refused() {
+    let _serial = serial();
     use std::os::unix::fs::PermissionsExt as _;
     let (node, shared) = fresh_seeds();
     let path = tempfile_with(&format!("node_seed = {node}\nshared_seed = {shared}\n"));
@@ -410,6 +431,7 @@ fn a_seed_file_open_to_others_is_refused() {
 
 #[test]
 fn the_seed_file_can_come_from_standard_input() {
+    let _serial = serial();
     use std::io::{BufRead as _, BufReader, Write as _};
     let text = stt(&["seeds"]).1;
     let node_id = |stdin_text: Option<&str>| {
@@ -445,6 +467,7 @@ fn the_seed_file_can_come_from_standard_input() {
 
 #[test]
 fn seeds_stay_out_of_help_and_errors() {
+    let _serial = serial();
     let (node, shared) = fresh_seeds();
     for command in ["serve", "send", "bench"] {
         let (_, help, _) = run(Command::new(env!("CARGO_BIN_EXE_stt"))

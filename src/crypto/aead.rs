@@ -25,13 +25,14 @@
 //! reach 16 MiB. So a key counts bytes as well as packets: its whole
 //! confidentiality budget ([`Algorithm::confidentiality_limit`] packets or
 //! [`Algorithm::confidentiality_bytes`] bytes, i.e. the packet limit
-//! applied to 16 KiB units) is twice the update trigger. An update waits for
-//! the peer to confirm the previous one (see
+//! applied to 16 KiB units) is twice the default update trigger. An update
+//! waits for the peer to confirm the previous one (see
 //! [`SendKeys::awaiting_confirmation`]); if the confirmation has not come
 //! when the whole budget is spent, sealing stops with
 //! [`CryptoError::KeyExhausted`] and the session closes, as RFC 9001 §6.6
 //! requires, rather than exceed the limit. A user-set interval is clamped to
-//! the AEAD's own and the budget follows it (twice the interval).
+//! the AEAD's own; it makes updates more frequent, not the budget smaller
+//! (a short interval on a lossy path only waits longer for confirmations).
 //!
 //! The nonce is the 64-bit packet number, big-endian, behind four zero bytes.
 //! Packet numbers only grow on a direction, across key generations too, so no
@@ -265,8 +266,8 @@ impl SendKeys {
 
     /// Overrides how many packets one key generation seals before an update
     /// (tests, and users who want updates more often). Clamped to
-    /// `1..=`[`Algorithm::update_interval`]; a key then seals at most twice
-    /// this before the session must close (see the module docs).
+    /// `1..=`[`Algorithm::update_interval`]. The key's whole budget stays
+    /// the AEAD's confidentiality limit (see the module docs).
     pub fn set_update_interval(&mut self, packets: u64) {
         self.update_interval = packets.clamp(1, self.alg.update_interval());
     }
@@ -279,6 +280,13 @@ impl SendKeys {
     }
 
     #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
+    /// Spends all but one packet of the current key's budget (tests reach
+    /// the AEAD limit with it).
+    #[cfg(test)]
+    pub(crate) fn spend_budget_for_test(&mut self) {
+        self.sealed_in_generation = self.alg.confidentiality_limit() - 1;
+    }
+
     /// Packets the current key has sealed.
     pub fn sealed_in_generation(&self) -> u64 {
         self.sealed_in_generation
@@ -357,11 +365,11 @@ impl SendKeys {
             self.update_requested = false;
             self.awaiting_confirmation = true;
         }
-        // The whole budget of this key: twice the update trigger. Reached
-        // only while an update waits for its confirmation.
-        if self.sealed_in_generation >= self.update_interval.saturating_mul(2)
+        // The whole budget of this key: the AEAD's confidentiality limit.
+        // Reached only while an update waits for its confirmation.
+        if self.sealed_in_generation >= self.alg.confidentiality_limit()
             || self.bytes_in_generation.saturating_add(payload_len as u64)
-                > self.update_bytes.saturating_mul(2)
+                > self.alg.confidentiality_bytes()
         {
             return Err(CryptoError::KeyExhausted);
         }
@@ -725,17 +733,20 @@ mod tests {
         for _ in 0..10 {
             seal(&mut s, b"x");
         }
-        // Packet 11 starts generation 1; its update is never confirmed.
-        for _ in 0..20 {
+        // Packet 11 starts generation 1; its update is never confirmed. A
+        // short interval makes updates frequent, not the budget smaller.
+        for _ in 0..100 {
             seal(&mut s, b"x");
         }
         assert_eq!(s.generation(), 1);
+        // The key has sealed all the AEAD allows.
+        s.sealed_in_generation = Algorithm::Aes256Gcm.confidentiality_limit();
         let mut out = vec![0u8; HEADER_LEN];
         out.push(0);
         assert_eq!(
             s.seal(&mut out, 0, header()),
             Err(CryptoError::KeyExhausted),
-            "twice the interval under one key, unconfirmed: stop"
+            "the confidentiality limit under one key, unconfirmed: stop"
         );
         // A confirmation lets the next update happen, and sealing resume.
         s.confirm_update();
@@ -760,11 +771,12 @@ mod tests {
         for d in [&mut a, &mut b, &mut c] {
             open(&mut r, d).unwrap();
         }
-        // Unconfirmed, the key seals at most 20 kB: two more, not three.
-        for _ in 0..2 {
-            let mut d = seal(&mut s, &big);
-            open(&mut r, &mut d).unwrap();
-        }
+        // Unconfirmed, the key seals up to the AEAD's byte budget, not a
+        // byte more.
+        let budget = Algorithm::Aes256Gcm.confidentiality_bytes();
+        s.bytes_in_generation = budget - (big.len() + TAG_LEN) as u64;
+        let mut d = seal(&mut s, &big);
+        open(&mut r, &mut d).unwrap();
         let mut out = vec![0u8; HEADER_LEN];
         out.extend_from_slice(&big);
         assert_eq!(

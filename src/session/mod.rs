@@ -562,7 +562,7 @@ impl Session {
             // ping carries the new key; its pong confirms it.
             k.send.request_update();
             self.send_key_since = (generation + 1, now);
-            self.send_ping(now);
+            self.ping_probing_keys(now);
         }
     }
 
@@ -671,12 +671,19 @@ impl Session {
             .as_ref()
             .is_some_and(|k| k.send.awaiting_confirmation());
         if awaiting && self.key_probe.is_none() {
-            // Strictly above every earlier ping's token: only a pong to a
-            // ping sealed after the update can confirm it.
-            let token = self.next_token(now);
-            self.key_probe = Some((token, now));
-            self.send_ping(now);
+            self.ping_probing_keys(now);
         }
+    }
+
+    /// Sends a ping that probes the key update: its token, strictly above
+    /// every earlier ping's, is the probe's, so only a pong to a ping sealed
+    /// after the update confirms it (and the round trip is sampled from the
+    /// ping's true send time).
+    fn ping_probing_keys(&mut self, now: Instant) {
+        let token = self.next_token(now);
+        self.key_probe = Some((token, now));
+        self.last_ping = now;
+        self.send_control(&Control::Ping { token }, now);
     }
 
     /// A pong arrived: a round-trip sample, and maybe the confirmation of a

@@ -482,10 +482,21 @@ mod tests {
         };
         let (mut client, _server, now) = pair(config);
         let mut out = Transmits::new();
-        let mut result = Ok(0);
         // The server never answers, so the update after 5 packets stays
-        // unconfirmed; the new key seals 10 packets at most.
-        for _ in 0..40 {
+        // unconfirmed; the new key is then driven to the AEAD's limit.
+        for _ in 0..10 {
+            client
+                .send(now, 1, b"x", &mut out)
+                .expect("within the budget");
+        }
+        client
+            .keys
+            .as_mut()
+            .expect("established")
+            .send
+            .spend_budget_for_test();
+        let mut result = Ok(0);
+        for _ in 0..3 {
             result = client.send(now, 1, b"x", &mut out);
             if result.is_err() {
                 break;
