@@ -279,7 +279,6 @@ impl SendKeys {
         self.update_bytes = bytes.clamp(1, self.alg.update_bytes());
     }
 
-    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     /// Spends all but one packet of the current key's budget (tests reach
     /// the AEAD limit with it).
     #[cfg(test)]
@@ -288,6 +287,7 @@ impl SendKeys {
     }
 
     /// Packets the current key has sealed.
+    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     pub fn sealed_in_generation(&self) -> u64 {
         self.sealed_in_generation
     }

@@ -702,8 +702,9 @@ impl Msg1Check {
 /// was recorded. When full of live keys it refuses new ones
 /// ([`Msg1Error::CacheFull`]) rather than forget a live key (which would let
 /// that message 1 be replayed): only message 1s that authenticate under the
-/// PSK reach it, so filling it takes a member or captured traffic, and the
-/// pending-handshake limits already bound what those can do.
+/// PSK reach it, and the endpoint consults it only after every limit and
+/// quota admitted the message 1: each entry costs a pending handshake within
+/// its address's quota.
 #[derive(Debug)]
 pub struct Msg1ReplayCache {
     seen: HashMap<u128, Instant>,

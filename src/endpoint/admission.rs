@@ -87,12 +87,6 @@ impl Endpoint {
         if !validated && !path.reliable && self.pending >= config.cookie_threshold_per_shard {
             return self.challenge(&path, header.session_id, msg1, now, out);
         }
-        // State at most once per message 1, and only while its timestamp is
-        // fresh (docs/PROTOCOL.md 5.5): a captured one cannot refill the table.
-        if let Err(e) = config.msg1_check.admit_fresh(msg1, now) {
-            tracing::debug!(from = %path.peer, error = %e, "message 1 refused");
-            return self.refused(&path);
-        }
         // Quotas: one connection, one address.
         let connection = path
             .reliable
@@ -106,6 +100,15 @@ impl Endpoint {
         }
         if !config.quotas.start_pending(path.peer) {
             tracing::debug!(from = %path.peer, "pending handshakes per address quota reached");
+            return self.refused(&path);
+        }
+        // State at most once per message 1, and only while its timestamp is
+        // fresh (docs/PROTOCOL.md 5.5): a captured one cannot refill the
+        // table. Last of the checks, so that what the quotas refuse does
+        // not fill the replay cache either.
+        if let Err(e) = config.msg1_check.admit_fresh(msg1, now) {
+            tracing::debug!(from = %path.peer, error = %e, "message 1 refused");
+            config.quotas.end_pending(path.peer);
             return self.refused(&path);
         }
         let mut session_config = config.session.clone();

@@ -158,22 +158,29 @@ impl QueuedBytes {
     /// Whether `n` more bytes fit (one message always fits an empty queue).
     fn fits(&self, n: usize) -> bool {
         let now = self.bytes.load(Ordering::Relaxed);
-        now == 0 || now + n <= self.limit
+        now == 0 || now.saturating_add(n) <= self.limit
     }
 
     /// Three quarters full.
     fn crowded(&self) -> bool {
-        self.bytes.load(Ordering::Relaxed) * 4 >= self.limit * 3
+        self.bytes.load(Ordering::Relaxed) >= self.limit - self.limit / 4
     }
 
+    /// Counts `n` bytes in, before the message is put on a channel (a
+    /// receiver may take it, and count it out, at once).
     fn add(&self, n: usize) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes out again: the message did not go on the channel.
+    fn remove(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// A delivery left the channel.
     pub(crate) fn taken(&self, delivery: &Delivery) {
         if let Delivery::Message(m) = delivery {
-            self.bytes.fetch_sub(m.payload.len(), Ordering::Relaxed);
+            self.remove(m.payload.len());
         }
     }
 }
@@ -311,12 +318,14 @@ impl App {
                     // full channel drops it.
                     TransportCounters::add(&path.counters.packets_dropped, 1);
                 } else {
+                    self.shared.queued.add(len);
                     match self.shared.message_channel(id).try_send(delivery) {
-                        Ok(()) => self.shared.queued.add(len),
+                        Ok(()) => {}
                         Err(TrySendError::Full(_)) => {
+                            self.shared.queued.remove(len);
                             TransportCounters::add(&path.counters.packets_dropped, 1)
                         }
-                        Err(TrySendError::Disconnected(_)) => {}
+                        Err(TrySendError::Disconnected(_)) => self.shared.queued.remove(len),
                     }
                 }
             }
@@ -358,14 +367,18 @@ impl App {
         if len > 0 && !self.shared.queued.fits(len) {
             return Err(delivery);
         }
+        self.shared.queued.add(len);
         match self.channel_of(&delivery).try_send(delivery) {
-            Ok(()) => {
-                self.shared.queued.add(len);
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(d)) => {
+                self.shared.queued.remove(len);
+                Err(d)
+            }
+            // The application is gone: nothing to keep it for.
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.queued.remove(len);
                 Ok(())
             }
-            Err(TrySendError::Full(d)) => Err(d),
-            // The application is gone: nothing to keep it for.
-            Err(TrySendError::Disconnected(_)) => Ok(()),
         }
     }
 
