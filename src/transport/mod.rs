@@ -127,6 +127,17 @@ pub trait Transport: Send + fmt::Debug {
         self.open(target, addr)
     }
 
+    /// A datagram from `peer` opened or carried an authenticated session:
+    /// the connection is trusted from now on. The reactor calls it when a
+    /// session is established over (or validated onto) a path of this
+    /// transport, after the `recv` that delivered that datagram and before
+    /// the next one. A connection-oriented transport lifts its limits for
+    /// unauthenticated connections (the WebSocket one: `auth_timeout` and
+    /// `max_message_size_unauthenticated`). Default: nothing.
+    fn peer_authenticated(&mut self, peer: SocketAddr) {
+        let _ = peer;
+    }
+
     /// Whether the transport delivers reliably and in order (a stream
     /// transport): the reactor then stops reading it, rather than dropping,
     /// when the application falls behind. Default: false.
