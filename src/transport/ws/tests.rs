@@ -236,18 +236,23 @@ fn one_address_holds_at_most_max_connections_per_ip() {
     assert_eq!(reader.join().unwrap(), "HTTP/1.1 503 Service Unavailable");
     // Another address still gets in, and upgrades.
     let mut elsewhere = connect_from(other, addr);
-    let reader = std::thread::spawn(move || upgrade_status(&mut elsewhere));
+    let reader = std::thread::spawn(move || (upgrade_status(&mut elsewhere), elsewhere));
     pump(&mut t, "the other address upgraded", |t| {
         t.ws_counters().snapshot().connections_accepted == 1
     });
-    assert_eq!(reader.join().unwrap(), "HTTP/1.1 101 Switching Protocols");
+    let (status, _elsewhere) = reader.join().unwrap();
+    assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
     assert_eq!(t.connections(), 3);
 }
 
 #[test]
 fn idle_connections_cost_nothing_per_turn() {
     const N: usize = 200;
-    let mut t = WsTransport::bind("127.0.0.1:0".parse().unwrap(), WsConfig::default()).unwrap();
+    let config = WsConfig {
+        max_connections_per_ip: N,
+        ..WsConfig::default()
+    };
+    let mut t = WsTransport::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
     let addr = t.local_addr();
     let local: std::net::IpAddr = [127, 0, 0, 1].into();
     let mut clients = Vec::new();
