@@ -449,8 +449,15 @@ fn a_refusal_lingers_no_longer_than_linger() {
 /// A server connection upgraded over a pipe, not authenticated, and the
 /// client's end of the pipe.
 fn unauthenticated(config: WsConfig) -> (Conn<Pipe>, Conn<Pipe>, Instant) {
+    let (s, c, _, t0) = unauthenticated_with_end(config);
+    (s, c, t0)
+}
+
+/// [`unauthenticated`], with the client's end of the pipe.
+fn unauthenticated_with_end(config: WsConfig) -> (Conn<Pipe>, Conn<Pipe>, Pipe, Instant) {
     let t0 = Instant::now();
     let (server_end, client_end) = pipe(1 << 20);
+    let raw = client_end.clone();
     let counters = || TransportCounters::new(addr());
     let mut s = Conn::accept(server_end, addr(), Arc::new(config), counters(), t0);
     let mut c = Conn::dial(client_end, addr(), &url(), Arc::new(WsConfig::default()), counters(), t0, t0).unwrap();
@@ -459,12 +466,12 @@ fn unauthenticated(config: WsConfig) -> (Conn<Pipe>, Conn<Pipe>, Instant) {
         s.drive(t0, &mut |_| {});
     }
     assert!(s.is_open() && c.is_open());
-    (s, c, t0)
+    (s, c, raw, t0)
 }
 
 #[test]
 fn an_unauthenticated_connection_is_closed_at_auth_timeout_with_1008() {
-    let (mut s, mut c, t0) = unauthenticated(WsConfig::default());
+    let (mut s, mut c, mut raw, t0) = unauthenticated_with_end(WsConfig::default());
     // Junk that answers pings does not keep it open.
     for sec in 1..10 {
         let now = t0 + Duration::from_secs(sec);
@@ -477,13 +484,19 @@ fn an_unauthenticated_connection_is_closed_at_auth_timeout_with_1008() {
     assert_eq!(s.poll_timeout(), t0 + Duration::from_secs(10));
     let r = s.handle_timeout(t0 + Duration::from_secs(10));
     assert!(matches!(r, Err(End::Unauthenticated)), "{r:?}");
-    let closed = loop {
-        let d = c.drive(t0 + Duration::from_secs(10), &mut |_| {});
-        if let Some(end) = d.ended {
-            break end;
+    // On the wire: a close frame (0x88) with code 1008 (0x03f0).
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = raw.read(&mut buf) {
+        if n == 0 {
+            break;
         }
-    };
-    assert!(matches!(closed, End::ClosedByPeer), "{closed:?}");
+        wire.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        wire.windows(4).any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xf0]),
+        "{wire:02x?}"
+    );
 }
 
 #[test]
