@@ -26,7 +26,9 @@ enum Cmd {
 }
 
 /// A transport on its own thread. Received datagrams go to `rx`; with
-/// `echo`, each is also sent back to where it came from.
+/// `echo`, each is also sent back to where it came from. It stands for the
+/// engine with a session over every connection: each datagram's sender is
+/// authenticated (`peer_authenticated`) once it is received.
 struct Running {
     addr: SocketAddr,
     cmds: Sender<Cmd>,
@@ -52,6 +54,7 @@ impl Running {
         let thread = std::thread::spawn(move || {
             t.register(poll.registry(), mio::Token(0)).unwrap();
             let mut events = mio::Events::with_capacity(16);
+            let mut senders = Vec::new();
             while !stop2.load(Ordering::Relaxed) {
                 let timeout = t
                     .poll_timeout()
@@ -82,6 +85,7 @@ impl Running {
                     let mut back = Vec::new();
                     let n = t
                         .recv(&mut |from, d| {
+                            senders.push(from);
                             if echo {
                                 back.push((from, d.to_vec()));
                             }
@@ -90,6 +94,9 @@ impl Running {
                         .unwrap_or(0);
                     for (to, d) in back {
                         let _ = t.send(to, &d);
+                    }
+                    for from in std::mem::take(&mut senders) {
+                        t.peer_authenticated(from);
                     }
                     let _ = t.flush();
                     if n == 0 {
@@ -202,10 +209,18 @@ fn loopback() -> SocketAddr {
 }
 
 fn server(echo: bool) -> Running {
-    Running::start(
-        WsTransport::bind(loopback(), WsConfig::default()).unwrap(),
-        echo,
-    )
+    Running::start(WsTransport::bind(loopback(), trusting()).unwrap(), echo)
+}
+
+/// The default configuration, but a connection's first message may be as
+/// large as any: these tests have no handshake, so their first message is
+/// already application data (the harness authenticates its sender once it
+/// arrives).
+fn trusting() -> WsConfig {
+    WsConfig {
+        max_message_size_unauthenticated: 16 << 20,
+        ..WsConfig::default()
+    }
 }
 
 fn client(config: WsConfig) -> Running {
@@ -440,6 +455,9 @@ fn five_thousand_concurrent_connections_then_a_clear_refusal_at_the_cap() {
                 max_connections: N,
                 ping_interval: Duration::from_secs(600),
                 dead_after: Duration::from_secs(1200),
+                // All from 127.0.0.1; opening them may take a while.
+                max_connections_per_ip: N,
+                auth_timeout: Duration::from_secs(1200),
                 ..WsConfig::default()
             },
         )
@@ -750,4 +768,244 @@ fn a_slow_reader_makes_send_report_backpressure() {
         assert!(sent < 100_000, "no backpressure after {sent} sends");
     };
     assert!(err.contains("queue full"), "{err}");
+}
+
+/// Resident memory of this process, in KiB (Linux `/proc/self/status`).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Upgrades a raw TCP connection by hand (no client library: its buffers
+/// would count in this process's memory) and returns it, idle.
+fn raw_upgrade(addr: SocketAddr) -> std::net::TcpStream {
+    use std::io::Read;
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(
+        b"GET /stt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.ends_with(b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "closed during the upgrade");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 101"), "{answer:?}");
+    tcp
+}
+
+/// Server memory per idle upgraded connection: RSS before, with 1,000 idle
+/// connections, and after they close (clients are raw sockets, so only the
+/// server's memory grows). Run with
+/// `cargo test --release --test ws -- --ignored --nocapture idle_memory`.
+#[test]
+#[ignore = "measurement; prints RSS per 1,000 idle connections"]
+fn idle_memory_per_thousand_connections() {
+    const N: usize = 1_000;
+    if !raise_fd_limit(2 * N as u64 + 1_000) {
+        let _ = writeln!(std::io::stderr(), "SKIPPING: open-file limit too low");
+        return;
+    }
+    let s = server(true);
+    // Warm up: one connection through, so one-time allocations are done.
+    drop(raw_upgrade(s.addr));
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib();
+    let conns: Vec<_> = (0..N).map(|_| raw_upgrade(s.addr)).collect();
+    let deadline = Instant::now() + WAIT;
+    while s.stats().connections_open < N as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let open = rss_kib();
+    drop(conns);
+    while s.stats().connections_open > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let closed = rss_kib();
+    let per = (open.saturating_sub(before)) as f64 / N as f64;
+    let _ = writeln!(
+        std::io::stderr(),
+        "RSS: before {before} KiB, {N} idle connections {open} KiB (+{} KiB, {per:.1} KiB each), after close {closed} KiB (+{} KiB)",
+        open.saturating_sub(before),
+        closed.saturating_sub(before)
+    );
+}
+
+/// Writes `request` on a fresh connection to `s` and returns the whole
+/// answer (the server closes after an error).
+fn raw_answer(s: &Running, request: &[u8]) -> String {
+    use std::io::Read;
+    let mut tcp = std::net::TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = tcp.write_all(request);
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+const GOOD_UPGRADE: &str = "GET /stt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+#[test]
+fn malformed_upgrades_get_the_rfc_6455_status() {
+    let s = server(true);
+    let mut honest = honest_echo(&s);
+    let swap = |from: &str, to: &str| format!("{}\r\n", GOOD_UPGRADE.replace(from, to));
+    let cases = [
+        (
+            "no Sec-WebSocket-Key",
+            swap("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+            "HTTP/1.1 400 Bad Request\r\n",
+        ),
+        ("POST", swap("GET", "POST"), "HTTP/1.1 400 Bad Request\r\n"),
+        (
+            "version 8",
+            swap("Version: 13", "Version: 8"),
+            "HTTP/1.1 426 Upgrade Required\r\n",
+        ),
+        (
+            "a 64 KiB header",
+            format!("{GOOD_UPGRADE}X-Long: {}\r\n\r\n", "a".repeat(64 * 1024)),
+            "HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        ),
+    ];
+    for (what, request, status) in cases {
+        let answer = raw_answer(&s, request.as_bytes());
+        assert!(answer.starts_with(status), "{what}: answered {answer:?}");
+        if status.contains("426") {
+            assert!(
+                answer.contains("\r\nSec-WebSocket-Version: 13\r\n"),
+                "{answer:?}"
+            );
+        }
+        assert_echoes(&mut honest);
+    }
+    let deadline = Instant::now() + WAIT;
+    while s.stats().connections_refused < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.stats().connections_refused, 4, "{:?}", s.stats());
+}
+
+#[test]
+fn an_origin_outside_the_allow_list_gets_403() {
+    let config = WsConfig {
+        allowed_origins: Some(vec!["https://game.example".into()]),
+        ..trusting()
+    };
+    let s = Running::start(WsTransport::bind(loopback(), config).unwrap(), true);
+    let evil = raw_answer(
+        &s,
+        format!("{GOOD_UPGRADE}Origin: https://evil.example\r\n\r\n").as_bytes(),
+    );
+    assert!(evil.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{evil:?}");
+    for allowed in [
+        format!("{GOOD_UPGRADE}Origin: https://game.example\r\n\r\n"),
+        // Not a browser: no Origin.
+        format!("{GOOD_UPGRADE}\r\n"),
+    ] {
+        let mut tcp = std::net::TcpStream::connect(s.addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        tcp.write_all(allowed.as_bytes()).unwrap();
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut tcp, &mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 101 "), "{allowed:?}: {head:?}");
+    }
+}
+
+#[test]
+fn a_connection_that_never_authenticates_is_closed_with_1008() {
+    let config = WsConfig {
+        auth_timeout: Duration::from_millis(300),
+        ping_interval: Duration::from_millis(50),
+        dead_after: Duration::from_millis(1_000),
+        ..WsConfig::default()
+    };
+    // No echo and no session: the harness authenticates nobody here...
+    let mut t = WsTransport::bind(loopback(), config).unwrap();
+    let addr = t.local_addr();
+    let stats = t.ws_counters();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            let _ = t.recv(&mut |_, _| {});
+            let _ = t.flush();
+            t.handle_timeout(Instant::now());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    // ...while this client sends junk and answers every ping.
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let (mut ws, _) = tungstenite::client(url(addr), tcp).unwrap();
+    let started = Instant::now();
+    let code = loop {
+        assert!(started.elapsed() < WAIT, "never closed");
+        let _ = ws.send(tungstenite::Message::Binary(vec![0x5a; 64].into()));
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    };
+    let after = started.elapsed();
+    assert_eq!(code, Some(1008));
+    assert!(
+        after >= Duration::from_millis(250),
+        "closed after {after:?}"
+    );
+    assert_eq!(stats.snapshot().closed_unauthenticated, 1);
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+}
+
+#[test]
+fn before_authentication_a_message_over_the_small_limit_closes_with_1009() {
+    let config = WsConfig::default();
+    let mut t = WsTransport::bind(loopback(), config).unwrap();
+    let addr = t.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            let _ = t.recv(&mut |_, _| {});
+            let _ = t.flush();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let (mut ws, _) = tungstenite::client(url(addr), tcp).unwrap();
+    // A frame header that declares 16 MiB: refused at once, not buffered.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(16u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    ws.get_mut().write_all(&frame).unwrap();
+    let code = loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    };
+    assert_eq!(code, Some(1009));
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
 }

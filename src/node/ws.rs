@@ -67,8 +67,9 @@ impl Node {
     /// Starts accepting WebSocket connections on `addr` (port 0: any free
     /// port), `ws://`, or `wss://` when `config.tls_server` is set. Works on
     /// a running node. Each reactor gets a listener of a `SO_REUSEPORT`
-    /// group, so the kernel spreads connections across cores. Returns the
-    /// bound address.
+    /// group, so the kernel spreads connections across cores; the
+    /// connection caps (`max_connections`, `max_connections_per_ip`) count
+    /// the connections of all of them. Returns the bound address.
     pub fn start_websocket_server(
         &self,
         addr: SocketAddr,
@@ -81,8 +82,14 @@ impl Node {
             .transpose()
             .map_err(|e| crate::transport::TransportError::io("reading the bound address", e))?
             .unwrap_or(addr);
+        // One count for all: the caps hold for the node, not per reactor.
+        let admission = ws::WsAdmission::new();
         for (reactor, listener) in listeners.into_iter().enumerate() {
-            let t = WsTransport::from_listener(Some(listener), config.clone())?;
+            let t = WsTransport::from_listener_shared(
+                Some(listener),
+                config.clone(),
+                admission.clone(),
+            )?;
             let counters = t.ws_counters();
             let id = self.add_transport_to(reactor, Box::new(t))?;
             self.ws_lock().servers.push((id, counters));

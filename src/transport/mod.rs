@@ -128,8 +128,12 @@ pub trait Transport: Send + fmt::Debug {
     }
 
     /// A datagram from `peer` opened or carried an authenticated session:
-    /// the connection is trusted from now on (a WebSocket server lifts its
-    /// pre-authentication limits). Default: nothing.
+    /// the connection is trusted from now on. The reactor calls it when a
+    /// session is established over (or validated onto) a path of this
+    /// transport, after the `recv` that delivered that datagram and before
+    /// the next one. A connection-oriented transport lifts its limits for
+    /// unauthenticated connections (the WebSocket one: `auth_timeout` and
+    /// `max_message_size_unauthenticated`). Default: nothing.
     fn peer_authenticated(&mut self, peer: SocketAddr) {
         let _ = peer;
     }

@@ -6,7 +6,9 @@
 //! A listening transport applies its `WsConfig` to every accepted
 //! connection. A dial made with [`Transport::open_with`] and a `WsConfig`
 //! applies that one to its connection and its reconnections (every field but
-//! `tls_server` and `max_connections`, which belong to the listener).
+//! those of accepted connections: `tls_server`, `max_connections`,
+//! `max_connections_per_ip`, `auth_timeout`,
+//! `max_message_size_unauthenticated` and `allowed_origins`).
 //!
 //! [`Transport::open_with`]: crate::transport::Transport::open_with
 
@@ -32,9 +34,51 @@ pub struct WsConfig {
     pub handshake_timeout: Duration,
     /// Give up a dial not connected in this long. Default 10 s.
     pub connect_timeout: Duration,
-    /// Connections held at once; beyond, new ones get HTTP 503. Default
-    /// 10,000.
+    /// Accepted connections held at once (upgrading or open), across every
+    /// transport of one server ([`Node::start_websocket_server`] gives its
+    /// per-reactor transports one shared count); beyond, new ones get HTTP
+    /// 503. Dialled connections do not count. Default 10,000.
+    ///
+    /// [`Node::start_websocket_server`]: crate::Node::start_websocket_server
     pub max_connections: usize,
+    /// Accepted connections held at once from one address: one IPv4
+    /// address, or one IPv6 /64 (what one host or one customer of an ISP
+    /// gets); beyond, new ones get HTTP 503. Default 64: room for the
+    /// clients behind one NAT, while one host can hold no more than 0.64 %
+    /// of the default `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Close an accepted connection that has carried no authenticated
+    /// session this long after its upgrade (close code 1008, counted in
+    /// `closed_unauthenticated`). The engine calls
+    /// [`Transport::peer_authenticated`] once a session is established over
+    /// the connection, which lifts this deadline. Default 10 s: a member's
+    /// handshake over WebSocket takes 1.5 round trips (2.5 with a cookie),
+    /// well under a second on any real network, while a connection that
+    /// sends junk and answers pings is let go soon. Dialled connections are
+    /// trusted from the start.
+    ///
+    /// [`Transport::peer_authenticated`]: crate::transport::Transport::peer_authenticated
+    pub auth_timeout: Duration,
+    /// Largest message accepted on an accepted connection before it is
+    /// authenticated; larger ones close it with code 1009, and tungstenite
+    /// never reserves more than this for such a connection. Default 1 KiB:
+    /// the largest handshake datagram is the cookie echo (186 bytes;
+    /// message 1 is 141, message 3 is 93), which leaves room for a connect
+    /// token. Clamped to `max_message_size`.
+    pub max_message_size_unauthenticated: usize,
+    /// Origins a browser may upgrade from (e.g. `"https://game.example"`),
+    /// compared ASCII case-insensitively; an upgrade whose `Origin` is not
+    /// listed gets HTTP 403. Requests without an `Origin` header (programs,
+    /// not browsers) are allowed: any program can send whatever `Origin` it
+    /// likes, so the list only stops web pages of other sites from using a
+    /// visitor's browser, which always sends it. `None` (the default): no
+    /// check.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Bytes tungstenite reads from the socket at once, and the read buffer
+    /// every open connection keeps. Default 8 KiB: an idle connection costs
+    /// about 10 KiB in all, while a 16 KiB coalesced frame still takes two
+    /// reads. Larger messages are read whole into a buffer sized for them.
+    pub read_buffer_size: usize,
     /// Bytes queued for one connection before `send` reports backpressure.
     /// Default 8 MiB; never below `max_message_size` + 64 KiB, nor below
     /// the 128 KiB at which a connection starts writing.
@@ -58,6 +102,11 @@ impl Default for WsConfig {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            max_connections_per_ip: 64,
+            auth_timeout: Duration::from_secs(10),
+            max_message_size_unauthenticated: 1024,
+            allowed_origins: None,
+            read_buffer_size: 8 * 1024,
             write_buffer_limit: 8 << 20,
             reconnect: ReconnectPolicy::default(),
             reconnect_queue: 1024,
@@ -73,14 +122,18 @@ impl WsConfig {
     /// [`ReconnectPolicy`]. The transport checks it when it is made and
     /// when a dial brings a configuration of its own.
     pub fn validate(&self) -> Result<(), WsConfigError> {
-        if self.max_message_size == 0 {
+        if self.max_message_size == 0 || self.max_message_size_unauthenticated == 0 {
             return Err(WsConfigError::ZeroMessageSize);
+        }
+        if self.read_buffer_size == 0 {
+            return Err(WsConfigError::ZeroReadBuffer);
         }
         for (field, value) in [
             ("ping_interval", self.ping_interval),
             ("dead_after", self.dead_after),
             ("handshake_timeout", self.handshake_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("auth_timeout", self.auth_timeout),
         ] {
             if value.is_zero() {
                 return Err(WsConfigError::ZeroDuration(field));
@@ -95,8 +148,27 @@ impl WsConfig {
         self.reconnect.validate()
     }
 
-    /// tungstenite's configuration for one connection.
-    pub(crate) fn tungstenite(&self) -> WebSocketConfig {
+    /// The message limit of an accepted connection not yet authenticated.
+    pub(crate) fn unauthenticated_limit(&self) -> usize {
+        self.max_message_size_unauthenticated
+            .min(self.max_message_size)
+    }
+
+    /// Whether a browser from `origin` may upgrade.
+    pub(crate) fn origin_allowed(&self, origin: &[u8]) -> bool {
+        match &self.allowed_origins {
+            None => true,
+            Some(list) => list.iter().any(|o| {
+                o.trim_end_matches('/')
+                    .as_bytes()
+                    .eq_ignore_ascii_case(origin)
+            }),
+        }
+    }
+
+    /// tungstenite's configuration for one connection, whose messages may
+    /// be up to `max_message` bytes.
+    pub(crate) fn tungstenite(&self, max_message: usize) -> WebSocketConfig {
         let base = WebSocketConfig::default();
         // tungstenite panics unless its write buffer's limit is above the
         // size at which it starts writing: small limits are raised to that.
@@ -104,9 +176,10 @@ impl WsConfig {
             .write_buffer_limit
             .max(self.max_message_size.saturating_add(64 * 1024))
             .max(base.write_buffer_size.saturating_add(1));
-        base.max_message_size(Some(self.max_message_size))
-            .max_frame_size(Some(self.max_message_size))
+        base.max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message))
             .max_write_buffer_size(limit)
+            .read_buffer_size(self.read_buffer_size)
     }
 }
 
@@ -187,9 +260,13 @@ impl ReconnectPolicy {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WsConfigError {
-    /// `max_message_size` is 0: no message could pass.
-    #[error("max_message_size is 0: no message could pass; the default is 16 MiB")]
+    /// `max_message_size` or `max_message_size_unauthenticated` is 0: no
+    /// message could pass.
+    #[error("max_message_size (or max_message_size_unauthenticated) is 0: no message could pass; the defaults are 16 MiB and 1 KiB")]
     ZeroMessageSize,
+    /// `read_buffer_size` is 0.
+    #[error("read_buffer_size is 0: give it a positive size; the default is 8 KiB")]
+    ZeroReadBuffer,
     /// A timer is zero.
     #[error("{0} is zero: give it a positive duration")]
     ZeroDuration(&'static str),
@@ -227,7 +304,7 @@ mod tests {
                 write_buffer_limit,
                 ..WsConfig::default()
             }
-            .tungstenite();
+            .tungstenite(max_message_size);
             // tungstenite asserts this when a connection is made.
             assert!(c.max_write_buffer_size > c.write_buffer_size, "{c:?}");
             assert!(c.max_write_buffer_size >= write_buffer_limit);

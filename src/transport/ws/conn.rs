@@ -1,7 +1,17 @@
 //! One WebSocket connection as a state machine over any `Read + Write`
-//! stream: the upgrade (server or client side, resumed after `WouldBlock`),
-//! binary messages both ways, the `blocked` write state, keepalive pings,
-//! the handshake and idle deadlines, and the close.
+//! stream: the upgrade (server side in `upgrade.rs`, with an HTTP answer to
+//! every bad request; client side tungstenite's; both resumed after
+//! `WouldBlock`), binary messages both ways, the `blocked` write state,
+//! keepalive pings, the handshake, authentication and idle deadlines, and
+//! the close.
+//!
+//! An accepted connection starts *unauthenticated*: its messages may be no
+//! larger than `max_message_size_unauthenticated` (tungstenite's own limits
+//! are set to it, so it never reserves more), it yields after each message
+//! (so that the engine can call [`Conn::authenticate`] before the next one
+//! is read under the small limit), and it is closed with code 1008 unless
+//! authenticated within `auth_timeout` of its upgrade. Dialled connections
+//! are trusted from the start.
 //!
 //! A [`Conn`] neither polls nor reads the clock: the caller drives it when
 //! its stream is ready ([`Conn::drive`]), when its deadline comes
@@ -14,12 +24,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tungstenite::handshake::server::NoCallback;
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::{Bytes, ClientHandshake, Message, ServerHandshake, WebSocket};
+use tungstenite::protocol::{CloseFrame, Role};
+use tungstenite::{Bytes, ClientHandshake, Message, WebSocket};
 
+use super::upgrade::{Rejection, Upgrade, Verdict};
 use super::{WsConfig, WsConnectionStats, WsUrl};
 use crate::transport::TransportCounters;
 
@@ -27,8 +37,23 @@ use crate::transport::TransportCounters;
 /// a turn.
 pub(crate) const READS_PER_TURN: usize = 256;
 
+/// How long a refused upgrade waits, its answer sent and its write side
+/// shut, for the client to close (its unread request bytes are dropped
+/// meanwhile): closing a socket with unread input sends a reset, which can
+/// destroy the answer before the client reads it.
+pub(crate) const LINGER: Duration = Duration::from_millis(500);
+
+/// Bytes of a refused request read and dropped while lingering, at most.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// A stream whose write side can be shut while its read side stays open.
+pub(crate) trait ShutdownWrite {
+    /// Sends end-of-stream to the peer (TCP FIN), best effort.
+    fn shutdown_write(&mut self);
+}
+
 /// One WebSocket connection over the stream `S`. See the module docs.
-pub(crate) struct Conn<S: Read + Write> {
+pub(crate) struct Conn<S: Read + Write + ShutdownWrite> {
     peer: SocketAddr,
     state: State<S>,
     config: Arc<WsConfig>,
@@ -37,8 +62,14 @@ pub(crate) struct Conn<S: Read + Write> {
     was_open: bool,
     last_recv: Instant,
     last_send: Instant,
-    /// Until open: when the upgrade must be done.
+    /// Until open: when the upgrade must be done (or, refused, when the
+    /// lingering ends).
     deadline: Option<Instant>,
+    /// An authenticated session runs over it (or this side dialled it): the
+    /// full message limit applies and `auth_deadline` is lifted.
+    authenticated: bool,
+    /// Open and not authenticated: when it is closed for that.
+    auth_deadline: Option<Instant>,
     /// The socket took less than tungstenite had to write: what remains
     /// waits in tungstenite's buffer. No more is handed to it until that is
     /// written, so that the buffer stays small — tungstenite moves what
@@ -50,11 +81,35 @@ pub(crate) struct Conn<S: Read + Write> {
 }
 
 enum State<S: Read + Write> {
-    Accepting(MidHandshake<ServerHandshake<S, NoCallback>>),
+    /// Reading the client's upgrade request.
+    Accepting(S, Upgrade),
+    /// Writing the answer to it: `101`, then open; or an HTTP error, then
+    /// lingering.
+    Answering {
+        stream: S,
+        out: Vec<u8>,
+        written: usize,
+        then: Then,
+    },
+    /// An HTTP error is out and the write side shut; the rest of the
+    /// request is dropped until the client closes or [`LINGER`] passes.
+    Lingering {
+        stream: S,
+        rejection: Rejection,
+        drained: usize,
+    },
     Upgrading(MidHandshake<ClientHandshake<S>>),
     Open(Box<WebSocket<S>>),
     /// The upgrade failed; the stream is gone.
     Failed,
+}
+
+/// What comes after an answer is written.
+enum Then {
+    /// Open, with the bytes the client sent after its request.
+    Open(Vec<u8>),
+    /// Linger, then end.
+    Refuse(Rejection),
 }
 
 /// What one [`Conn::drive`] did.
@@ -78,9 +133,15 @@ pub(crate) enum End {
     /// or a malformed request.
     #[error("WebSocket upgrade failed: {0}")]
     Refused(Box<tungstenite::Error>),
+    /// The upgrade request was refused with an HTTP error (sent).
+    #[error("WebSocket upgrade refused with {0}")]
+    Rejected(Rejection),
     /// The upgrade was not done within `handshake_timeout`.
     #[error("WebSocket upgrade not done within handshake_timeout")]
     HandshakeTimeout,
+    /// No authenticated session within `auth_timeout` (closed with 1008).
+    #[error("no authenticated session on the WebSocket connection within auth_timeout")]
+    Unauthenticated,
     /// Nothing came from the peer for `dead_after`.
     #[error("WebSocket peer silent for dead_after")]
     Idle,
@@ -120,8 +181,9 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d.min(FAR)).unwrap_or(now)
 }
 
-impl<S: Read + Write> Conn<S> {
-    /// An accepted stream, waiting for the client's upgrade request.
+impl<S: Read + Write + ShutdownWrite> Conn<S> {
+    /// An accepted stream, waiting for the client's upgrade request; not
+    /// authenticated.
     pub(crate) fn accept(
         stream: S,
         peer: SocketAddr,
@@ -129,8 +191,8 @@ impl<S: Read + Write> Conn<S> {
         counters: Arc<TransportCounters>,
         now: Instant,
     ) -> Self {
-        let mid = ServerHandshake::start(stream, NoCallback, Some(config.tungstenite()));
-        Self::new(State::Accepting(mid), peer, config, counters, now, now)
+        let state = State::Accepting(stream, Upgrade::default());
+        Self::new(state, peer, config, counters, now, now)
     }
 
     /// A connected stream to `url`, about to send the upgrade request;
@@ -149,10 +211,12 @@ impl<S: Read + Write> Conn<S> {
             .to_string()
             .into_client_request()
             .map_err(|e| End::Refused(Box::new(e)))?;
-        let mid = ClientHandshake::start(stream, request, Some(config.tungstenite()))
+        let ws_config = config.tungstenite(config.max_message_size);
+        let mid = ClientHandshake::start(stream, request, Some(ws_config))
             .map_err(|e| End::Refused(Box::new(e)))?;
         let mut conn = Self::new(State::Upgrading(mid), peer, config, counters, started, now);
         conn.stats.dialled = true;
+        conn.authenticated = true;
         Ok(conn)
     }
 
@@ -168,6 +232,8 @@ impl<S: Read + Write> Conn<S> {
             peer,
             state,
             deadline: Some(later(now, config.handshake_timeout)),
+            authenticated: false,
+            auth_deadline: None,
             config,
             counters,
             started,
@@ -199,8 +265,26 @@ impl<S: Read + Write> Conn<S> {
         self.was_open
     }
 
+    /// An authenticated session runs over this connection: it is trusted
+    /// from now on (full message limit, no `auth_timeout`). `false` if it
+    /// already was.
+    pub(crate) fn authenticate(&mut self) -> bool {
+        if self.authenticated {
+            return false;
+        }
+        self.authenticated = true;
+        self.auth_deadline = None;
+        if let State::Open(ws) = &mut self.state {
+            let max = Some(self.config.max_message_size);
+            ws.set_config(|c| {
+                c.max_message_size = max;
+                c.max_frame_size = max;
+            });
+        }
+        true
+    }
+
     /// Whether the write side waits for the socket (see `blocked`).
-    #[cfg(test)]
     pub(crate) fn is_blocked(&self) -> bool {
         self.blocked
     }
@@ -208,7 +292,9 @@ impl<S: Read + Write> Conn<S> {
     /// The stream, unless a failed upgrade consumed it.
     pub(crate) fn stream(&self) -> Option<&S> {
         match &self.state {
-            State::Accepting(mid) => Some(mid.get_ref().get_ref()),
+            State::Accepting(stream, _)
+            | State::Answering { stream, .. }
+            | State::Lingering { stream, .. } => Some(stream),
             State::Upgrading(mid) => Some(mid.get_ref().get_ref()),
             State::Open(ws) => Some(ws.get_ref()),
             State::Failed => None,
@@ -219,15 +305,16 @@ impl<S: Read + Write> Conn<S> {
     pub(crate) fn stats(&self, now: Instant) -> WsConnectionStats {
         WsConnectionStats {
             open: self.is_open(),
+            authenticated: self.authenticated,
             age_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             ..self.stats
         }
     }
 
     /// Advances the upgrade as far as the stream allows, then reads up to
-    /// [`READS_PER_TURN`] messages, handing each binary one to
-    /// `on_message`. Text, oversized and malformed messages close the
-    /// connection with 1003, 1009 and 1002.
+    /// [`READS_PER_TURN`] messages (one, while not authenticated), handing
+    /// each binary one to `on_message`. Text, oversized and malformed
+    /// messages close the connection with 1003, 1009 and 1002.
     pub(crate) fn drive(
         &mut self,
         now: Instant,
@@ -257,6 +344,11 @@ impl<S: Read + Write> Conn<S> {
                     let mut message: Vec<u8> = bytes.into();
                     on_message(&mut message);
                     out.delivered += 1;
+                    if !self.authenticated {
+                        // The engine may authenticate it before the next
+                        // message is read under the small limit.
+                        break;
+                    }
                 }
                 Ok(Message::Text(_)) => {
                     TransportCounters::add(&self.counters.packets_dropped, 1);
@@ -304,27 +396,144 @@ impl<S: Read + Write> Conn<S> {
 
     /// Resumes the upgrade; `Ok(true)` when it completed now.
     fn advance_handshake(&mut self, now: Instant) -> Result<bool, End> {
-        let state = std::mem::replace(&mut self.state, State::Failed);
-        let (state, opened) = match state {
-            State::Accepting(mid) => match mid.handshake() {
-                Ok(ws) => (State::Open(Box::new(ws)), true),
-                Err(HandshakeError::Interrupted(mid)) => (State::Accepting(mid), false),
-                Err(HandshakeError::Failure(e)) => return Err(End::Refused(Box::new(e))),
-            },
-            State::Upgrading(mid) => match mid.handshake() {
-                Ok((ws, _response)) => (State::Open(Box::new(ws)), true),
-                Err(HandshakeError::Interrupted(mid)) => (State::Upgrading(mid), false),
-                Err(HandshakeError::Failure(e)) => return Err(End::Refused(Box::new(e))),
-            },
-            other => (other, false),
-        };
-        self.state = state;
-        if opened {
-            self.was_open = true;
-            self.deadline = None;
-            self.last_recv = now;
+        loop {
+            let state = std::mem::replace(&mut self.state, State::Failed);
+            let (state, progress) = match state {
+                State::Accepting(mut stream, mut up) => match up.read(&mut stream, &self.config) {
+                    Ok(None) => (State::Accepting(stream, up), false),
+                    Ok(Some(verdict)) => {
+                        let (out, then) = match verdict {
+                            Verdict::Accept { response, tail } => (response, Then::Open(tail)),
+                            Verdict::Refuse(r) => {
+                                TransportCounters::add(&self.counters.errors_receive, 1);
+                                (r.response(), Then::Refuse(r))
+                            }
+                        };
+                        let answering = State::Answering {
+                            stream,
+                            out,
+                            written: 0,
+                            then,
+                        };
+                        (answering, true)
+                    }
+                    Err(e) => return Err(End::Refused(Box::new(tungstenite::Error::Io(e)))),
+                },
+                State::Answering {
+                    mut stream,
+                    out,
+                    mut written,
+                    then,
+                } => {
+                    while written < out.len() {
+                        match stream.write(&out[written..]) {
+                            Ok(0) => {
+                                let e = io::Error::from(io::ErrorKind::WriteZero);
+                                return Err(End::Failed(Box::new(e.into())));
+                            }
+                            Ok(n) => written += n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(End::Failed(Box::new(e.into()))),
+                        }
+                    }
+                    if written < out.len() {
+                        let answering = State::Answering {
+                            stream,
+                            out,
+                            written,
+                            then,
+                        };
+                        self.state = answering;
+                        return Ok(false);
+                    }
+                    let _ = stream.flush();
+                    match then {
+                        Then::Open(tail) => {
+                            let limit = if self.authenticated {
+                                self.config.max_message_size
+                            } else {
+                                self.config.unauthenticated_limit()
+                            };
+                            let ws_config = Some(self.config.tungstenite(limit));
+                            let ws = if tail.is_empty() {
+                                WebSocket::from_raw_socket(stream, Role::Server, ws_config)
+                            } else {
+                                WebSocket::from_partially_read(
+                                    stream,
+                                    tail,
+                                    Role::Server,
+                                    ws_config,
+                                )
+                            };
+                            self.state = State::Open(Box::new(ws));
+                            self.opened(now);
+                            return Ok(true);
+                        }
+                        Then::Refuse(rejection) => {
+                            tracing::debug!(peer = %self.peer, %rejection, "WebSocket upgrade refused");
+                            stream.shutdown_write();
+                            self.deadline = Some(later(now, LINGER));
+                            let lingering = State::Lingering {
+                                stream,
+                                rejection,
+                                drained: 0,
+                            };
+                            (lingering, true)
+                        }
+                    }
+                }
+                State::Lingering {
+                    mut stream,
+                    rejection,
+                    mut drained,
+                } => {
+                    let mut sink = [0u8; 1024];
+                    loop {
+                        match stream.read(&mut sink) {
+                            Ok(0) => return Err(End::Rejected(rejection)),
+                            Ok(n) => drained += n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => return Err(End::Rejected(rejection)),
+                        }
+                        if drained > LINGER_BYTES {
+                            return Err(End::Rejected(rejection));
+                        }
+                    }
+                    let lingering = State::Lingering {
+                        stream,
+                        rejection,
+                        drained,
+                    };
+                    (lingering, false)
+                }
+                State::Upgrading(mid) => match mid.handshake() {
+                    Ok((ws, _response)) => {
+                        self.state = State::Open(Box::new(ws));
+                        self.opened(now);
+                        return Ok(true);
+                    }
+                    Err(HandshakeError::Interrupted(mid)) => (State::Upgrading(mid), false),
+                    Err(HandshakeError::Failure(e)) => return Err(End::Refused(Box::new(e))),
+                },
+                other => (other, false),
+            };
+            self.state = state;
+            if !progress {
+                return Ok(false);
+            }
         }
-        Ok(opened)
+    }
+
+    /// The upgrade completed at `now`.
+    fn opened(&mut self, now: Instant) {
+        self.was_open = true;
+        self.deadline = None;
+        self.last_recv = now;
+        if !self.authenticated {
+            self.auth_deadline = Some(later(now, self.config.auth_timeout));
+        }
     }
 
     /// Whether the connection takes another message now: `false` while it
@@ -416,27 +625,39 @@ impl<S: Read + Write> Conn<S> {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) has work: the upgrade's
-    /// deadline, or the next ping or idle check of an open connection.
+    /// deadline (or a refusal's lingering end), or the next ping, idle or
+    /// authentication check of an open connection.
     pub(crate) fn poll_timeout(&self) -> Instant {
         match self.deadline {
             Some(d) => d,
-            None => later(self.last_recv, self.config.dead_after).min(later(
-                self.last_recv.max(self.last_send),
-                self.config.ping_interval,
-            )),
+            None => {
+                let open = later(self.last_recv, self.config.dead_after).min(later(
+                    self.last_recv.max(self.last_send),
+                    self.config.ping_interval,
+                ));
+                self.auth_deadline.map_or(open, |a| a.min(open))
+            }
         }
     }
 
-    /// Runs the timers due at `now`: an upgrade past `handshake_timeout` or
-    /// a peer silent for `dead_after` ends the connection; one quiet for
-    /// `ping_interval` is pinged.
+    /// Runs the timers due at `now`: an upgrade past `handshake_timeout`, a
+    /// refusal done lingering, an unauthenticated connection past
+    /// `auth_timeout` (closed with 1008) or a peer silent for `dead_after`
+    /// ends the connection; one quiet for `ping_interval` is pinged.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), End> {
         if let Some(deadline) = self.deadline {
-            return if now >= deadline {
-                Err(End::HandshakeTimeout)
-            } else {
-                Ok(())
+            return match &self.state {
+                _ if now < deadline => Ok(()),
+                State::Lingering { rejection, .. } => Err(End::Rejected(*rejection)),
+                _ => Err(End::HandshakeTimeout),
             };
+        }
+        if self.auth_deadline.is_some_and(|a| now >= a) {
+            self.close(
+                CloseCode::Policy,
+                "no authenticated session within auth_timeout",
+            );
+            return Err(End::Unauthenticated);
         }
         if now >= later(self.last_recv, self.config.dead_after) {
             return Err(End::Idle);

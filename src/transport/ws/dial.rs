@@ -22,7 +22,7 @@ use rustls::pki_types::ServerName;
 use super::conn::{later, Conn};
 use super::stream::Stream;
 use super::tls::{self, TlsStream};
-use super::{Slot, WsConfig, WsConnectionStats, WsCounters, WsTransport, WsUrl};
+use super::{WsConfig, WsConnectionStats, WsCounters, WsTransport, WsUrl};
 use crate::transport::TransportCounters;
 
 /// A peer this transport dials, kept across reconnections.
@@ -307,16 +307,7 @@ impl WsTransport {
         };
         let counters = self.counters.clone();
         match Conn::dial(stream, peer, &url, config, counters, started, now) {
-            Ok(conn) => {
-                self.conns.insert(
-                    token,
-                    Slot {
-                        conn,
-                        readable: true,
-                    },
-                );
-                self.by_peer.insert(peer, token);
-            }
+            Ok(conn) => self.insert(token, conn, None, now),
             Err(e) => {
                 tracing::warn!(%url, error = %e, "WebSocket dial failed");
                 self.dialler

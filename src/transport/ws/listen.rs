@@ -1,7 +1,9 @@
 //! Listening: binding the TCP listener (alone, or as one of a
 //! `SO_REUSEPORT` group with one socket per reactor), and accepting — the
-//! connection cap with its HTTP 503, TLS for `wss://`, and a server
-//! [`Conn`] per accepted socket.
+//! connection caps (node-wide and per address, counted in the
+//! [`WsAdmission`](super::WsAdmission) the server's transports share) with
+//! their HTTP 503, TLS for `wss://`, and a server [`Conn`] per accepted
+//! socket.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -13,11 +15,14 @@ use mio::Interest;
 use super::conn::Conn;
 use super::stream::Stream;
 use super::tls::TlsStream;
-use super::{Slot, WsCounters, WsTransport};
+use super::{Refusal, WsCounters, WsTransport};
 use crate::transport::{TransportCounters, TransportError};
 
 /// What a client past `max_connections` reads before the socket closes.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 26\r\nConnection: close\r\n\r\nconnection limit reached\r\n";
+
+/// What a client past `max_connections_per_ip` reads.
+const REFUSAL_PER_IP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 39\r\nConnection: close\r\n\r\nconnection limit reached for this address\r\n";
 
 /// A non-blocking TCP socket for `addr`, `SO_REUSEADDR` set (and
 /// `IPV6_V6ONLY` for IPv6), not yet bound.
@@ -82,8 +87,9 @@ pub fn bind_listener_group(
 
 impl WsTransport {
     /// Accepts every waiting connection. Each becomes a server [`Conn`],
-    /// driven in this turn; past `max_connections` a connection gets an
-    /// HTTP 503 and is closed.
+    /// driven in this turn; past `max_connections` (over the transports
+    /// sharing this one's admission) or `max_connections_per_ip` a
+    /// connection gets an HTTP 503 and is closed.
     pub(super) fn accept_all(&mut self, now: Instant) {
         loop {
             let Some(listener) = &self.listener else {
@@ -99,13 +105,27 @@ impl WsTransport {
                 }
             };
             let _ = tcp.set_nodelay(true);
-            if self.connections() >= self.config.max_connections {
-                // A clear refusal, then close: best effort on a fresh socket.
-                let _ = tcp.write(REFUSAL);
-                WsCounters::inc(&self.ws.connections_refused);
-                tracing::warn!(%peer, limit = self.config.max_connections, "WebSocket connection refused: limit reached");
-                continue;
-            }
+            let (max, per_ip) = (
+                self.config.max_connections,
+                self.config.max_connections_per_ip,
+            );
+            let ticket = match self.admission.admit(peer.ip(), max, per_ip) {
+                Ok(t) => t,
+                Err(refusal) => {
+                    // A clear refusal, then close: best effort on a fresh
+                    // socket (the request is not read: 503 needs none).
+                    WsCounters::inc(&self.ws.connections_refused);
+                    if refusal == Refusal::PerIp {
+                        let _ = tcp.write(REFUSAL_PER_IP);
+                        WsCounters::inc(&self.ws.refused_per_ip);
+                        tracing::warn!(%peer, limit = per_ip, "WebSocket connection refused: per-address limit reached");
+                    } else {
+                        let _ = tcp.write(REFUSAL);
+                        tracing::warn!(%peer, limit = max, "WebSocket connection refused: limit reached");
+                    }
+                    continue;
+                }
+            };
             let token = self.token();
             let interest = Interest::READABLE | Interest::WRITABLE;
             if self
@@ -125,14 +145,7 @@ impl WsTransport {
             };
             let (config, counters) = (self.config.clone(), self.counters.clone());
             let conn = Conn::accept(stream, peer, config, counters, now);
-            self.conns.insert(
-                token,
-                Slot {
-                    conn,
-                    readable: true,
-                },
-            );
-            self.by_peer.insert(peer, token);
+            self.insert(token, conn, Some(ticket), now);
         }
     }
 }

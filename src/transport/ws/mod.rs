@@ -12,20 +12,40 @@
 //!
 //! Every socket sits in the transport's own `mio::Poll`, whose fd sits in the
 //! reactor's poll: one thread waits on everything. Each connection is a
-//! `Conn` (`conn.rs`): a state machine — upgrade (tungstenite's resumable
-//! `MidHandshake`), open, closing — over any `Read + Write`, resumed once per
-//! `recv` whenever its socket had an event, and again on the next `recv`
-//! while it has more to read than one turn takes. `WouldBlock` is the normal
-//! case, never an error. Dials (`dial.rs`) and the listener (`listen.rs`)
-//! make connections; this file glues them to the [`Transport`] trait.
+//! `Conn` (`conn.rs`): a state machine — upgrade (`upgrade.rs` on the
+//! server side, tungstenite's resumable `MidHandshake` on the client side),
+//! open, closing — over any `Read + Write`, resumed once per `recv` whenever
+//! its socket had an event, and again on the next `recv` while it has more
+//! to read than one turn takes. `WouldBlock` is the normal case, never an
+//! error. Dials (`dial.rs`) and the listener (`listen.rs`) make
+//! connections; this file glues them to the [`Transport`] trait.
+//!
+//! An idle connection costs nothing per turn: `recv` drives only the
+//! connections that had an event (or more to read), `flush` only those
+//! written to since the last flush (or still blocked), and timers sit in a
+//! heap (`poll_timeout` peeks at it, `handle_timeout` pops what is due).
+//! Heap entries are never updated in place: a connection whose deadline
+//! moved later is found early, looked at once and put back.
 //!
 //! ## Safety limits (all in [`WsConfig`])
 //!
 //! - an upgrade that does not complete within `handshake_timeout` is closed
-//!   (slow-loris protection);
+//!   (slow-loris protection); a malformed one gets an HTTP error (400, 403
+//!   for an `Origin` outside `allowed_origins`, 426 for a wrong version, 431
+//!   for an over-long head) before it is closed;
+//! - an accepted connection is *unauthenticated* until the engine calls
+//!   [`Transport::peer_authenticated`] for it: until then its messages may
+//!   be no larger than `max_message_size_unauthenticated`, and it is closed
+//!   (code 1008) `auth_timeout` after its upgrade. Dialled connections are
+//!   trusted;
 //! - a message over `max_message_size` closes that connection with code 1009;
 //!   a text message closes it with 1003 (stt speaks binary only);
-//! - past `max_connections`, new connections get an HTTP 503 and are closed;
+//! - past `max_connections` accepted connections (node-wide when the
+//!   transports of a server share a [`WsAdmission`]) or
+//!   `max_connections_per_ip` from one address, new connections get an HTTP
+//!   503 and are closed;
+//! - an open connection keeps a `read_buffer_size` read buffer (8 KiB by
+//!   default), and no write buffer while it has nothing to send;
 //! - a peer silent for `dead_after` (pings are sent every `ping_interval`) is
 //!   closed;
 //! - each connection's write buffer is bounded (`write_buffer_limit`): a
@@ -41,6 +61,7 @@
 //! [`Transport::open_with`] and a [`WsConfig`] keeps that configuration for
 //! its connection and its reconnections.
 
+mod admission;
 mod config;
 mod conn;
 mod dial;
@@ -49,9 +70,11 @@ mod listen;
 mod stats;
 mod stream;
 pub mod tls;
+mod upgrade;
 pub mod url;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +85,7 @@ use mio::{Events, Interest, Poll, Token};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Bytes;
 
+pub use admission::WsAdmission;
 pub use config::{ReconnectPolicy, WsConfig, WsConfigError};
 pub use listen::bind_listener_group;
 pub use stats::{WsConnectionStats, WsCounters, WsStats};
@@ -69,6 +93,7 @@ pub use tls::TlsError;
 pub use url::{UrlError, WsUrl};
 
 use crate::transport::{Transport, TransportCounters, TransportError};
+use admission::{Refusal, Ticket};
 use conn::{Conn, End, WriteError};
 use dial::Dialler;
 use lent::Spares;
@@ -76,13 +101,24 @@ use stream::Stream;
 
 const LISTENER: Token = Token(0);
 
-/// A connection and whether it may have more to read.
+/// A connection and its place in the transport's lists.
 struct Slot {
     conn: Conn<Stream>,
-    /// An event was seen, or the last drive stopped at `READS_PER_TURN`:
-    /// drive it in the next `recv`.
+    /// In `ready`: an event was seen, or the last drive stopped with more
+    /// to read; driven in the next `recv`.
     readable: bool,
+    /// In `dirty`: written to (or read from: pongs and closes are written
+    /// by reads) since the last flush, or still blocked.
+    dirty: bool,
+    /// The timer entry that counts: when, and its generation (older
+    /// entries in the heap are skipped).
+    timer: (Instant, u64),
+    /// An accepted connection's place in the admission counts.
+    _ticket: Option<Ticket>,
 }
+
+/// A timer entry: when, which connection, which generation.
+type TimerEntry = Reverse<(Instant, Token, u64)>;
 
 /// The WebSocket transport. See the [module docs](self).
 pub struct WsTransport {
@@ -95,11 +131,21 @@ pub struct WsTransport {
     by_peer: HashMap<SocketAddr, Token>,
     dialler: Dialler,
     next_token: usize,
-    /// Scratch list of the connections to drive in one `recv`.
+    /// The connections to drive in the next `recv`.
     ready: Vec<Token>,
+    /// The connections to flush.
+    dirty: Vec<Token>,
+    /// Every connection's next deadline (and stale entries).
+    timers: BinaryHeap<TimerEntry>,
+    next_generation: u64,
+    admission: Arc<WsAdmission>,
     counters: Arc<TransportCounters>,
     ws: Arc<WsCounters>,
     spares: Spares,
+    /// Connections looked at by `flush`, `poll_timeout` and
+    /// `handle_timeout`, for the tests that check idle ones cost nothing.
+    #[cfg(test)]
+    visits: std::cell::Cell<usize>,
 }
 
 impl std::fmt::Debug for WsTransport {
@@ -141,10 +187,23 @@ impl WsTransport {
 
     /// A transport over an already bound, non-blocking listener (e.g. one
     /// socket of a `SO_REUSEPORT` group), or none. Refuses a `config` that
-    /// [`WsConfig::validate`] refuses.
+    /// [`WsConfig::validate`] refuses. Its connection caps count its own
+    /// connections; see [`from_listener_shared`](Self::from_listener_shared).
     pub fn from_listener(
+        listener: Option<TcpListener>,
+        config: WsConfig,
+    ) -> Result<Self, TransportError> {
+        Self::from_listener_shared(listener, config, WsAdmission::new())
+    }
+
+    /// [`from_listener`](Self::from_listener) for one of several transports
+    /// of one server (one per reactor): `max_connections` and
+    /// `max_connections_per_ip` count the accepted connections of every
+    /// transport given the same `admission`.
+    pub fn from_listener_shared(
         mut listener: Option<TcpListener>,
         config: WsConfig,
+        admission: Arc<WsAdmission>,
     ) -> Result<Self, TransportError> {
         config.validate().map_err(config_error)?;
         let poll = Poll::new().map_err(|e| TransportError::io("creating a poll", e))?;
@@ -169,9 +228,15 @@ impl WsTransport {
             dialler: Dialler::new(),
             next_token: 0,
             ready: Vec::new(),
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            next_generation: 0,
+            admission,
             counters: TransportCounters::new(local_addr),
             ws: Arc::new(WsCounters::default()),
             spares: Spares::default(),
+            #[cfg(test)]
+            visits: std::cell::Cell::new(0),
         })
     }
 
@@ -203,6 +268,46 @@ impl WsTransport {
         }
     }
 
+    /// Adds a connection, to be driven in the next `recv`.
+    fn insert(&mut self, token: Token, conn: Conn<Stream>, ticket: Option<Ticket>, now: Instant) {
+        let peer = conn.peer();
+        let slot = Slot {
+            conn,
+            readable: true,
+            dirty: false,
+            timer: (now, 0),
+            _ticket: ticket,
+        };
+        self.conns.insert(token, slot);
+        self.by_peer.insert(peer, token);
+        self.ready.push(token);
+        self.schedule(token, true);
+    }
+
+    /// Puts `token`'s deadline in the timer heap if it is earlier than the
+    /// one there (or `always`).
+    fn schedule(&mut self, token: Token, always: bool) {
+        let Some(slot) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let at = slot.conn.poll_timeout();
+        if always || at < slot.timer.0 {
+            self.next_generation += 1;
+            slot.timer = (at, self.next_generation);
+            self.timers.push(Reverse((at, token, self.next_generation)));
+        }
+    }
+
+    /// Marks `token` to be flushed.
+    fn mark_dirty(&mut self, token: Token) {
+        if let Some(slot) = self.conns.get_mut(&token) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(token);
+            }
+        }
+    }
+
     /// Drives connection `token` once: upgrade progress, then its messages.
     fn drive(
         &mut self,
@@ -213,17 +318,25 @@ impl WsTransport {
         let Some(slot) = self.conns.get_mut(&token) else {
             return 0;
         };
+        slot.readable = false;
         let peer = slot.conn.peer();
         let d = slot
             .conn
             .drive(now, &mut |message| on_datagram(peer, message));
-        slot.readable = d.more;
+        if d.more {
+            slot.readable = true;
+            self.ready.push(token);
+        }
         if d.opened {
             self.opened(token, now);
         }
         if let Some(end) = d.ended {
             self.ended(token, end, now);
+            return d.delivered;
         }
+        // Reads may have queued pongs; the upgrade's state moved its timer.
+        self.mark_dirty(token);
+        self.schedule(token, false);
         d.delivered
     }
 
@@ -240,6 +353,10 @@ impl WsTransport {
         }
         WsCounters::inc(&self.ws.connections_dialled);
         let peer = slot.conn.peer();
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(token);
+        }
         for datagram in self.dialler.opened(peer) {
             // All of them, into tungstenite's buffer (up to
             // `write_buffer_limit`) even once the socket is full: they were
@@ -259,8 +376,9 @@ impl WsTransport {
         };
         let (peer, dialled) = (slot.conn.peer(), slot.conn.dialled());
         match &end {
-            End::Refused(_) => WsCounters::inc(&self.ws.connections_refused),
+            End::Refused(_) | End::Rejected(_) => WsCounters::inc(&self.ws.connections_refused),
             End::HandshakeTimeout if !dialled => WsCounters::inc(&self.ws.connections_refused),
+            End::Unauthenticated => WsCounters::inc(&self.ws.closed_unauthenticated),
             _ => {}
         }
         if dialled {
@@ -293,13 +411,6 @@ impl WsTransport {
         }
     }
 
-    /// The open connection to `to`, if any.
-    fn open_conn(&mut self, to: SocketAddr) -> Option<&mut Conn<Stream>> {
-        let token = self.by_peer.get(&to)?;
-        let slot = self.conns.get_mut(token)?;
-        slot.conn.is_open().then_some(&mut slot.conn)
-    }
-
     /// The largest message for `to`: its dial's limit, or this transport's.
     fn max_message_size(&self, to: SocketAddr) -> usize {
         match self.dialler.peers.get(&to) {
@@ -316,7 +427,16 @@ impl WsTransport {
         payload: impl FnOnce(&Spares) -> Bytes,
     ) -> Option<Result<(), (TransportError, Option<Bytes>)>> {
         let spares = self.spares.clone();
-        let conn = self.open_conn(to)?;
+        let token = *self.by_peer.get(&to)?;
+        let slot = self.conns.get_mut(&token)?;
+        if !slot.conn.is_open() {
+            return None;
+        }
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(token);
+        }
+        let conn = &mut slot.conn;
         // Refused before the payload is made: nothing to give back.
         if !conn.ready_to_write() {
             return Some(Err((TransportError::QueueFull(1), None)));
@@ -396,37 +516,34 @@ impl Transport for WsTransport {
                 Err(e)
             };
         }
-        let mut ready = std::mem::take(&mut self.ready);
-        ready.clear();
         let mut accept = false;
+        let mut connected = Vec::new();
         for ev in self.events.iter() {
             let token = ev.token();
             if token == LISTENER {
                 accept = true;
             } else if let Some(slot) = self.conns.get_mut(&token) {
-                slot.readable = true;
+                if !slot.readable {
+                    slot.readable = true;
+                    self.ready.push(token);
+                }
             } else {
-                ready.push(token);
+                connected.push(token);
             }
         }
         // Connects that completed become connections, readable now.
-        for token in ready.drain(..) {
+        for token in connected {
             self.connect_ready(token, now);
         }
         if accept {
             self.accept_all(now);
         }
-        ready.extend(
-            self.conns
-                .iter()
-                .filter(|(_, s)| s.readable)
-                .map(|(t, _)| *t),
-        );
+        // Those driven now; those with more to read go back to `ready`.
+        let ready = std::mem::take(&mut self.ready);
         let mut n = 0;
         for &token in &ready {
             n += self.drive(token, now, on_datagram);
         }
-        self.ready = ready;
         Ok(n)
     }
 
@@ -476,34 +593,66 @@ impl Transport for WsTransport {
 
     fn flush(&mut self) -> io::Result<()> {
         let now = Instant::now();
-        let mut failed = Vec::new();
-        for (token, slot) in self.conns.iter_mut() {
-            if let Err(end) = slot.conn.flush() {
-                failed.push((*token, end));
+        let dirty = std::mem::take(&mut self.dirty);
+        for token in dirty {
+            let Some(slot) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            #[cfg(test)]
+            self.visits.set(self.visits.get() + 1);
+            match slot.conn.flush() {
+                // Still blocked: try again next turn.
+                Ok(()) if slot.conn.is_blocked() => self.dirty.push(token),
+                Ok(()) => slot.dirty = false,
+                Err(end) => self.ended(token, end, now),
             }
-        }
-        for (token, end) in failed {
-            self.ended(token, end, now);
         }
         Ok(())
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let conns = self.conns.values().map(|s| s.conn.poll_timeout());
-        conns.chain(self.dialler.poll_timeout()).min()
+        let conns = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        conns.into_iter().chain(self.dialler.poll_timeout()).min()
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        for (token, slot) in self.conns.iter_mut() {
-            if let Err(end) = slot.conn.handle_timeout(now) {
-                expired.push((*token, end));
+        let mut again = Vec::new();
+        while let Some(&Reverse((at, token, generation))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            if slot.timer.1 != generation {
+                continue;
+            }
+            #[cfg(test)]
+            self.visits.set(self.visits.get() + 1);
+            match slot.conn.handle_timeout(now) {
+                Ok(()) => {
+                    // A ping may be queued; the next deadline goes in
+                    // (after this loop: it is never due again at `now`).
+                    self.mark_dirty(token);
+                    again.push(token);
+                }
+                Err(end) => self.ended(token, end, now),
             }
         }
-        for (token, end) in expired {
-            self.ended(token, end, now);
+        for token in again {
+            self.schedule(token, true);
         }
         self.dial_timers(now);
+    }
+
+    fn peer_authenticated(&mut self, peer: SocketAddr) {
+        let Some(slot) = self.by_peer.get(&peer).and_then(|t| self.conns.get_mut(t)) else {
+            return;
+        };
+        if slot.conn.authenticate() {
+            tracing::debug!(%peer, "WebSocket connection authenticated");
+        }
     }
 
     fn open(&mut self, target: &str, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
@@ -512,7 +661,9 @@ impl Transport for WsTransport {
     }
 
     /// `open` with a [`WsConfig`] for this dial: its connection and its
-    /// reconnections use it (all but `tls_server` and `max_connections`).
+    /// reconnections use it (all but the fields of accepted connections:
+    /// `tls_server`, the connection caps, `auth_timeout`,
+    /// `max_message_size_unauthenticated` and `allowed_origins`).
     /// Options of another type are refused. An `addr` already dialled keeps
     /// its connection and its configuration.
     fn open_with(

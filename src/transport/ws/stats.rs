@@ -18,8 +18,14 @@ pub struct WsCounters {
     pub connections_dialled: AtomicU64,
     /// Connections closed since start.
     pub connections_closed: AtomicU64,
-    /// Connections refused (over the cap) or failed before opening.
+    /// Connections refused (over a cap, an HTTP error to a bad upgrade) or
+    /// failed before opening.
     pub connections_refused: AtomicU64,
+    /// Of those, refused by `max_connections_per_ip`.
+    pub refused_per_ip: AtomicU64,
+    /// Accepted connections closed because no authenticated session ran
+    /// over them within `auth_timeout`.
+    pub closed_unauthenticated: AtomicU64,
     /// Reconnection attempts.
     pub reconnects: AtomicU64,
 }
@@ -34,6 +40,8 @@ impl WsCounters {
             connections_dialled: g(&self.connections_dialled),
             connections_closed: g(&self.connections_closed),
             connections_refused: g(&self.connections_refused),
+            refused_per_ip: g(&self.refused_per_ip),
+            closed_unauthenticated: g(&self.closed_unauthenticated),
             reconnects: g(&self.reconnects),
         }
     }
@@ -61,6 +69,11 @@ pub struct WsStats {
     pub connections_closed: u64,
     /// Connections refused or failed before opening.
     pub connections_refused: u64,
+    /// Of those, refused by `max_connections_per_ip`.
+    pub refused_per_ip: u64,
+    /// Accepted connections closed for want of an authenticated session
+    /// within `auth_timeout`.
+    pub closed_unauthenticated: u64,
     /// Reconnection attempts.
     pub reconnects: u64,
 }
@@ -73,6 +86,8 @@ impl WsStats {
         self.connections_dialled += other.connections_dialled;
         self.connections_closed += other.connections_closed;
         self.connections_refused += other.connections_refused;
+        self.refused_per_ip += other.refused_per_ip;
+        self.closed_unauthenticated += other.closed_unauthenticated;
         self.reconnects += other.reconnects;
     }
 }
@@ -87,6 +102,9 @@ pub struct WsConnectionStats {
     pub dialled: bool,
     /// Whether the upgrade completed.
     pub open: bool,
+    /// Whether it is trusted: an authenticated session runs over it, or
+    /// this side dialled it.
+    pub authenticated: bool,
     /// Milliseconds since the TCP connection began.
     pub age_ms: u64,
     /// Binary messages sent.
@@ -105,6 +123,7 @@ impl WsConnectionStats {
             peer,
             dialled,
             open: false,
+            authenticated: dialled,
             age_ms: 0,
             messages_sent: 0,
             messages_received: 0,

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
+use super::conn::ShutdownWrite;
 use super::tls::TlsStream;
 
 /// A TCP stream, with or without TLS.
@@ -46,5 +47,15 @@ impl Write for Stream {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(t) => t.flush(),
         }
+    }
+}
+
+impl ShutdownWrite for Stream {
+    fn shutdown_write(&mut self) {
+        if let Stream::Tls(t) = self {
+            t.conn.send_close_notify();
+            let _ = t.flush();
+        }
+        let _ = self.tcp().shutdown(std::net::Shutdown::Write);
     }
 }

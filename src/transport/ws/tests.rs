@@ -122,6 +122,9 @@ fn one_recv_drives_each_ready_connection_once() {
         server.recv(&mut |_, _| {}).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
+    // The engine authenticates the connection once a session runs over it.
+    let peer = server.connection_stats()[0].peer;
+    server.peer_authenticated(peer);
     go_tx.send(()).unwrap();
     sent_rx.recv().unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -138,4 +141,151 @@ fn one_recv_drives_each_ready_connection_once() {
     assert_eq!(order, (0..N as u32).collect::<Vec<_>>());
     drop(go_tx);
     client.join().unwrap();
+}
+
+/// Drives `t` until `done` says so (or panics after 10 s).
+fn pump(t: &mut WsTransport, what: &str, mut done: impl FnMut(&mut WsTransport) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(t) {
+        assert!(Instant::now() < deadline, "{what}");
+        let _ = t.recv(&mut |_, _| {});
+        let _ = t.flush();
+        if t.poll_timeout().is_some_and(|d| d <= Instant::now()) {
+            t.handle_timeout(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A raw TCP connection to `addr` from `from` (any loopback address).
+fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::net::TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let tcp: std::net::TcpStream = s.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp
+}
+
+const UPGRADE: &[u8] =
+    b"GET /stt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// Sends an upgrade request on `tcp` and returns the answer's status line.
+fn upgrade_status(tcp: &mut std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    tcp.write_all(UPGRADE).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 256];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_connection_cap_holds_across_transports_sharing_one_admission() {
+    let admission = WsAdmission::new();
+    let config = WsConfig {
+        max_connections: 2,
+        ..WsConfig::default()
+    };
+    let bind = || Some(listen::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+    let mut a =
+        WsTransport::from_listener_shared(bind(), config.clone(), admission.clone()).unwrap();
+    let mut b = WsTransport::from_listener_shared(bind(), config, admission.clone()).unwrap();
+    let local: std::net::IpAddr = [127, 0, 0, 1].into();
+    let (addr_a, addr_b) = (a.local_addr(), b.local_addr());
+    let _one = connect_from(local, addr_a);
+    let _two = connect_from(local, addr_b);
+    pump(&mut a, "a accepts", |t| t.connections() == 1);
+    pump(&mut b, "b accepts", |t| t.connections() == 1);
+    assert_eq!(admission.connections(), 2);
+    // The third, to `a` (which holds only one): refused for the node.
+    let mut three = connect_from(local, addr_a);
+    let reader = std::thread::spawn(move || upgrade_status(&mut three));
+    pump(&mut a, "a refuses", |t| {
+        t.ws_counters().snapshot().connections_refused == 1
+    });
+    assert_eq!(reader.join().unwrap(), "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(a.connections(), 1);
+    // A place comes back when a connection goes.
+    drop(_two);
+    pump(&mut b, "b sees the close", |t| t.connections() == 0);
+    assert_eq!(admission.connections(), 1);
+}
+
+#[test]
+fn one_address_holds_at_most_max_connections_per_ip() {
+    let config = WsConfig {
+        max_connections_per_ip: 2,
+        ..WsConfig::default()
+    };
+    let mut t = WsTransport::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let addr = t.local_addr();
+    let (one, other): (std::net::IpAddr, std::net::IpAddr) =
+        ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+    let _a = connect_from(one, addr);
+    let _b = connect_from(one, addr);
+    pump(&mut t, "two accepted", |t| t.connections() == 2);
+    let mut third = connect_from(one, addr);
+    let reader = std::thread::spawn(move || upgrade_status(&mut third));
+    pump(&mut t, "the third refused", |t| {
+        t.ws_counters().snapshot().refused_per_ip == 1
+    });
+    assert_eq!(reader.join().unwrap(), "HTTP/1.1 503 Service Unavailable");
+    // Another address still gets in, and upgrades.
+    let mut elsewhere = connect_from(other, addr);
+    let reader = std::thread::spawn(move || (upgrade_status(&mut elsewhere), elsewhere));
+    pump(&mut t, "the other address upgraded", |t| {
+        t.ws_counters().snapshot().connections_accepted == 1
+    });
+    let (status, _elsewhere) = reader.join().unwrap();
+    assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
+    assert_eq!(t.connections(), 3);
+}
+
+#[test]
+fn idle_connections_cost_nothing_per_turn() {
+    const N: usize = 200;
+    let config = WsConfig {
+        max_connections_per_ip: N,
+        ..WsConfig::default()
+    };
+    let mut t = WsTransport::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let addr = t.local_addr();
+    let local: std::net::IpAddr = [127, 0, 0, 1].into();
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        let mut tcp = connect_from(local, addr);
+        std::io::Write::write_all(&mut tcp, UPGRADE).unwrap();
+        clients.push(tcp);
+    }
+    pump(&mut t, "all upgraded", |t| {
+        t.ws_counters().snapshot().connections_accepted == N as u64
+    });
+    // Let the last events (writability after the 101) be handled.
+    for _ in 0..10 {
+        let _ = t.recv(&mut |_, _| {});
+        let _ = t.flush();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Turns go by; nothing happens on the connections.
+    t.visits.set(0);
+    for _ in 0..100 {
+        let _ = t.recv(&mut |_, _| {});
+        let _ = t.flush();
+        let next = t.poll_timeout();
+        assert!(next.is_some_and(|d| d > Instant::now() + Duration::from_secs(5)));
+        t.handle_timeout(Instant::now());
+    }
+    assert_eq!(t.visits.get(), 0, "idle connections were looked at");
+    // Their timers still run: at the auth deadline each is looked at once.
+    t.handle_timeout(Instant::now() + Duration::from_secs(11));
+    assert_eq!(t.visits.get(), N);
+    assert_eq!(t.ws_counters().snapshot().closed_unauthenticated, N as u64);
 }

@@ -95,6 +95,27 @@ impl Write for Pipe {
     }
 }
 
+impl ShutdownWrite for Pipe {
+    fn shutdown_write(&mut self) {
+        self.tx.borrow_mut().hung_up = true;
+    }
+}
+
+impl Pipe {
+    /// Everything the other end wrote, as text.
+    fn read_text(&mut self) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+}
+
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9000))
 }
@@ -103,7 +124,8 @@ fn url() -> WsUrl {
     WsUrl::parse("ws://127.0.0.1:9000/stt").unwrap()
 }
 
-/// A server and a client connection over one pipe, upgraded.
+/// A server and a client connection over one pipe, upgraded; the server's
+/// is authenticated, as the engine does once a session runs over it.
 struct Pair {
     server: Conn<Pipe>,
     client: Conn<Pipe>,
@@ -133,6 +155,11 @@ fn pair_with(capacity: usize, server: WsConfig, client: WsConfig) -> Pair {
         s_opened += s.drive(t0, &mut |_| {}).opened as usize;
     }
     assert_eq!((s_opened, c_opened), (1, 1), "each side opens once");
+    assert!(
+        s.authenticate(),
+        "an accepted connection starts unauthenticated"
+    );
+    assert!(!c.authenticate(), "a dialled one is trusted");
     Pair {
         server: s,
         client: c,
@@ -386,16 +413,164 @@ fn an_upgrade_not_done_in_time_is_ended_at_its_deadline() {
 }
 
 #[test]
-fn a_malformed_upgrade_is_refused() {
+fn a_malformed_upgrade_is_answered_then_refused() {
     let t0 = Instant::now();
-    let (server_end, client_end) = pipe(1 << 16);
+    let (server_end, mut client_end) = pipe(1 << 16);
     let counters = TransportCounters::new(addr());
     let config = Arc::new(WsConfig::default());
     let mut s = Conn::accept(server_end, addr(), config, counters, t0);
     client_end.inject(b"HELLO THERE\r\n\r\n");
     let (d, _) = drive(&mut s, t0);
-    assert!(matches!(d.ended, Some(End::Refused(_))), "{:?}", d.ended);
-    assert!(!s.was_open() && s.stream().is_none());
+    assert!(d.ended.is_none() && !s.was_open(), "{:?}", d.ended);
+    let answer = client_end.read_text();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    // It lingers until the client closes, then ends: refused.
+    assert_eq!(s.poll_timeout(), t0 + LINGER);
+    client_end.hang_up();
+    let (d, _) = drive(&mut s, t0);
+    assert!(
+        matches!(&d.ended, Some(End::Rejected(r)) if r.status == 400),
+        "{:?}",
+        d.ended
+    );
+}
+
+#[test]
+fn a_refusal_lingers_no_longer_than_linger() {
+    let t0 = Instant::now();
+    let (server_end, client_end) = pipe(1 << 16);
+    let counters = TransportCounters::new(addr());
+    let mut s = Conn::accept(
+        server_end,
+        addr(),
+        Arc::new(WsConfig::default()),
+        counters,
+        t0,
+    );
+    client_end.inject(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (d, _) = drive(&mut s, t0);
+    assert!(d.ended.is_none());
+    assert!(s
+        .handle_timeout(t0 + LINGER - Duration::from_millis(1))
+        .is_ok());
+    let r = s.handle_timeout(t0 + LINGER);
+    assert!(
+        matches!(&r, Err(End::Rejected(r)) if r.status == 400),
+        "{r:?}"
+    );
+}
+
+/// A server connection upgraded over a pipe, not authenticated, and the
+/// client's end of the pipe.
+fn unauthenticated(config: WsConfig) -> (Conn<Pipe>, Conn<Pipe>, Instant) {
+    let (s, c, _, t0) = unauthenticated_with_end(config);
+    (s, c, t0)
+}
+
+/// [`unauthenticated`], with the client's end of the pipe.
+fn unauthenticated_with_end(config: WsConfig) -> (Conn<Pipe>, Conn<Pipe>, Pipe, Instant) {
+    let t0 = Instant::now();
+    let (server_end, client_end) = pipe(1 << 20);
+    let raw = client_end.clone();
+    let counters = || TransportCounters::new(addr());
+    let mut s = Conn::accept(server_end, addr(), Arc::new(config), counters(), t0);
+    let mut c = Conn::dial(
+        client_end,
+        addr(),
+        &url(),
+        Arc::new(WsConfig::default()),
+        counters(),
+        t0,
+        t0,
+    )
+    .unwrap();
+    for _ in 0..16 {
+        c.drive(t0, &mut |_| {});
+        s.drive(t0, &mut |_| {});
+    }
+    assert!(s.is_open() && c.is_open());
+    (s, c, raw, t0)
+}
+
+#[test]
+fn an_unauthenticated_connection_is_closed_at_auth_timeout_with_1008() {
+    let (mut s, mut c, mut raw, t0) = unauthenticated_with_end(WsConfig::default());
+    // Junk that answers pings does not keep it open.
+    for sec in 1..10 {
+        let now = t0 + Duration::from_secs(sec);
+        c.write(bytes(b"junk"), now).unwrap();
+        c.flush().unwrap();
+        let (d, _) = drive(&mut s, now);
+        assert!(d.ended.is_none());
+        assert!(s.handle_timeout(now).is_ok());
+    }
+    assert_eq!(s.poll_timeout(), t0 + Duration::from_secs(10));
+    let r = s.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(matches!(r, Err(End::Unauthenticated)), "{r:?}");
+    // On the wire: a close frame (0x88) with code 1008 (0x03f0).
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = raw.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        wire.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        wire.windows(4)
+            .any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xf0]),
+        "{wire:02x?}"
+    );
+}
+
+#[test]
+fn authentication_lifts_the_deadline_and_the_small_limit() {
+    let (mut s, mut c, t0) = unauthenticated(WsConfig::default());
+    // One message per drive while unauthenticated.
+    c.write(bytes(&[1; 100]), t0).unwrap();
+    c.write(bytes(&[2; 1500]), t0).unwrap();
+    c.flush().unwrap();
+    let (d, got) = drive(&mut s, t0);
+    assert_eq!((d.delivered, d.more, got.len()), (1, true, 1));
+    // The engine authenticates it before the next drive: 1500 bytes pass.
+    assert!(s.authenticate());
+    let (d, got) = drive(&mut s, t0);
+    assert!(d.ended.is_none(), "{:?}", d.ended);
+    assert_eq!(got, vec![vec![2; 1500]]);
+    assert!(s.poll_timeout() >= t0 + Duration::from_secs(10));
+    assert!(s.handle_timeout(t0 + Duration::from_secs(10)).is_ok());
+    assert!(s.handle_timeout(t0 + Duration::from_secs(25)).is_ok());
+}
+
+#[test]
+fn an_unauthenticated_connection_takes_no_message_over_the_small_limit() {
+    let (mut s, mut c, t0) = unauthenticated(WsConfig::default());
+    // One byte over the limit: refused at its frame header, before any
+    // buffer is reserved for it.
+    c.write(bytes(&vec![0; 1025]), t0).unwrap();
+    c.flush().unwrap();
+    let (d, got) = drive(&mut s, t0);
+    assert!(got.is_empty());
+    assert!(
+        matches!(
+            d.ended,
+            Some(End::ClosedByUs {
+                code: CloseCode::Size,
+                ..
+            })
+        ),
+        "{:?}",
+        d.ended
+    );
+    // Exactly the limit passes.
+    let (mut s, mut c, t0) = unauthenticated(WsConfig::default());
+    c.write(bytes(&[0; 1024]), t0).unwrap();
+    c.flush().unwrap();
+    let (d, got) = drive(&mut s, t0);
+    assert!(d.ended.is_none() && got.len() == 1);
 }
 
 #[test]
