@@ -126,3 +126,38 @@ fn websocket_messages_beyond_the_byte_bound_wait_and_arrive_in_order() {
     let _session = sender.join().unwrap();
     assert_eq!(server.stats().websocket.unwrap().packets_dropped, 0);
 }
+
+#[test]
+fn a_message_of_the_largest_size_crosses_websocket_whole() {
+    let server = Node::start(
+        NodeConfig::websocket_only(format!("{:-<40}", "limits big server").as_bytes(), SHARED)
+            .with_reactors(1),
+    )
+    .unwrap();
+    let addr = server
+        .start_websocket_server("127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    let client = Node::start(
+        NodeConfig::websocket_only(format!("{:-<40}", "limits big client").as_bytes(), SHARED)
+            .with_reactors(1),
+    )
+    .unwrap();
+    let session = client.connect_websocket(&format!("ws://{addr}/")).unwrap();
+    let events = server.events();
+    // The session's own limit: every message it accepts must fit the
+    // transport, sealed whole in one frame.
+    let largest = vec![0x5au8; 16 << 20];
+    session.send(&largest).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match events.recv_deadline(deadline) {
+            Ok(NodeEvent::Message(m)) => {
+                assert_eq!(m.payload.len(), largest.len());
+                assert!(m.payload == largest);
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("the largest message did not arrive: {e:?}"),
+        }
+    }
+}

@@ -389,7 +389,7 @@ fn an_oversized_message_closes_only_its_connection() {
     assert_eq!(honest.take(1).len(), 1);
     // The server closes the connection mid-message: the sender may see the
     // broken pipe, which is what closing it means.
-    let _ = offender.send(p1, &vec![0u8; (16 << 20) + 1]);
+    let _ = offender.send(p1, &vec![0u8; WsConfig::default().max_message_size + 1]);
     let deadline = Instant::now() + WAIT;
     while s.stats().connections_closed == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -405,7 +405,10 @@ fn an_oversized_message_closes_only_its_connection() {
 #[test]
 fn sending_over_the_limit_is_refused_before_the_wire() {
     let mut t = WsTransport::client(WsConfig::default()).unwrap();
-    let r = t.send(loopback(), &vec![0u8; (16 << 20) + 1]);
+    let r = t.send(
+        loopback(),
+        &vec![0u8; WsConfig::default().max_message_size + 1],
+    );
     assert!(matches!(r, Err(TransportError::TooLarge { .. })));
 }
 

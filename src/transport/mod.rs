@@ -149,6 +149,68 @@ pub trait Transport: Send + fmt::Debug {
     fn counters(&self) -> &Arc<TransportCounters>;
 }
 
+/// A boxed transport is a transport: every method, provided ones included,
+/// goes to the box's content (a method left to its default here would
+/// silently skip the content's own).
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn local_addr(&self) -> SocketAddr {
+        (**self).local_addr()
+    }
+    fn max_datagram_size(&self) -> Option<usize> {
+        (**self).max_datagram_size()
+    }
+    fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        (**self).register(registry, token)
+    }
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        (**self).deregister(registry)
+    }
+    fn recv(&mut self, on_datagram: &mut dyn FnMut(SocketAddr, &mut [u8])) -> io::Result<usize> {
+        (**self).recv(on_datagram)
+    }
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]) -> Result<(), TransportError> {
+        (**self).send(to, datagram)
+    }
+    fn send_owned(&mut self, to: SocketAddr, datagram: &mut Vec<u8>) -> Result<(), TransportError> {
+        (**self).send_owned(to, datagram)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn wants_write(&self) -> bool {
+        (**self).wants_write()
+    }
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        (**self).poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        (**self).handle_timeout(now)
+    }
+    fn open(&mut self, target: &str, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
+        (**self).open(target, addr)
+    }
+    fn open_with(
+        &mut self,
+        target: &str,
+        addr: SocketAddr,
+        options: Option<&(dyn std::any::Any + Send)>,
+    ) -> Result<SocketAddr, TransportError> {
+        (**self).open_with(target, addr, options)
+    }
+    fn peer_authenticated(&mut self, peer: SocketAddr) {
+        (**self).peer_authenticated(peer)
+    }
+    fn is_reliable(&self) -> bool {
+        (**self).is_reliable()
+    }
+    fn counters(&self) -> &Arc<TransportCounters> {
+        (**self).counters()
+    }
+}
+
 /// Why a datagram was not queued.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -207,5 +269,85 @@ impl From<TransportError> for io::Error {
             TransportError::QueueFull(_) => io::Error::new(io::ErrorKind::WouldBlock, e),
             other => io::Error::new(io::ErrorKind::InvalidInput, other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records the provided methods called on it.
+    #[derive(Debug)]
+    struct Probe {
+        seen: Arc<Mutex<Vec<String>>>,
+        counters: Arc<TransportCounters>,
+    }
+
+    impl Transport for Probe {
+        fn kind(&self) -> &'static str {
+            "probe"
+        }
+        fn local_addr(&self) -> SocketAddr {
+            self.counters.snapshot().local_addr
+        }
+        fn max_datagram_size(&self) -> Option<usize> {
+            None
+        }
+        fn register(&mut self, _: &mio::Registry, _: mio::Token) -> io::Result<()> {
+            Ok(())
+        }
+        fn deregister(&mut self, _: &mio::Registry) -> io::Result<()> {
+            Ok(())
+        }
+        fn recv(&mut self, _: &mut dyn FnMut(SocketAddr, &mut [u8])) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn send(&mut self, _: SocketAddr, _: &[u8]) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn open_with(
+            &mut self,
+            _: &str,
+            addr: SocketAddr,
+            options: Option<&(dyn std::any::Any + Send)>,
+        ) -> Result<SocketAddr, TransportError> {
+            let n = options.and_then(|o| o.downcast_ref::<u32>()).copied();
+            self.seen.lock().unwrap().push(format!("open_with {n:?}"));
+            Ok(addr)
+        }
+        fn peer_authenticated(&mut self, peer: SocketAddr) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("authenticated {peer}"));
+        }
+        fn counters(&self) -> &Arc<TransportCounters> {
+            &self.counters
+        }
+    }
+
+    #[test]
+    fn boxed_and_rate_limited_transports_pass_every_provided_method_on() {
+        let at: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let probe = || Probe {
+            seen: seen.clone(),
+            counters: TransportCounters::new(at),
+        };
+        let boxed: Box<dyn Transport> = Box::new(probe());
+        let limited: Box<dyn Transport> =
+            Box::new(rate_limit::RateLimited::new(probe(), 1 << 20, 1 << 20, 16));
+        for mut t in [boxed, limited] {
+            t.peer_authenticated(at);
+            t.open_with("x", at, Some(&7u32)).unwrap();
+        }
+        let want = ["authenticated 127.0.0.1:9", "open_with Some(7)"];
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got, [want, want].concat());
     }
 }

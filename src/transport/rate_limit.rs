@@ -196,6 +196,17 @@ impl<T: Transport> Transport for RateLimited<T> {
     fn open(&mut self, target: &str, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
         self.inner.open(target, addr)
     }
+    fn open_with(
+        &mut self,
+        target: &str,
+        addr: SocketAddr,
+        options: Option<&(dyn std::any::Any + Send)>,
+    ) -> Result<SocketAddr, TransportError> {
+        self.inner.open_with(target, addr, options)
+    }
+    fn peer_authenticated(&mut self, peer: SocketAddr) {
+        self.inner.peer_authenticated(peer)
+    }
 
     fn is_reliable(&self) -> bool {
         self.inner.is_reliable()
@@ -203,54 +214,6 @@ impl<T: Transport> Transport for RateLimited<T> {
 
     fn counters(&self) -> &Arc<TransportCounters> {
         self.inner.counters()
-    }
-}
-
-impl<T: Transport + ?Sized> Transport for Box<T> {
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
-    fn local_addr(&self) -> SocketAddr {
-        (**self).local_addr()
-    }
-    fn max_datagram_size(&self) -> Option<usize> {
-        (**self).max_datagram_size()
-    }
-    fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
-        (**self).register(registry, token)
-    }
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        (**self).deregister(registry)
-    }
-    fn recv(&mut self, on_datagram: &mut dyn FnMut(SocketAddr, &mut [u8])) -> io::Result<usize> {
-        (**self).recv(on_datagram)
-    }
-    fn send(&mut self, to: SocketAddr, datagram: &[u8]) -> Result<(), TransportError> {
-        (**self).send(to, datagram)
-    }
-    fn send_owned(&mut self, to: SocketAddr, datagram: &mut Vec<u8>) -> Result<(), TransportError> {
-        (**self).send_owned(to, datagram)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        (**self).flush()
-    }
-    fn wants_write(&self) -> bool {
-        (**self).wants_write()
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        (**self).poll_timeout()
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        (**self).handle_timeout(now)
-    }
-    fn open(&mut self, target: &str, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
-        (**self).open(target, addr)
-    }
-    fn is_reliable(&self) -> bool {
-        (**self).is_reliable()
-    }
-    fn counters(&self) -> &Arc<TransportCounters> {
-        (**self).counters()
     }
 }
 

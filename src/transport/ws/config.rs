@@ -21,8 +21,11 @@ use tungstenite::protocol::WebSocketConfig;
 /// WebSocket transport configuration. `Default` gives the values below.
 #[derive(Debug, Clone)]
 pub struct WsConfig {
-    /// Largest message accepted (and sent). Default 16 MiB, the largest stt
-    /// message; larger ones close the connection with code 1009.
+    /// Largest WebSocket message accepted (and sent). Default: the largest
+    /// stt frame (a 16 MiB message sealed whole: its header, tag and
+    /// payload, [`crate::frame::MAX_PAYLOAD_LEN`] + [`crate::frame::HEADER_LEN`]),
+    /// so that every message a session may send fits; larger ones close
+    /// the connection with code 1009.
     pub max_message_size: usize,
     /// Send a WebSocket ping after this long without traffic. Default 10 s.
     pub ping_interval: Duration,
@@ -96,7 +99,7 @@ pub struct WsConfig {
 impl Default for WsConfig {
     fn default() -> Self {
         WsConfig {
-            max_message_size: 16 << 20,
+            max_message_size: crate::frame::MAX_PAYLOAD_LEN as usize + crate::frame::HEADER_LEN,
             ping_interval: Duration::from_secs(10),
             dead_after: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
