@@ -360,7 +360,7 @@ fn server_restart_client_reconnects_and_queued_frames_arrive() {
         m[..4].copy_from_slice(&i.to_be_bytes());
         c.send_all(peer, &m);
     }
-    let s2 = Running::start(WsTransport::bind(addr, WsConfig::default()).unwrap(), false);
+    let s2 = Running::start(WsTransport::bind(addr, trusting()).unwrap(), false);
     let got = s2.take(QUEUED as usize);
     assert_eq!(
         got.iter()
@@ -808,7 +808,12 @@ fn idle_memory_per_thousand_connections() {
         let _ = writeln!(std::io::stderr(), "SKIPPING: open-file limit too low");
         return;
     }
-    let s = server(true);
+    let config = WsConfig {
+        // All from 127.0.0.1.
+        max_connections_per_ip: N,
+        ..WsConfig::default()
+    };
+    let s = Running::start(WsTransport::bind(loopback(), config).unwrap(), true);
     // Warm up: one connection through, so one-time allocations are done.
     drop(raw_upgrade(s.addr));
     std::thread::sleep(Duration::from_millis(200));
@@ -941,7 +946,8 @@ fn a_connection_that_never_authenticates_is_closed_with_1008() {
     });
     // ...while this client sends junk and answers every ping.
     let tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
     let (mut ws, _) = tungstenite::client(url(addr), tcp).unwrap();
     let started = Instant::now();
     let code = loop {
@@ -951,13 +957,19 @@ fn a_connection_that_never_authenticates_is_closed_with_1008() {
             Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("expected a close frame, got {e}"),
         }
     };
     let after = started.elapsed();
     assert_eq!(code, Some(1008));
-    assert!(after >= Duration::from_millis(250), "closed after {after:?}");
+    assert!(
+        after >= Duration::from_millis(250),
+        "closed after {after:?}"
+    );
     assert_eq!(stats.snapshot().closed_unauthenticated, 1);
     stop.store(true, Ordering::Relaxed);
     thread.join().unwrap();

@@ -69,11 +69,7 @@ impl WsAdmission {
     /// Accepted connections held now from `ip`'s address (its /64 for
     /// IPv6).
     pub fn connections_from(&self, ip: IpAddr) -> usize {
-        self.lock()
-            .per_ip
-            .get(&IpKey::of(ip))
-            .copied()
-            .unwrap_or(0)
+        self.lock().per_ip.get(&IpKey::of(ip)).copied().unwrap_or(0)
     }
 
     /// Takes a place for a connection from `ip`, unless a limit is reached;

@@ -158,9 +158,11 @@ impl WsConfig {
     pub(crate) fn origin_allowed(&self, origin: &[u8]) -> bool {
         match &self.allowed_origins {
             None => true,
-            Some(list) => list
-                .iter()
-                .any(|o| o.trim_end_matches('/').as_bytes().eq_ignore_ascii_case(origin)),
+            Some(list) => list.iter().any(|o| {
+                o.trim_end_matches('/')
+                    .as_bytes()
+                    .eq_ignore_ascii_case(origin)
+            }),
         }
     }
 

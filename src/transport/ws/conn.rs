@@ -653,7 +653,10 @@ impl<S: Read + Write + ShutdownWrite> Conn<S> {
             };
         }
         if self.auth_deadline.is_some_and(|a| now >= a) {
-            self.close(CloseCode::Policy, "no authenticated session within auth_timeout");
+            self.close(
+                CloseCode::Policy,
+                "no authenticated session within auth_timeout",
+            );
             return Err(End::Unauthenticated);
         }
         if now >= later(self.last_recv, self.config.dead_after) {

@@ -294,8 +294,7 @@ impl WsTransport {
         if always || at < slot.timer.0 {
             self.next_generation += 1;
             slot.timer = (at, self.next_generation);
-            self.timers
-                .push(Reverse((at, token, self.next_generation)));
+            self.timers.push(Reverse((at, token, self.next_generation)));
         }
     }
 

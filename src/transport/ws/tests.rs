@@ -167,7 +167,8 @@ fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::net::TcpStream
     tcp
 }
 
-const UPGRADE: &[u8] = b"GET /stt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+const UPGRADE: &[u8] =
+    b"GET /stt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// Sends an upgrade request on `tcp` and returns the answer's status line.
@@ -194,7 +195,8 @@ fn the_connection_cap_holds_across_transports_sharing_one_admission() {
         ..WsConfig::default()
     };
     let bind = || Some(listen::bind("127.0.0.1:0".parse().unwrap()).unwrap());
-    let mut a = WsTransport::from_listener_shared(bind(), config.clone(), admission.clone()).unwrap();
+    let mut a =
+        WsTransport::from_listener_shared(bind(), config.clone(), admission.clone()).unwrap();
     let mut b = WsTransport::from_listener_shared(bind(), config, admission.clone()).unwrap();
     let local: std::net::IpAddr = [127, 0, 0, 1].into();
     let (addr_a, addr_b) = (a.local_addr(), b.local_addr());
@@ -206,7 +208,9 @@ fn the_connection_cap_holds_across_transports_sharing_one_admission() {
     // The third, to `a` (which holds only one): refused for the node.
     let mut three = connect_from(local, addr_a);
     let reader = std::thread::spawn(move || upgrade_status(&mut three));
-    pump(&mut a, "a refuses", |t| t.ws_counters().snapshot().connections_refused == 1);
+    pump(&mut a, "a refuses", |t| {
+        t.ws_counters().snapshot().connections_refused == 1
+    });
     assert_eq!(reader.join().unwrap(), "HTTP/1.1 503 Service Unavailable");
     assert_eq!(a.connections(), 1);
     // A place comes back when a connection goes.

@@ -182,15 +182,24 @@ fn accept_key<'r>(request: &'r Request, config: &WsConfig) -> Result<&'r [u8], R
         return Err(Rejection::new(400, "no Host header"));
     }
     if !has_token("Upgrade", "websocket") {
-        return Err(Rejection::new(400, "not a WebSocket upgrade (Upgrade: websocket)"));
+        return Err(Rejection::new(
+            400,
+            "not a WebSocket upgrade (Upgrade: websocket)",
+        ));
     }
     if !has_token("Connection", "Upgrade") {
-        return Err(Rejection::new(400, "not a WebSocket upgrade (Connection: Upgrade)"));
+        return Err(Rejection::new(
+            400,
+            "not a WebSocket upgrade (Connection: Upgrade)",
+        ));
     }
     match headers.get("Sec-WebSocket-Version") {
         None => return Err(Rejection::new(400, "no Sec-WebSocket-Version header")),
         Some(v) if v.as_bytes().trim_ascii() != b"13" => {
-            return Err(Rejection::new(426, "unsupported WebSocket version; this server speaks 13"))
+            return Err(Rejection::new(
+                426,
+                "unsupported WebSocket version; this server speaks 13",
+            ))
         }
         Some(_) => {}
     }
@@ -198,7 +207,10 @@ fn accept_key<'r>(request: &'r Request, config: &WsConfig) -> Result<&'r [u8], R
         .get("Sec-WebSocket-Key")
         .map(|k| k.as_bytes().trim_ascii())
         .filter(|k| is_nonce(k))
-        .ok_or(Rejection::new(400, "missing or malformed Sec-WebSocket-Key"))?;
+        .ok_or(Rejection::new(
+            400,
+            "missing or malformed Sec-WebSocket-Key",
+        ))?;
     if let Some(origin) = headers.get("Origin") {
         if !config.origin_allowed(origin.as_bytes().trim_ascii()) {
             return Err(Rejection::new(403, "origin not allowed"));
@@ -260,8 +272,17 @@ mod tests {
         assert_eq!(status(&swap("Host: x\r\n", ""), &c), 400);
         assert_eq!(status(&swap("Upgrade: websocket\r\n", ""), &c), 400);
         assert_eq!(status(&swap("keep-alive, Upgrade", "keep-alive"), &c), 400);
-        assert_eq!(status(&swap("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), &c), 400);
-        assert_eq!(status(&swap("dGhlIHNhbXBsZSBub25jZQ==", "short=="), &c), 400);
+        assert_eq!(
+            status(
+                &swap("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                &c
+            ),
+            400
+        );
+        assert_eq!(
+            status(&swap("dGhlIHNhbXBsZSBub25jZQ==", "short=="), &c),
+            400
+        );
         assert_eq!(status(&swap("Sec-WebSocket-Version: 13\r\n", ""), &c), 400);
         assert_eq!(status(&swap("Version: 13", "Version: 8"), &c), 426);
         assert_eq!(status("HELLO\r\n\r\n", &c), 400);
@@ -285,8 +306,14 @@ mod tests {
             allowed_origins: Some(vec!["https://game.example/".into()]),
             ..WsConfig::default()
         };
-        assert_eq!(status(&format!("{GOOD}Origin: https://GAME.example\r\n\r\n"), &c), 101);
-        assert_eq!(status(&format!("{GOOD}Origin: https://evil.example\r\n\r\n"), &c), 403);
+        assert_eq!(
+            status(&format!("{GOOD}Origin: https://GAME.example\r\n\r\n"), &c),
+            101
+        );
+        assert_eq!(
+            status(&format!("{GOOD}Origin: https://evil.example\r\n\r\n"), &c),
+            403
+        );
         assert_eq!(status(&format!("{GOOD}Origin: null\r\n\r\n"), &c), 403);
         assert_eq!(status(&format!("{GOOD}\r\n"), &c), 101);
     }

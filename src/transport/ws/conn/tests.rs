@@ -155,7 +155,10 @@ fn pair_with(capacity: usize, server: WsConfig, client: WsConfig) -> Pair {
         s_opened += s.drive(t0, &mut |_| {}).opened as usize;
     }
     assert_eq!((s_opened, c_opened), (1, 1), "each side opens once");
-    assert!(s.authenticate(), "an accepted connection starts unauthenticated");
+    assert!(
+        s.authenticate(),
+        "an accepted connection starts unauthenticated"
+    );
     assert!(!c.authenticate(), "a dialled one is trusted");
     Pair {
         server: s,
@@ -420,7 +423,10 @@ fn a_malformed_upgrade_is_answered_then_refused() {
     let (d, _) = drive(&mut s, t0);
     assert!(d.ended.is_none() && !s.was_open(), "{:?}", d.ended);
     let answer = client_end.read_text();
-    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
     // It lingers until the client closes, then ends: refused.
     assert_eq!(s.poll_timeout(), t0 + LINGER);
     client_end.hang_up();
@@ -437,13 +443,24 @@ fn a_refusal_lingers_no_longer_than_linger() {
     let t0 = Instant::now();
     let (server_end, client_end) = pipe(1 << 16);
     let counters = TransportCounters::new(addr());
-    let mut s = Conn::accept(server_end, addr(), Arc::new(WsConfig::default()), counters, t0);
+    let mut s = Conn::accept(
+        server_end,
+        addr(),
+        Arc::new(WsConfig::default()),
+        counters,
+        t0,
+    );
     client_end.inject(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n");
     let (d, _) = drive(&mut s, t0);
     assert!(d.ended.is_none());
-    assert!(s.handle_timeout(t0 + LINGER - Duration::from_millis(1)).is_ok());
+    assert!(s
+        .handle_timeout(t0 + LINGER - Duration::from_millis(1))
+        .is_ok());
     let r = s.handle_timeout(t0 + LINGER);
-    assert!(matches!(&r, Err(End::Rejected(r)) if r.status == 400), "{r:?}");
+    assert!(
+        matches!(&r, Err(End::Rejected(r)) if r.status == 400),
+        "{r:?}"
+    );
 }
 
 /// A server connection upgraded over a pipe, not authenticated, and the
@@ -460,7 +477,16 @@ fn unauthenticated_with_end(config: WsConfig) -> (Conn<Pipe>, Conn<Pipe>, Pipe, 
     let raw = client_end.clone();
     let counters = || TransportCounters::new(addr());
     let mut s = Conn::accept(server_end, addr(), Arc::new(config), counters(), t0);
-    let mut c = Conn::dial(client_end, addr(), &url(), Arc::new(WsConfig::default()), counters(), t0, t0).unwrap();
+    let mut c = Conn::dial(
+        client_end,
+        addr(),
+        &url(),
+        Arc::new(WsConfig::default()),
+        counters(),
+        t0,
+        t0,
+    )
+    .unwrap();
     for _ in 0..16 {
         c.drive(t0, &mut |_| {});
         s.drive(t0, &mut |_| {});
@@ -494,7 +520,8 @@ fn an_unauthenticated_connection_is_closed_at_auth_timeout_with_1008() {
         wire.extend_from_slice(&buf[..n]);
     }
     assert!(
-        wire.windows(4).any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xf0]),
+        wire.windows(4)
+            .any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xf0]),
         "{wire:02x?}"
     );
 }
@@ -528,7 +555,13 @@ fn an_unauthenticated_connection_takes_no_message_over_the_small_limit() {
     let (d, got) = drive(&mut s, t0);
     assert!(got.is_empty());
     assert!(
-        matches!(d.ended, Some(End::ClosedByUs { code: CloseCode::Size, .. })),
+        matches!(
+            d.ended,
+            Some(End::ClosedByUs {
+                code: CloseCode::Size,
+                ..
+            })
+        ),
         "{:?}",
         d.ended
     );
