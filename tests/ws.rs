@@ -360,7 +360,7 @@ fn server_restart_client_reconnects_and_queued_frames_arrive() {
         m[..4].copy_from_slice(&i.to_be_bytes());
         c.send_all(peer, &m);
     }
-    let s2 = Running::start(WsTransport::bind(addr, WsConfig::default()).unwrap(), false);
+    let s2 = Running::start(WsTransport::bind(addr, trusting()).unwrap(), false);
     let got = s2.take(QUEUED as usize);
     assert_eq!(
         got.iter()
@@ -817,7 +817,12 @@ fn idle_memory_per_thousand_connections() {
         let _ = writeln!(std::io::stderr(), "SKIPPING: open-file limit too low");
         return;
     }
-    let s = server(true);
+    let config = WsConfig {
+        // All from 127.0.0.1.
+        max_connections_per_ip: N,
+        ..WsConfig::default()
+    };
+    let s = Running::start(WsTransport::bind(loopback(), config).unwrap(), true);
     // Warm up: one connection through, so one-time allocations are done.
     drop(raw_upgrade(s.addr));
     std::thread::sleep(Duration::from_millis(200));
