@@ -700,3 +700,114 @@ fn only_the_newest_authenticated_datagram_may_move_a_session() {
     p.collect();
     assert_eq!(Pair::messages(&p.server_events).len(), 2, "both delivered");
 }
+
+#[test]
+fn messages_flow_across_many_rekeys_under_loss_and_reordering() {
+    // A rekey every 2 s (instead of 120 s) for a minute, with 10% and 30%
+    // loss and up to 10 ms of reordering, both ways: every datagram the link
+    // delivers must open (none refused for its key), so exactly the messages
+    // whose datagrams the link dropped are missing, and none comes twice.
+    let config = SessionConfig {
+        rekey_after: Duration::from_secs(2),
+        reject_after: Duration::from_secs(20),
+        ..SessionConfig::default()
+    };
+    for (seed, loss) in [(41u64, 0.1), (42, 0.3)] {
+        let link = LinkConfig {
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(5),
+            loss: 0.0,
+            duplicate: 0.0,
+            max_datagram: usize::MAX,
+        };
+        let mut p = Pair::new(config.clone(), link, seed);
+        assert!(p.handshake(Duration::from_secs(1)));
+        p.link.loss = loss;
+        let mut out = Transmits::new();
+        let mut sent = 0u32;
+        for i in 0..6000u32 {
+            let now = p.now;
+            p.client.send(now, 0, &i.to_be_bytes(), &mut out).unwrap();
+            p.transmit_all(Side::Client, &mut out);
+            p.server().send(now, 0, &i.to_be_bytes(), &mut out).unwrap();
+            p.transmit_all(Side::Server, &mut out);
+            sent += 1;
+            p.drive_for(Duration::from_millis(10));
+        }
+        p.drive_for(Duration::from_millis(200));
+        assert!(p.client.is_established() && p.server().is_established());
+        assert!(
+            p.client_errors.is_empty() && p.server_errors.is_empty(),
+            "loss {loss}: refused datagrams {:?} {:?}",
+            p.client_errors.first(),
+            p.server_errors.first()
+        );
+        let rekeys = (p.client.stats().rekeys, p.server().stats().rekeys);
+        assert!(rekeys.0 >= 15 && rekeys.1 >= 15, "loss {loss}: {rekeys:?}");
+        for (to, events) in [
+            (Side::Server, &p.server_events),
+            (Side::Client, &p.client_events),
+        ] {
+            let got: Vec<u32> = Pair::messages(events)
+                .into_iter()
+                .map(|(_, m)| u32::from_be_bytes(m.try_into().unwrap()))
+                .collect();
+            let mut unique = got.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), got.len(), "loss {loss}: a message came twice");
+            assert!(got.iter().all(|&i| i < sent));
+            // Data frames (type byte 3 of the header) the link dropped.
+            let from = if to == Side::Server {
+                Side::Client
+            } else {
+                Side::Server
+            };
+            let dropped = p
+                .lost
+                .iter()
+                .filter(|(side, d)| *side == from && d[3] == FrameType::Data.to_u8())
+                .count();
+            assert_eq!(
+                got.len() + dropped,
+                sent as usize,
+                "loss {loss}: to {to:?}, {} delivered, {dropped} dropped by the link",
+                got.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_never_rekeys_is_closed_at_the_hard_lifetime() {
+    // The client never sees a rekey request or response (both dropped by
+    // size: 41-byte plaintexts); everything else gets through.
+    let config = SessionConfig {
+        rekey_after: Duration::from_secs(5),
+        reject_after: Duration::from_secs(12),
+        ..SessionConfig::default()
+    };
+    let mut p = Pair::new(config, LinkConfig::default(), 43);
+    assert!(p.handshake(Duration::from_secs(1)));
+    let start = p.now;
+    let rekey_len = HEADER_LEN + 41 + TAG_LEN;
+    while p.client.state() == SessionState::Established && p.now < start + Duration::from_secs(20) {
+        p.drive_for(Duration::from_millis(5));
+        p.in_flight_retain(|d| d.len() != rekey_len);
+    }
+    assert_eq!(closed(&p.client_events), Some(CloseReason::RekeyTimeout));
+    let age = p.now - start;
+    assert!(
+        // Counted from the client's establishment, a little before `start`.
+        age >= Duration::from_millis(11_900) && age < Duration::from_millis(12_100),
+        "{age:?}"
+    );
+    p.drive_for(Duration::from_secs(1));
+    assert!(matches!(
+        closed(&p.server_events),
+        Some(CloseReason::Peer {
+            code: close_code::REKEY_TIMEOUT,
+            ..
+        }) | Some(CloseReason::RekeyTimeout)
+    ));
+}

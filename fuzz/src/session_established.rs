@@ -169,6 +169,19 @@ pub fn encode(setup: u8, ops: &[Op]) -> Vec<u8> {
                     }
                     Control::PathChallenge { data } => o.u8(6).u64(u64::from_be_bytes(*data)),
                     Control::PathResponse { data } => o.u8(7).u64(u64::from_be_bytes(*data)),
+                    Control::RekeyRequest { seq, ephemeral }
+                    | Control::RekeyResponse { seq, ephemeral } => {
+                        o.u8(if matches!(c, Control::RekeyRequest { .. }) {
+                            8
+                        } else {
+                            9
+                        })
+                        .u64(*seq);
+                        for chunk in ephemeral.chunks_exact(8) {
+                            o.u64(u64::from_be_bytes(chunk.try_into().expect("8 bytes")));
+                        }
+                        &mut o
+                    }
                 };
             }
             Op::Fragment {
@@ -280,6 +293,10 @@ pub struct Pair {
     may_wrap: bool,
     /// Whether the input sent a CLOSE (the server may then close).
     close_sent: bool,
+    /// Whether the server answered a rekey request of the input: its keys
+    /// then follow a Diffie-Hellman with a key the harness does not hold,
+    /// so the run stops there.
+    rekeyed: bool,
 }
 
 impl Pair {
@@ -292,6 +309,11 @@ impl Pair {
             max_datagram_size: if setup & 0x80 != 0 { None } else { Some(1472) },
             key_update_interval: if setup & 0x40 != 0 { Some(2) } else { None },
             reassembly: reassembly::config(),
+            // The harness plays a client without the rekey: the server must
+            // not ask for one, nor close for lack of one, within any input
+            // (an input moves the clock at most 4 s per operation).
+            rekey_after: Duration::from_secs(1 << 32),
+            reject_after: Duration::from_secs(1 << 33),
             ..SessionConfig::default()
         };
         let h1 = handshake_header(1, stt::crypto::handshake::MSG1_LEN);
@@ -329,6 +351,7 @@ impl Pair {
             delivered: HashSet::new(),
             may_wrap: false,
             close_sent: false,
+            rekeyed: false,
         };
         let confirmation = pair.outputs();
         assert!(
@@ -430,6 +453,9 @@ impl Pair {
             }
         }
         let controls = self.outputs();
+        self.rekeyed |= controls
+            .iter()
+            .any(|c| matches!(c, Control::RekeyResponse { .. }));
         let max = self.config.reassembly.max_session_bytes;
         assert!(
             self.server.reassembly_bytes() <= max,
@@ -569,6 +595,9 @@ impl Pair {
     /// After an operation: the session must be alive and take a valid message,
     /// unless the input closed it. Returns whether to go on.
     fn after_op(&mut self) -> bool {
+        if self.rekeyed {
+            return false;
+        }
         match self.server.state() {
             SessionState::Established => {
                 self.probe();
@@ -626,7 +655,7 @@ fn frame_type(b: u8) -> FrameType {
 }
 
 fn control(input: &mut Input<'_>) -> Option<Control> {
-    Some(match input.u8()? % 8 {
+    Some(match input.u8()? % 10 {
         0 => Control::Ping {
             token: input.u64()?,
         },
@@ -648,9 +677,21 @@ fn control(input: &mut Input<'_>) -> Option<Control> {
         6 => Control::PathChallenge {
             data: input.u64()?.to_be_bytes(),
         },
-        _ => Control::PathResponse {
+        7 => Control::PathResponse {
             data: input.u64()?.to_be_bytes(),
         },
+        kind => {
+            let seq = input.u64()?;
+            let mut ephemeral = [0u8; 32];
+            for chunk in ephemeral.chunks_exact_mut(8) {
+                chunk.copy_from_slice(&input.u64()?.to_be_bytes());
+            }
+            if kind == 8 {
+                Control::RekeyRequest { seq, ephemeral }
+            } else {
+                Control::RekeyResponse { seq, ephemeral }
+            }
+        }
     })
 }
 

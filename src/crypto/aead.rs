@@ -47,6 +47,7 @@ use ring::hkdf;
 use zeroize::Zeroizing;
 
 use crate::crypto::keys::expand_32;
+use crate::crypto::rekey::rekeyed_secret;
 use crate::crypto::replay::{ReplayError, ReplayWindow};
 use crate::frame::{Flags, Header, HEADER_LEN, MAX_PAYLOAD_LEN, TAG_LEN};
 
@@ -203,6 +204,9 @@ pub enum CryptoError {
 struct Generation {
     key: LessSafeKey,
     next_secret: Zeroizing<[u8; 32]>,
+    /// The generation's own secret (tests compare key schedules with it).
+    #[cfg(test)]
+    secret: [u8; 32],
 }
 
 impl Generation {
@@ -215,11 +219,19 @@ impl Generation {
         Generation {
             key: LessSafeKey::new(unbound),
             next_secret: expand_32(&prk, UPDATE_LABEL),
+            #[cfg(test)]
+            secret: *secret,
         }
     }
 
     fn next(&self, alg: Algorithm) -> Self {
         Generation::from_secret(alg, &self.next_secret)
+    }
+
+    /// Replaces the next generation's secret by its rekeyed form (see
+    /// [`crate::crypto::rekey`]).
+    fn rekey_next(&mut self, mix: &[u8; 32]) {
+        self.next_secret = rekeyed_secret(mix, &self.next_secret);
     }
 }
 
@@ -243,6 +255,9 @@ pub struct SendKeys {
     /// An update happened that the peer has not yet been seen to follow:
     /// no further update until it has (see [`SendKeys::confirm_update`]).
     awaiting_confirmation: bool,
+    /// A rekey is in flight: no update at all until it is released (see
+    /// [`SendKeys::set_held`]).
+    held: bool,
     generation: u64,
 }
 
@@ -260,6 +275,7 @@ impl SendKeys {
             update_bytes: alg.update_bytes(),
             update_requested: false,
             awaiting_confirmation: false,
+            held: false,
             generation: 0,
         }
     }
@@ -316,6 +332,33 @@ impl SendKeys {
         self.awaiting_confirmation = false;
     }
 
+    /// Holds back every update (by volume, by request) while `held`: a
+    /// rekey is in flight, and the next generation must be the rekeyed one
+    /// and come only when the peer can open it. Sealing goes on under the
+    /// current key, within its budget ([`CryptoError::KeyExhausted`] past
+    /// it, as for an unconfirmed update).
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
+    }
+
+    /// Mixes a rekey's key for this direction into the next generation's
+    /// secret (see [`crate::crypto::rekey`]); the next update moves to it.
+    pub fn rekey_next(&mut self, mix: &[u8; 32]) {
+        self.current.rekey_next(mix);
+    }
+
+    /// The current generation's secret (tests).
+    #[cfg(test)]
+    pub(crate) fn secret_for_test(&self) -> [u8; 32] {
+        self.current.secret
+    }
+
+    /// The secret the next update would move to (tests).
+    #[cfg(test)]
+    pub(crate) fn next_secret_for_test(&self) -> [u8; 32] {
+        *self.current.next_secret
+    }
+
     /// The algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.alg
@@ -356,7 +399,7 @@ impl SendKeys {
         let due = self.sealed_in_generation >= self.update_interval
             || self.bytes_in_generation >= self.update_bytes
             || self.update_requested;
-        if due && !self.awaiting_confirmation {
+        if due && !self.awaiting_confirmation && !self.held {
             self.current = self.current.next(self.alg);
             self.phase = !self.phase;
             self.generation += 1;
@@ -458,6 +501,20 @@ impl RecvKeys {
     /// Whether the previous generation's key is still kept.
     pub fn has_previous(&self) -> bool {
         self.previous.is_some()
+    }
+
+    /// Mixes a rekey's key for this direction into the next generation (see
+    /// [`crate::crypto::rekey`]): the next frame of the other phase must be
+    /// sealed under the rekeyed key.
+    pub fn rekey_next(&mut self, mix: &[u8; 32]) {
+        self.current.rekey_next(mix);
+        self.next = self.current.next(self.alg);
+    }
+
+    /// The current generation's secret (tests).
+    #[cfg(test)]
+    pub(crate) fn secret_for_test(&self) -> [u8; 32] {
+        self.current.secret
     }
 
     /// Drops the previous generation's key: frames still sealed under it
@@ -800,6 +857,35 @@ mod tests {
             assert!(Algorithm::Aes256Gcm.update_interval() * 2 <= 1 << 23);
             assert!(Algorithm::Aes256Gcm.confidentiality_bytes() == 1 << 37);
         }
+    }
+
+    #[test]
+    fn a_held_sender_does_not_update_and_a_rekey_changes_the_next_key() {
+        let (mut s, mut r) = pair(Algorithm::Aes256Gcm);
+        s.set_update_interval(2);
+        s.set_held(true);
+        s.request_update();
+        for _ in 0..10 {
+            let mut d = seal(&mut s, b"held");
+            open(&mut r, &mut d).unwrap();
+        }
+        assert_eq!(s.generation(), 0, "no update while held");
+        let ratchet_only = s.next_secret_for_test();
+        s.rekey_next(&[9u8; 32]);
+        r.rekey_next(&[9u8; 32]);
+        assert_ne!(s.next_secret_for_test(), ratchet_only);
+        s.set_held(false);
+        let mut d = seal(&mut s, b"rekeyed");
+        assert_eq!(s.generation(), 1);
+        assert_ne!(s.secret_for_test(), ratchet_only);
+        // A receiver that only ratcheted cannot open it; the rekeyed one can.
+        let mut plain = RecvKeys::new(Algorithm::Aes256Gcm, &[3u8; 32]);
+        assert_eq!(
+            open(&mut plain, &mut d.clone()),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(open(&mut r, &mut d).unwrap(), b"rekeyed");
+        assert_eq!(r.secret_for_test(), s.secret_for_test());
     }
 
     #[test]

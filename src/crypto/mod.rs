@@ -16,6 +16,8 @@
 //! - `cookie`: stateless address validation before a handshake keeps
 //!   state (authenticated challenges).
 //! - `aead`: sealing and opening of data frames, key update.
+//! - `rekey`: the in-session rekey's fresh X25519 ephemerals and key
+//!   schedule.
 //! - `replay`: the sliding anti-replay window.
 //!
 //! The cargo feature `internals` makes those modules and their types
@@ -41,6 +43,10 @@ pub(crate) mod handshake;
 pub mod keys;
 #[cfg(not(feature = "internals"))]
 pub(crate) mod keys;
+#[cfg(feature = "internals")]
+pub mod rekey;
+#[cfg(not(feature = "internals"))]
+pub(crate) mod rekey;
 #[cfg(feature = "internals")]
 pub mod replay;
 #[cfg(not(feature = "internals"))]

@@ -24,6 +24,10 @@ pub enum ControlType {
     PathChallenge = 0x07,
     /// Echoes a path challenge's bytes.
     PathResponse = 0x08,
+    /// Starts a rekey: the sender's fresh X25519 public key.
+    RekeyRequest = 0x09,
+    /// Answers a rekey request: the answerer's fresh X25519 public key.
+    RekeyResponse = 0x0a,
 }
 
 /// Longest reason text carried by a close or error message.
@@ -74,6 +78,21 @@ pub enum Control {
         /// The challenge's bytes.
         data: [u8; 8],
     },
+    /// Starts rekey number `seq` with a fresh ephemeral key (see
+    /// `docs/PROTOCOL.md` §6.8).
+    RekeyRequest {
+        /// The session's rekey count, plus one.
+        seq: u64,
+        /// The sender's fresh X25519 public key.
+        ephemeral: [u8; 32],
+    },
+    /// Answers [`Control::RekeyRequest`] `seq` with a fresh ephemeral key.
+    RekeyResponse {
+        /// The request's `seq`.
+        seq: u64,
+        /// The answerer's fresh X25519 public key.
+        ephemeral: [u8; 32],
+    },
 }
 
 /// Well-known close codes carried by [`Control::Close`].
@@ -94,6 +113,9 @@ pub mod close_code {
     /// The responder's authorisation refused the initiator (sent instead of
     /// the handshake's confirmation).
     pub const REFUSED: u16 = 6;
+    /// No rekey with fresh Diffie-Hellman completed within the session's
+    /// hard key lifetime (`SessionConfig::reject_after`).
+    pub const REKEY_TIMEOUT: u16 = 7;
 }
 
 impl Control {
@@ -120,6 +142,16 @@ impl Control {
             Control::PathResponse { data } => {
                 out.push(ControlType::PathResponse as u8);
                 out.extend_from_slice(data);
+            }
+            Control::RekeyRequest { seq, ephemeral }
+            | Control::RekeyResponse { seq, ephemeral } => {
+                out.push(if matches!(self, Control::RekeyRequest { .. }) {
+                    ControlType::RekeyRequest as u8
+                } else {
+                    ControlType::RekeyResponse as u8
+                });
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(ephemeral);
             }
             Control::Close { code, reason: text }
             | Control::Error {
@@ -161,6 +193,21 @@ impl Control {
             0x08 => Control::PathResponse {
                 data: u64_body()?.to_be_bytes(),
             },
+            0x09 | 0x0a => {
+                let b: &[u8; 40] = body
+                    .try_into()
+                    .map_err(|_| FrameError::BadControl("expected a 40-byte rekey body"))?;
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&b[..8]);
+                let seq = u64::from_be_bytes(seq);
+                let mut ephemeral = [0u8; 32];
+                ephemeral.copy_from_slice(&b[8..]);
+                if kind == 0x09 {
+                    Control::RekeyRequest { seq, ephemeral }
+                } else {
+                    Control::RekeyResponse { seq, ephemeral }
+                }
+            }
             0x05 | 0x06 => {
                 if body.len() < 4 {
                     return Err(FrameError::BadControl("close/error shorter than 4 bytes"));
@@ -217,12 +264,39 @@ mod tests {
                 Control::Error { code, message: reason.clone() },
                 Control::PathChallenge { data: token.to_le_bytes() },
                 Control::PathResponse { data: token.to_be_bytes() },
+                Control::RekeyRequest { seq: token, ephemeral: [code as u8; 32] },
+                Control::RekeyResponse { seq: !token, ephemeral: [(code >> 8) as u8; 32] },
             ] {
                 let mut out = Vec::new();
                 c.encode(&mut out);
                 prop_assert_eq!(Control::decode(&out).unwrap(), c);
             }
         }
+    }
+
+    #[test]
+    fn rekey_messages_are_41_bytes_and_exact() {
+        let mut out = Vec::new();
+        Control::RekeyRequest {
+            seq: 0x0102_0304_0506_0708,
+            ephemeral: [0xee; 32],
+        }
+        .encode(&mut out);
+        assert_eq!(out.len(), 41);
+        assert_eq!(out[..9], [0x09, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(out[9..], [0xee; 32]);
+        out[0] = 0x0a;
+        assert!(matches!(
+            Control::decode(&out),
+            Ok(Control::RekeyResponse {
+                seq: 0x0102_0304_0506_0708,
+                ..
+            })
+        ));
+        out.push(0);
+        assert!(Control::decode(&out).is_err(), "trailing byte");
+        out.truncate(40);
+        assert!(Control::decode(&out).is_err(), "short body");
     }
 
     #[test]

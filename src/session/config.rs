@@ -61,12 +61,19 @@ pub struct SessionConfig {
     /// Clamped to that limit; a key whose update the peer has not confirmed
     /// seals at most twice this, then the session closes.
     pub key_update_interval: Option<u64>,
-    /// Update the sending key when it is this old, however little it sealed.
-    /// Default 120 s (WireGuard's `REKEY_AFTER_TIME`): a key that leaks
-    /// exposes at most about two minutes of one direction. This is a key
-    /// update (a one-way ratchet of the traffic secret), not a fresh
-    /// Diffie-Hellman: see `docs/SECURITY.md`.
-    pub key_update_after: Duration,
+    /// Rekey with fresh Diffie-Hellman (both directions) this long after
+    /// the handshake or the last rekey. Default 120 s (WireGuard's
+    /// `REKEY_AFTER_TIME`): whoever steals the keys of a session and then
+    /// only listens reads at most about two minutes of it. The initiator
+    /// asks at this age; the responder asks only halfway between this and
+    /// [`reject_after`](Self::reject_after), in case the initiator does not
+    /// (both asking at once is resolved, but wastes a round trip).
+    pub rekey_after: Duration,
+    /// Close the session when no rekey completed for this long
+    /// ([`CloseReason::RekeyTimeout`](crate::session::CloseReason::RekeyTimeout)).
+    /// Default 180 s (WireGuard's `REJECT_AFTER_TIME`): a minute for a rekey
+    /// to get through loss, its request repeated every probe interval.
+    pub reject_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -81,7 +88,8 @@ impl Default for SessionConfig {
             close_linger: Duration::from_secs(1),
             reassembly: ReassemblyConfig::default(),
             key_update_interval: None,
-            key_update_after: Duration::from_secs(120),
+            rekey_after: Duration::from_secs(120),
+            reject_after: Duration::from_secs(180),
         }
     }
 }
@@ -109,8 +117,10 @@ impl SessionConfig {
         {
             return Err(ConfigError::MessageSize(self.reassembly.max_message_size));
         }
-        if self.key_update_after < Duration::from_secs(1) {
-            return Err(ConfigError::Timers("key_update_after must be at least 1 s"));
+        if self.rekey_after < Duration::from_secs(1) || self.reject_after <= self.rekey_after {
+            return Err(ConfigError::Timers(
+                "rekey_after must be at least 1 s, and reject_after longer than rekey_after",
+            ));
         }
         if self.key_update_interval == Some(0) {
             return Err(ConfigError::Timers(

@@ -78,6 +78,10 @@ pub enum CloseReason {
     /// The sending key reached its confidentiality limit before the peer
     /// confirmed the key update (RFC 9001 §6.6).
     KeyExhausted,
+    /// No rekey with fresh Diffie-Hellman completed within
+    /// [`SessionConfig::reject_after`](crate::session::SessionConfig::reject_after)
+    /// (the peer did not answer, or no fresh ephemeral key could be drawn).
+    RekeyTimeout,
 }
 
 impl fmt::Display for CloseReason {
@@ -104,6 +108,9 @@ impl fmt::Display for CloseReason {
             CloseReason::KeyExhausted => {
                 f.write_str("key exhausted: the peer did not confirm a key update in time")
             }
+            CloseReason::RekeyTimeout => f.write_str(
+                "rekey timeout: no rekey with fresh Diffie-Hellman completed within the key lifetime",
+            ),
         }
     }
 }
@@ -247,8 +254,10 @@ pub struct SessionStats {
     pub frames_dropped: u64,
     /// Fragmented messages dropped incomplete after the reassembly timeout.
     pub messages_expired: u64,
-    /// Key updates on the sending side.
+    /// Key updates on the sending side (rekeys included).
     pub key_updates: u64,
+    /// Rekeys with fresh Diffie-Hellman completed.
+    pub rekeys: u64,
     /// Handshake messages retransmitted.
     pub retransmits: u64,
     /// Smoothed round-trip time, once measured (handshake and pings).

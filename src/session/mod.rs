@@ -45,11 +45,13 @@
 //!   for [`SessionConfig::keepalive_interval`], and close when nothing has
 //!   arrived for [`SessionConfig::idle_timeout`].
 //! - Keys have lifetimes: the sending key is updated by volume (packets and
-//!   bytes) and once [`SessionConfig::key_update_after`] old; a key whose
-//!   update the peer never confirms closes the session at its limit
-//!   ([`CloseReason::KeyExhausted`]); the previous receive key is dropped
-//!   three probe intervals after the peer's update. There is no in-session
-//!   re-handshake (fresh Diffie-Hellman) yet: `docs/SECURITY.md`.
+//!   bytes); a key whose update the peer never confirms closes the session
+//!   at its limit ([`CloseReason::KeyExhausted`]); the previous receive key
+//!   is dropped three probe intervals after the peer's update. Every
+//!   [`SessionConfig::rekey_after`] both directions are rekeyed with fresh
+//!   X25519 ephemerals (the `rekey` module); a session whose rekey does not
+//!   complete within [`SessionConfig::reject_after`] closes
+//!   ([`CloseReason::RekeyTimeout`]).
 //! - [`close`](Session::close) sends a CLOSE frame and lingers for
 //!   [`SessionConfig::close_linger`], answering late frames with CLOSE again
 //!   (the first one may have been lost); a CLOSE from the peer ends the
@@ -58,6 +60,7 @@
 mod config;
 mod event;
 mod recv;
+mod rekey;
 mod send;
 mod transmit;
 
@@ -118,6 +121,8 @@ pub(crate) enum PeerGate {
 struct Keys {
     send: SendKeys,
     recv: RecvKeys,
+    /// The rekey chaining key ([`crate::crypto::rekey`]).
+    ck: zeroize::Zeroizing<[u8; 32]>,
 }
 
 /// One encrypted session. See the [module docs](self) for how to drive it.
@@ -156,9 +161,12 @@ pub struct Session {
     last_token: u64,
     /// After the peer's key update: when the previous receive key goes.
     previous_key_until: Option<Instant>,
-    /// The sending key generation and when it was first seen: it is updated
-    /// once [`SessionConfig::key_update_after`] old.
-    send_key_since: (u64, Instant),
+    /// Where the rekey with fresh Diffie-Hellman stands.
+    rekey: rekey::Rekey,
+    /// The number of the last rekey whose Diffie-Hellman this side mixed in.
+    rekey_seq: u64,
+    /// When the last rekey completed (or the session was established).
+    last_rekey: Instant,
     /// The token of the last pong received.
     last_pong: Option<u64>,
     /// Path responses received, oldest first, until the caller takes them.
@@ -322,7 +330,9 @@ impl Session {
             key_probe: None,
             last_token: 0,
             previous_key_until: None,
-            send_key_since: (0, now),
+            rekey: rekey::Rekey::Idle,
+            rekey_seq: 0,
+            last_rekey: now,
             last_pong: None,
             sealed_newest: false,
             close_reason: None,
@@ -461,9 +471,7 @@ impl Session {
                 if let Some(until) = self.previous_key_until {
                     t = t.min(until);
                 }
-                if self.key_probe.is_none() {
-                    t = t.min(self.send_key_since.1 + self.config.key_update_after);
-                }
+                t = t.min(self.rekey_timeout());
                 Some(t)
             }
         }
@@ -528,6 +536,9 @@ impl Session {
                 let expired = self.reassembler.handle_timeout(now);
                 let _ = expired; // counted by the reassembler's stats
                 self.key_timers(now);
+                if self.state != SessionState::Established {
+                    return;
+                }
                 let probe_due = self
                     .key_probe
                     .is_some_and(|(_, sent)| now >= sent + self.probe_interval());
@@ -539,8 +550,8 @@ impl Session {
     }
 
     /// Key lifetimes by time: drops the previous receive key a few round
-    /// trips after the peer's update, and updates the sending key once it is
-    /// [`SessionConfig::key_update_after`] old.
+    /// trips after the peer's update, and runs the rekey's timers (start,
+    /// repeat, hard lifetime: the `rekey` module). May close the session.
     fn key_timers(&mut self, now: Instant) {
         if self.previous_key_until.is_some_and(|t| now >= t) {
             self.previous_key_until = None;
@@ -548,22 +559,7 @@ impl Session {
                 k.recv.discard_previous();
             }
         }
-        let Some(k) = &mut self.keys else { return };
-        let generation = k.send.generation();
-        if generation != self.send_key_since.0 {
-            // Updated since we last looked (by volume or by the peer): the
-            // new key's age counts from about now.
-            self.send_key_since = (generation, now);
-        } else if self.key_probe.is_none()
-            && !k.send.awaiting_confirmation()
-            && now >= self.send_key_since.1 + self.config.key_update_after
-        {
-            // Our direction only: the peer's own timer renews its key. The
-            // ping carries the new key; its pong confirms it.
-            k.send.request_update();
-            self.send_key_since = (generation + 1, now);
-            self.ping_probing_keys(now);
-        }
+        self.rekey_timers(now);
     }
 
     /// How long the previous receive key is kept after the peer's update:

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::crypto::rekey::initial_chaining_key;
 use crate::crypto::HandshakeOutcome;
 use crate::crypto::{RecvKeys, SendKeys};
 use crate::frame::{
@@ -294,7 +295,12 @@ impl Session {
             send.set_update_interval(n);
         }
         let recv = RecvKeys::new(outcome.algorithm, &outcome.recv_secret);
-        self.keys = Some(Keys { send, recv });
+        let ck = match self.role {
+            Role::Initiator => initial_chaining_key(&outcome.send_secret, &outcome.recv_secret),
+            Role::Responder => initial_chaining_key(&outcome.recv_secret, &outcome.send_secret),
+        };
+        self.keys = Some(Keys { send, recv, ck });
+        self.last_rekey = now;
         self.pending = None;
         self.peer = Some(outcome.peer);
         self.state = SessionState::Established;
@@ -345,10 +351,13 @@ impl Session {
                 return Err(e.into());
             }
         };
-        if keys.recv.current_generation() != generation {
+        let advanced = keys.recv.current_generation();
+        if advanced != generation {
             // The peer updated its key: the old one goes a few round trips
-            // from now.
+            // from now. A rekey waiting for that learns of it first (before
+            // the frame's own control message, which may start the next).
             self.previous_key_until = Some(now + self.previous_key_lifetime());
+            self.on_peer_generation(advanced, now);
         }
         self.last_recv = now;
         self.sealed_newest = newest;
@@ -467,6 +476,12 @@ impl Session {
                     self.path_responses.pop_front();
                 }
                 self.path_responses.push_back(data);
+            }
+            Control::RekeyRequest { seq, ephemeral } => {
+                return self.on_rekey_request(seq, &ephemeral, now)
+            }
+            Control::RekeyResponse { seq, ephemeral } => {
+                return self.on_rekey_response(seq, &ephemeral, now)
             }
         }
         Ok(())

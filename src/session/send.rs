@@ -453,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_update_by_time_and_the_old_receive_key_goes() {
+    fn keys_renew_by_rekey_in_time_and_the_old_receive_key_goes() {
         let (mut client, mut server, start) = pair(SessionConfig::default());
         let mut now = start;
         while now < start + Duration::from_secs(125) {
@@ -464,7 +464,9 @@ mod tests {
         }
         assert!(client.is_established() && server.is_established());
         let updates = client.stats().key_updates;
-        assert_eq!(updates, 1, "one key update after 120 s");
+        assert_eq!(updates, 1, "one key update after 120 s: the rekey's");
+        assert_eq!(client.stats().rekeys, 1);
+        assert_eq!(server.stats().rekeys, 1);
         // Both receive keys moved on and, three probe intervals later (the
         // loop ran seconds past the update), dropped the previous one.
         for s in [&client, &server] {

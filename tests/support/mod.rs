@@ -111,6 +111,8 @@ pub struct Pair {
     pub server_errors: Vec<SessionError>,
     /// Every datagram put on the link, with its sender.
     pub sent: Vec<(Side, Vec<u8>)>,
+    /// Copies the link dropped (loss), by sender.
+    pub lost: Vec<(Side, Vec<u8>)>,
     pub oversize_dropped: usize,
 }
 
@@ -148,6 +150,7 @@ impl Pair {
             client_errors: Vec::new(),
             server_errors: Vec::new(),
             sent: Vec::new(),
+            lost: Vec::new(),
             oversize_dropped: 0,
         };
         p.collect();
@@ -176,6 +179,7 @@ impl Pair {
         };
         for _ in 0..copies {
             if self.rng.unit() < self.link.loss {
+                self.lost.push((from, bytes.clone()));
                 continue;
             }
             let jitter = if self.link.jitter.is_zero() {
@@ -332,5 +336,11 @@ impl Pair {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Keeps in flight only the datagrams `keep` accepts (the others are
+    /// lost on the way).
+    pub fn in_flight_retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        self.in_flight.retain(|f| keep(&f.bytes));
     }
 }
