@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::counters::TransportCounters;
 use crate::frame::{FrameType, SessionId, MAX_PAYLOAD_LEN};
-use crate::session::{SessionError, BATCH_RECORD_OVERHEAD, DATA_OVERHEAD};
+use crate::session::{Session, SessionError, Transmits, BATCH_RECORD_OVERHEAD, DATA_OVERHEAD};
 
 use super::{Endpoint, Output, SessionRefused};
 
@@ -39,16 +39,9 @@ impl Endpoint {
         buf: &mut Vec<u8>,
         out: &mut dyn Output,
     ) -> Result<(), SessionRefused> {
-        let entry = self
-            .sessions
-            .get_mut(&id)
-            .ok_or(SessionRefused::Unknown(id))?;
-        self.data.clear();
-        let sealed = entry
-            .session
-            .send_in_place(now, frame_type, stream_id, buf, &mut self.data)
-            .map(|_| ());
-        self.sealed(id, sealed, now, out)
+        self.seal_with(now, id, out, |session, data| {
+            session.send_in_place(now, frame_type, stream_id, buf, data)
+        })
     }
 
     /// Seals a message (a copy of `payload`).
@@ -61,16 +54,9 @@ impl Endpoint {
         payload: &[u8],
         out: &mut dyn Output,
     ) -> Result<(), SessionRefused> {
-        let entry = self
-            .sessions
-            .get_mut(&id)
-            .ok_or(SessionRefused::Unknown(id))?;
-        self.data.clear();
-        let sealed = entry
-            .session
-            .send_typed(now, frame_type, stream_id, payload, &mut self.data)
-            .map(|_| ());
-        self.sealed(id, sealed, now, out)
+        self.seal_with(now, id, out, |session, data| {
+            session.send_typed(now, frame_type, stream_id, payload, data)
+        })
     }
 
     /// Seals DATA messages in order, as few frames of up to `limit` bytes
@@ -84,36 +70,33 @@ impl Endpoint {
         limit: usize,
         out: &mut dyn Output,
     ) -> Result<(), SessionRefused> {
+        self.seal_with(now, id, out, |session, data| {
+            session.send_batch(now, stream_id, messages, limit, data)
+        })
+    }
+
+    /// Runs `seal` on session `id` with the endpoint's data buffer, then
+    /// hands the sealed data to the output and what the send provoked; a
+    /// refusal counts in the path's `errors_send`.
+    fn seal_with(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        out: &mut dyn Output,
+        seal: impl FnOnce(&mut Session, &mut Transmits) -> Result<usize, SessionError>,
+    ) -> Result<(), SessionRefused> {
         let entry = self
             .sessions
             .get_mut(&id)
             .ok_or(SessionRefused::Unknown(id))?;
         self.data.clear();
-        let sealed = entry
-            .session
-            .send_batch(now, stream_id, messages, limit, &mut self.data)
-            .map(|_| ());
-        self.sealed(id, sealed, now, out)
-    }
-
-    /// After a send of session `id`: hands the sealed data to the output,
-    /// then what the send provoked; a refusal counts in the path's
-    /// `errors_send`.
-    fn sealed(
-        &mut self,
-        id: SessionId,
-        sealed: Result<(), SessionError>,
-        now: Instant,
-        out: &mut dyn Output,
-    ) -> Result<(), SessionRefused> {
-        if let Some(entry) = self.sessions.get(&id) {
-            if sealed.is_err() {
-                TransportCounters::add(&entry.path.counters.errors_send, 1);
-            } else if !self.data.is_empty() {
-                out.transmit(&entry.path, &mut self.data);
-            }
-            self.data.clear();
+        let sealed = seal(&mut entry.session, &mut self.data).map(|_| ());
+        if sealed.is_err() {
+            TransportCounters::add(&entry.path.counters.errors_send, 1);
+        } else if !self.data.is_empty() {
+            out.transmit(&entry.path, &mut self.data);
         }
+        self.data.clear();
         self.after_activity(id, now, out);
         sealed.map_err(SessionRefused::from)
     }
