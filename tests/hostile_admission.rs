@@ -27,7 +27,7 @@ mod support;
 use netns::Netns;
 use support::hostile::{
     config, connected, deliver_until_seen, flood_burst, flood_volume, genuine_msg1s, isolated,
-    next_message, rss, wait_for, StopOnDrop, SHARED, WAIT,
+    next_message, rss, spoofed_packet, wait_for, StopOnDrop, SHARED, WAIT,
 };
 
 // ------------------------------------------- cookies and handshake floods ----
@@ -267,29 +267,6 @@ fn the_pending_handshake_limit_holds_even_for_validated_addresses() {
 }
 
 // ------------------------------------------- spoofed sources (namespace) ----
-
-/// An IPv4 + UDP packet from `src` to `dst` carrying `payload`: what a raw
-/// socket sends with a forged source address. The kernel fills the IP
-/// checksum; a UDP checksum of 0 means none (allowed over IPv4).
-fn spoofed_packet(
-    src: std::net::SocketAddrV4,
-    dst: std::net::SocketAddrV4,
-    payload: &[u8],
-) -> Vec<u8> {
-    let total = 20 + 8 + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src.ip().octets());
-    p.extend_from_slice(&dst.ip().octets());
-    p.extend_from_slice(&src.port().to_be_bytes());
-    p.extend_from_slice(&dst.port().to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
 
 #[test]
 fn a_flood_from_spoofed_source_addresses_leaves_honest_clients_connecting() {

@@ -1,7 +1,8 @@
 //! What the hostile-network tests (`tests/hostile_*.rs`) share: a node on
 //! loopback with large socket buffers, waiting on its statistics and
-//! messages, the flood volumes, genuine message 1s of the test network, and
-//! running a test in a process of its own (for resident-memory figures).
+//! messages, the flood volumes, genuine message 1s of the test network, UDP
+//! packets with a forged source for a raw socket, and running a test in a
+//! process of its own (for resident-memory figures).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -179,4 +180,27 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
+}
+
+/// An IPv4 + UDP packet from `src` to `dst` carrying `payload`: what a raw
+/// socket sends with a forged source address. The kernel fills the IP
+/// checksum; a UDP checksum of 0 means none (allowed over IPv4).
+pub fn spoofed_packet(
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    payload: &[u8],
+) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src.ip().octets());
+    p.extend_from_slice(&dst.ip().octets());
+    p.extend_from_slice(&src.port().to_be_bytes());
+    p.extend_from_slice(&dst.port().to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
 }
