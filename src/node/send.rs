@@ -99,13 +99,12 @@ impl Core {
         frame_type: FrameType,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        let deadline = Instant::now() + self.send_timeout;
         self.queue_message(
             session,
             stream_id,
             frame_type,
             payload,
-            Wait::Until(Some(deadline)),
+            Wait::For(self.send_timeout),
         )
     }
 
@@ -231,7 +230,7 @@ impl Node {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<(), SendError> {
-        let wait = Wait::Until(Some(Instant::now() + timeout));
+        let wait = Wait::For(timeout);
         self.inner
             .queue_message(session, 0, FrameType::Data, payload, wait)
     }

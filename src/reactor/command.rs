@@ -281,8 +281,23 @@ pub(crate) fn queue(waker: Arc<Waker>) -> (ReactorHandle, Inbox) {
 pub(crate) enum Wait {
     /// Wait for room, up to a deadline (`None`: as long as it takes).
     Until(Option<Instant>),
+    /// Wait for room at most this long from when the queue is found full
+    /// (no clock is read while there is room).
+    For(Duration),
     /// Refuse at once when the queue is full.
     Never,
+}
+
+impl Wait {
+    /// The deadline, read from the clock now for [`Wait::For`]; `Err` for
+    /// [`Wait::Never`].
+    fn deadline(self) -> Result<Option<Instant>, Refused> {
+        match self {
+            Wait::Never => Err(Refused::Full),
+            Wait::Until(d) => Ok(d),
+            Wait::For(t) => Ok(Some(Instant::now() + t)),
+        }
+    }
 }
 
 /// Why a command was not queued.
@@ -309,10 +324,7 @@ impl ReactorHandle {
                 queued > 0 && queued + bytes > QUEUED_BYTES_LIMIT
             };
             if over() {
-                let deadline = match wait {
-                    Wait::Never => return Err(Refused::Full),
-                    Wait::Until(d) => d,
-                };
+                let deadline = wait.deadline()?;
                 self.wake().map_err(|()| Refused::Stopped)?;
                 let mut nap = Duration::from_micros(50);
                 while over() {
@@ -330,10 +342,10 @@ impl ReactorHandle {
         }
         let sent = match self.commands.try_send(command) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(command)) => match wait {
-                Wait::Never => Err(Refused::Full),
+            Err(TrySendError::Full(command)) => match wait.deadline() {
+                Err(refused) => Err(refused),
                 // Make sure the reactor is awake to drain, then wait.
-                Wait::Until(deadline) => match self.wake() {
+                Ok(deadline) => match self.wake() {
                     Err(()) => Err(Refused::Stopped),
                     Ok(()) => self.wait_for_room(command, deadline),
                 },
