@@ -149,10 +149,20 @@ impl Core {
     /// [`Node::session_stats`].
     pub(crate) fn session_stats(&self, session: SessionId) -> Option<SessionStats> {
         let reactor = self.shared.holder_of(session)?;
+        self.ask(reactor, |reply| Command::SessionStats { session, reply })
+    }
+
+    /// Asks reactor `reactor` a question whose answer may be "none", and
+    /// waits for it up to `call_timeout`; `None` too if the node is stopped
+    /// or the reactor did not answer in time.
+    pub(crate) fn ask<T>(
+        &self,
+        reactor: usize,
+        make: impl FnOnce(crossbeam_channel::Sender<Option<T>>) -> Command,
+    ) -> Option<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let deadline = Instant::now() + self.call_timeout;
-        let command = Command::SessionStats { session, reply: tx };
-        self.command(reactor, command, Wait::Until(Some(deadline)))
+        self.command(reactor, make(tx), Wait::Until(Some(deadline)))
             .ok()?;
         rx.recv_deadline(deadline).ok().flatten()
     }

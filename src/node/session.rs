@@ -131,20 +131,12 @@ impl Node {
     /// within the call timeout).
     pub fn session(&self, id: SessionId) -> Option<Session> {
         let reactor = self.inner.shared.holder_of(id)?;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let deadline = std::time::Instant::now() + self.inner.call_timeout;
-        let command = crate::reactor::Command::Describe {
-            session: id,
-            reply: tx,
-        };
-        self.inner
-            .command(
-                reactor,
-                command,
-                crate::reactor::Wait::Until(Some(deadline)),
-            )
-            .ok()?;
-        let opened = rx.recv_deadline(deadline).ok().flatten()?;
+        let opened = self
+            .inner
+            .ask(reactor, |reply| crate::reactor::Command::Describe {
+                session: id,
+                reply,
+            })?;
         Some(Session::new(self.clone(), opened.into()))
     }
 }

@@ -169,18 +169,10 @@ impl Node {
     pub fn transport_stats(&self, transport: TransportId) -> Option<TransportStats> {
         match transport.reactor {
             None => self.udp_stats(),
-            Some(r) => {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let deadline = std::time::Instant::now() + self.inner.call_timeout;
-                let command = Command::TransportStats {
-                    transport: transport.index,
-                    reply: tx,
-                };
-                self.inner
-                    .command(r, command, crate::reactor::Wait::Until(Some(deadline)))
-                    .ok()?;
-                rx.recv_deadline(deadline).ok().flatten()
-            }
+            Some(r) => self.inner.ask(r, |reply| Command::TransportStats {
+                transport: transport.index,
+                reply,
+            }),
         }
     }
 
