@@ -623,3 +623,23 @@ fn handshake_header(id: SessionId, position: u64, len: usize) -> Header {
         payload_len: len as u32,
     }
 }
+
+/// Two sessions in memory, through the handshake to both established (the
+/// session layer's unit tests start from it).
+#[cfg(test)]
+pub(crate) fn established_pair_for_test(config: SessionConfig) -> (Session, Session, Instant) {
+    use crate::crypto::{Identity, NetworkKey};
+    let network = NetworkKey::from_seed(&[7u8; 32]).unwrap();
+    let alice = Identity::from_seed(&[1u8; 32]).unwrap();
+    let bob = Identity::from_seed(&[2u8; 32]).unwrap();
+    let now = Instant::now();
+    let mut client = Session::connect(config.clone(), &alice, &network, SessionId(1), now).unwrap();
+    let msg1 = client.poll_transmit().unwrap();
+    let mut server = Session::accept(config, &bob, &network, &msg1, now).unwrap();
+    let mut msg2 = server.poll_transmit().unwrap();
+    client.handle_datagram(now, &mut msg2).unwrap();
+    let mut msg3 = client.poll_transmit().unwrap();
+    server.handle_datagram(now, &mut msg3).unwrap();
+    assert!(client.is_established() && server.is_established());
+    (client, server, now)
+}

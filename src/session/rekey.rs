@@ -348,27 +348,15 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::crypto::{CryptoError, Identity, NetworkKey};
-    use crate::frame::{SessionId, HEADER_LEN, TAG_LEN};
+    use crate::crypto::CryptoError;
+    use crate::frame::{HEADER_LEN, TAG_LEN};
     use crate::session::{Event, SessionConfig, Transmits};
 
     /// A sealed RekeyRequest datagram: header, 41 bytes, tag.
     const REQUEST_LEN: usize = HEADER_LEN + 41 + TAG_LEN;
 
     fn pair(config: SessionConfig) -> (Session, Session, Instant) {
-        let network = NetworkKey::from_seed(&[7u8; 32]).unwrap();
-        let alice = Identity::from_seed(&[1u8; 32]).unwrap();
-        let bob = Identity::from_seed(&[2u8; 32]).unwrap();
-        let now = Instant::now();
-        let mut client =
-            Session::connect(config.clone(), &alice, &network, SessionId(1), now).unwrap();
-        let msg1 = client.poll_transmit().unwrap();
-        let mut server = Session::accept(config, &bob, &network, &msg1, now).unwrap();
-        let mut msg2 = server.poll_transmit().unwrap();
-        client.handle_datagram(now, &mut msg2).unwrap();
-        let mut msg3 = client.poll_transmit().unwrap();
-        server.handle_datagram(now, &mut msg3).unwrap();
-        assert!(client.is_established() && server.is_established());
+        let (mut client, mut server, now) = crate::session::established_pair_for_test(config);
         exchange(&mut client, &mut server, now);
         (client, server, now)
     }

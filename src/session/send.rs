@@ -274,27 +274,12 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Identity, NetworkKey};
     use crate::frame::FrameError;
-    use crate::frame::SessionId;
     use crate::session::{Event, SessionConfig, MAX_BATCH_RECORDS};
     use std::time::Duration;
 
     fn pair(config: SessionConfig) -> (Session, Session, Instant) {
-        let network = NetworkKey::from_seed(&[7u8; 32]).unwrap();
-        let alice = Identity::from_seed(&[1u8; 32]).unwrap();
-        let bob = Identity::from_seed(&[2u8; 32]).unwrap();
-        let now = Instant::now();
-        let mut client =
-            Session::connect(config.clone(), &alice, &network, SessionId(1), now).unwrap();
-        let msg1 = client.poll_transmit().unwrap();
-        let mut server = Session::accept(config, &bob, &network, &msg1, now).unwrap();
-        let mut msg2 = server.poll_transmit().unwrap();
-        client.handle_datagram(now, &mut msg2).unwrap();
-        let mut msg3 = client.poll_transmit().unwrap();
-        server.handle_datagram(now, &mut msg3).unwrap();
-        assert!(client.is_established() && server.is_established());
-        (client, server, now)
+        crate::session::established_pair_for_test(config)
     }
 
     fn deliver(to: &mut Session, out: &Transmits, now: Instant) -> Vec<Vec<u8>> {
