@@ -60,6 +60,7 @@
 mod config;
 mod event;
 mod ping;
+pub mod recovery;
 mod recv;
 mod rekey;
 mod send;
