@@ -41,4 +41,7 @@ pub enum FrameError {
     /// A batch payload that does not parse.
     #[error("malformed batch: {0}")]
     BadBatch(&'static str),
+    /// A CHANNEL frame's chunk that does not parse.
+    #[error("malformed channel chunk: {0}")]
+    BadChunk(&'static str),
 }

@@ -23,6 +23,10 @@ pub enum FrameType {
     /// `0x05`: a Noise handshake message; `packet_number` holds its position
     /// in the handshake (1, 2 or 3).
     Handshake,
+    /// `0x06`: a channel packet (sealed): acknowledgements, messages of
+    /// channels with a delivery mode, flow-control credit (the
+    /// [`Chunk`](super::Chunk)s of `frame::chunk`).
+    Channel,
     /// `0x80..=0xFF`: an application-defined message (sealed), delivered as
     /// DATA is, with its type for the application to dispatch on.
     Application(u8),
@@ -39,11 +43,13 @@ impl FrameType {
     pub const AUTH: u8 = 0x04;
     /// Wire value of [`FrameType::Handshake`].
     pub const HANDSHAKE: u8 = 0x05;
+    /// Wire value of [`FrameType::Channel`].
+    pub const CHANNEL: u8 = 0x06;
     /// First wire value reserved for application-defined types.
     pub const APPLICATION_MIN: u8 = 0x80;
 
     /// The type for a wire byte, or `None` for an unassigned value
-    /// (`0x00` and `0x06..=0x7F`).
+    /// (`0x00` and `0x07..=0x7F`).
     pub const fn from_u8(value: u8) -> Option<Self> {
         Some(match value {
             Self::DATA => Self::Data,
@@ -51,6 +57,7 @@ impl FrameType {
             Self::STREAM => Self::Stream,
             Self::AUTH => Self::Auth,
             Self::HANDSHAKE => Self::Handshake,
+            Self::CHANNEL => Self::Channel,
             0x80..=0xFF => Self::Application(value),
             _ => return None,
         })
@@ -64,6 +71,7 @@ impl FrameType {
             Self::Stream => Self::STREAM,
             Self::Auth => Self::AUTH,
             Self::Handshake => Self::HANDSHAKE,
+            Self::Channel => Self::CHANNEL,
             Self::Application(v) => v,
         }
     }
@@ -170,7 +178,7 @@ mod tests {
         for v in 0..=255u8 {
             match FrameType::from_u8(v) {
                 Some(t) => assert_eq!(t.to_u8(), v),
-                None => assert!(v == 0 || (0x06..0x80).contains(&v)),
+                None => assert!(v == 0 || (0x07..0x80).contains(&v)),
             }
         }
     }

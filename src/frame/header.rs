@@ -292,8 +292,8 @@ mod tests {
         b[2] = 9;
         assert_eq!(Header::decode(&b), Err(FrameError::UnsupportedVersion(9)));
         let mut b = good;
-        b[3] = 0x06;
-        assert_eq!(Header::decode(&b), Err(FrameError::UnknownType(0x06)));
+        b[3] = 0x07;
+        assert_eq!(Header::decode(&b), Err(FrameError::UnknownType(0x07)));
         let mut b = good;
         b[4] = 0x80;
         assert_eq!(Header::decode(&b), Err(FrameError::ReservedFlags(0x80)));

@@ -24,12 +24,14 @@
 //! never allocates. [`Frames`] walks the frames of a datagram without copying.
 
 mod batch;
+pub mod chunk;
 mod control;
 mod error;
 mod fields;
 mod header;
 
 pub use batch::{write_batch_record, BatchRecords};
+pub use chunk::{Chunk, Chunks, Delivery, MsgChunk};
 pub use control::{close_code, Control, ControlType, MAX_REASON_LEN};
 pub use error::FrameError;
 pub use fields::{Flags, FrameType, SessionId};

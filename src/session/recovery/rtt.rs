@@ -97,7 +97,10 @@ mod tests {
         let mut r = RttEstimator::new(333 * MS);
         assert!(!r.has_sample());
         r.update(0 * MS, 100 * MS);
-        assert_eq!((r.smoothed(), r.variance(), r.min()), (100 * MS, 50 * MS, 100 * MS));
+        assert_eq!(
+            (r.smoothed(), r.variance(), r.min()),
+            (100 * MS, 50 * MS, 100 * MS)
+        );
     }
 
     #[test]
