@@ -11,6 +11,10 @@ mod bbr;
 mod cubic;
 mod newreno;
 
+pub use bbr::{Bbr, BbrState};
+pub use cubic::Cubic;
+pub use newreno::NewReno;
+
 /// What a congestion controller learns from the sender, and the window it
 /// gives back. Sans-IO: every call carries the time.
 pub trait Controller: Send + fmt::Debug {
@@ -75,4 +79,241 @@ pub struct RateSample {
     pub app_limited: bool,
     /// Bytes delivered over the whole session so far.
     pub delivered: u64,
+}
+
+/// Which congestion controller a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Congestion {
+    /// NewReno (RFC 9002 §7): halves on loss, one datagram per round trip
+    /// in congestion avoidance. Simple, and slow to fill long fat paths.
+    NewReno,
+    /// CUBIC (RFC 9438): the default, as in Linux; regrows towards the window
+    /// of the last loss along a cubic curve, independent of the round trip.
+    #[default]
+    Cubic,
+    /// A model-based controller after BBR v1: paces at the measured
+    /// bottleneck rate and keeps about two bandwidth-delay products in
+    /// flight; does not treat loss as the congestion signal.
+    Bbr,
+}
+
+impl Congestion {
+    /// A fresh controller of this kind for a path that carries datagrams of
+    /// `max_datagram_size` bytes.
+    pub fn build(self, now: Instant, max_datagram_size: usize) -> Box<dyn Controller> {
+        match self {
+            Self::NewReno => Box::new(NewReno::new(now, max_datagram_size)),
+            Self::Cubic => Box::new(Cubic::new(now, max_datagram_size)),
+            Self::Bbr => Box::new(Bbr::new(now, max_datagram_size)),
+        }
+    }
+}
+
+/// The window a fresh controller starts with (RFC 9002 §7.2):
+/// `min(10 × max_datagram_size, max(14720, 2 × max_datagram_size))`.
+pub fn initial_window(max_datagram_size: usize) -> usize {
+    let mds = datagram_size(max_datagram_size);
+    mds.saturating_mul(10).min(14720.max(mds.saturating_mul(2)))
+}
+
+/// The smallest window a loss-based controller shrinks to (RFC 9002 §7.2):
+/// two datagrams.
+pub fn minimum_window(max_datagram_size: usize) -> usize {
+    datagram_size(max_datagram_size).saturating_mul(2)
+}
+
+/// A datagram size the arithmetic can rely on: never zero, so that no window
+/// computed from it is zero.
+fn datagram_size(max_datagram_size: usize) -> usize {
+    max_datagram_size.max(1)
+}
+
+/// Whether a packet sent at `sent` belongs to the recovery period that began
+/// at `recovery_start` (RFC 9002 §7.3.2): its loss must not reduce the window
+/// again, and its acknowledgement must not grow it.
+fn in_recovery(recovery_start: Option<Instant>, sent: Instant) -> bool {
+    recovery_start.is_some_and(|start| sent <= start)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Flows in virtual time for the controllers' tests: a window-limited,
+    //! acknowledgement-clocked one, and one through a bottleneck link.
+
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    use super::{Controller, RateSample};
+    use crate::session::recovery::rtt::RttEstimator;
+
+    /// An estimator that has seen exactly `rtt`.
+    pub(crate) fn rtt_of(rtt: Duration) -> RttEstimator {
+        let mut r = RttEstimator::new(rtt);
+        r.update(Duration::ZERO, rtt);
+        r
+    }
+
+    /// One round trip of a flow that always fills the window: the window of
+    /// `start` leaves in datagrams of `mds` spread evenly over `rtt`, and each
+    /// is acknowledged one `rtt` after it left. Returns when the next round
+    /// starts (`start + rtt`).
+    pub(crate) fn ack_round(
+        cc: &mut dyn Controller,
+        start: Instant,
+        rtt: Duration,
+        mds: usize,
+        app_limited: bool,
+    ) -> Instant {
+        let est = rtt_of(rtt);
+        let packets = (cc.window() / mds).max(1);
+        let gap = rtt / packets as u32;
+        for i in 0..packets {
+            let sent = start + gap * i as u32;
+            cc.on_sent(sent, mds, (i + 1) * mds);
+        }
+        for i in 0..packets {
+            let sent = start + gap * i as u32;
+            cc.on_ack(sent + rtt, sent, mds, app_limited, &est);
+        }
+        start + rtt
+    }
+
+    /// A packet in flight with what delivery-rate estimation remembers of it.
+    struct Packet {
+        sent: Instant,
+        arrives: Instant,
+        delivered: u64,
+        delivered_time: Instant,
+        first_sent_time: Instant,
+    }
+
+    /// One flow through a single bottleneck of `rate` bytes per second with
+    /// an unlimited queue and a fixed propagation round trip, advanced in
+    /// ticks of 100 µs. The sender is limited by the window and the pacing
+    /// rate only; the delivery rate is estimated as in
+    /// draft-cheng-iccrg-delivery-rate-estimation.
+    pub(crate) struct Bottleneck<C> {
+        pub(crate) cc: C,
+        pub(crate) in_flight: usize,
+        pub(crate) delivered: u64,
+        pub(crate) rtt: RttEstimator,
+        pub(crate) now: Instant,
+        start: Instant,
+        mds: usize,
+        rate: u64,
+        base_rtt: Duration,
+        link_free: Instant,
+        next_send: Instant,
+        flight: VecDeque<Packet>,
+        delivered_time: Instant,
+        first_sent_time: Instant,
+    }
+
+    impl<C: Controller> Bottleneck<C> {
+        const TICK: Duration = Duration::from_micros(100);
+
+        pub(crate) fn new(
+            cc: C,
+            start: Instant,
+            mds: usize,
+            rate: u64,
+            base_rtt: Duration,
+        ) -> Self {
+            Self {
+                cc,
+                in_flight: 0,
+                delivered: 0,
+                rtt: RttEstimator::new(Duration::from_millis(333)),
+                now: start,
+                start,
+                mds,
+                rate,
+                base_rtt,
+                link_free: start,
+                next_send: start,
+                flight: VecDeque::new(),
+                delivered_time: start,
+                first_sent_time: start,
+            }
+        }
+
+        /// Virtual time since the start.
+        pub(crate) fn elapsed(&self) -> Duration {
+            self.now - self.start
+        }
+
+        /// Runs until `elapsed`, calling `each` after every tick.
+        pub(crate) fn run_until(&mut self, elapsed: Duration, mut each: impl FnMut(&Self)) {
+            while self.elapsed() < elapsed {
+                self.step();
+                each(self);
+            }
+        }
+
+        /// Drops the newest `packets` in flight and reports them lost to the
+        /// controller now; returns the bytes lost.
+        pub(crate) fn lose(&mut self, packets: usize) -> usize {
+            let packets = packets.min(self.flight.len());
+            let newest = self.flight.back().map_or(self.now, |p| p.sent);
+            self.flight.truncate(self.flight.len() - packets);
+            let bytes = packets * self.mds;
+            self.in_flight -= bytes;
+            self.cc.on_congestion_event(self.now, newest, false, bytes);
+            bytes
+        }
+
+        fn step(&mut self) {
+            self.now += Self::TICK;
+            while self.flight.front().is_some_and(|p| p.arrives <= self.now) {
+                let p = self.flight.pop_front().unwrap();
+                self.acknowledge(p);
+            }
+            while self.in_flight + self.mds <= self.cc.window() && self.next_send <= self.now {
+                self.send();
+            }
+        }
+
+        fn acknowledge(&mut self, p: Packet) {
+            let at = p.arrives;
+            self.in_flight -= self.mds;
+            self.delivered += self.mds as u64;
+            self.delivered_time = at;
+            self.first_sent_time = p.sent;
+            self.rtt.update(Duration::ZERO, at - p.sent);
+            self.cc.on_ack(at, p.sent, self.mds, false, &self.rtt);
+            let interval = (p.sent - p.first_sent_time).max(at - p.delivered_time);
+            let bytes = u128::from(self.delivered - p.delivered);
+            let sample = RateSample {
+                delivery_rate: (bytes * 1_000_000_000 / interval.as_nanos().max(1)) as u64,
+                rtt: at - p.sent,
+                app_limited: false,
+                delivered: self.delivered,
+            };
+            self.cc.on_rate_sample(at, &sample);
+        }
+
+        fn send(&mut self) {
+            let now = self.now;
+            if self.in_flight == 0 {
+                self.delivered_time = now;
+                self.first_sent_time = now;
+            }
+            let serialisation = self.mds as u64 * 1_000_000_000 / self.rate;
+            self.link_free = self.link_free.max(now) + Duration::from_nanos(serialisation);
+            self.flight.push_back(Packet {
+                sent: now,
+                arrives: self.link_free + self.base_rtt,
+                delivered: self.delivered,
+                delivered_time: self.delivered_time,
+                first_sent_time: self.first_sent_time,
+            });
+            self.in_flight += self.mds;
+            self.cc.on_sent(now, self.mds, self.in_flight);
+            let gap = self.cc.pacing_rate().map_or(Duration::ZERO, |rate| {
+                Duration::from_nanos(self.mds as u64 * 1_000_000_000 / rate)
+            });
+            self.next_send = self.next_send.max(now - Self::TICK) + gap;
+        }
+    }
 }
