@@ -183,7 +183,7 @@ impl Endpoint {
                 transport = path.kind,
                 "session path changed"
             );
-            let _ = entry.session.set_max_datagram_size(path.max_datagram);
+            let _ = entry.session.change_path(now, path.max_datagram);
             entry.path = path;
             entry.probe = None;
             if entry.path.reliable {
@@ -258,8 +258,8 @@ impl Endpoint {
             .ok_or(SessionRefused::Unknown(id))?;
         entry
             .session
-            .set_max_datagram_size(path.max_datagram)
-            .map_err(|e| SessionRefused::Session(e.into()))?;
+            .change_path(now, path.max_datagram)
+            .map_err(SessionRefused::Session)?;
         tracing::info!(session = %id, to = %path.peer, transport = path.kind, "session moved");
         entry.path = path;
         entry.probe = None;

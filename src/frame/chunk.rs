@@ -72,6 +72,16 @@ impl Delivery {
         }
     }
 
+    /// Name in statistics and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unreliable => "unreliable",
+            Self::UnreliableSequenced => "unreliable-sequenced",
+            Self::ReliableUnordered => "reliable-unordered",
+            Self::ReliableOrdered => "reliable-ordered",
+        }
+    }
+
     /// Whether the channel retransmits what is lost.
     pub const fn is_reliable(self) -> bool {
         matches!(self, Self::ReliableUnordered | Self::ReliableOrdered)

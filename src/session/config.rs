@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::crypto::AeadPreference;
 use crate::frame::{HEADER_LEN, MAX_PAYLOAD_LEN, TAG_LEN};
+use crate::session::channel::{ChannelConfig, ChannelConfigError};
 use crate::stream::{ReassemblyConfig, FRAGMENT_HEADER_LEN};
 
 pub use crate::frame::{MAX_UDP_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
@@ -74,6 +75,9 @@ pub struct SessionConfig {
     /// Default 180 s (WireGuard's `REJECT_AFTER_TIME`): a minute for a rekey
     /// to get through loss, its request repeated every probe interval.
     pub reject_after: Duration,
+    /// The session's channels: delivery modes, congestion control, pacing,
+    /// windows, path MTU discovery ([`ChannelConfig`]).
+    pub channels: ChannelConfig,
 }
 
 impl Default for SessionConfig {
@@ -90,6 +94,7 @@ impl Default for SessionConfig {
             key_update_interval: None,
             rekey_after: Duration::from_secs(120),
             reject_after: Duration::from_secs(180),
+            channels: ChannelConfig::default(),
         }
     }
 }
@@ -122,6 +127,7 @@ impl SessionConfig {
                 "rekey_after must be at least 1 s, and reject_after longer than rekey_after",
             ));
         }
+        self.channels.validate().map_err(ConfigError::Channels)?;
         if self.key_update_interval == Some(0) {
             return Err(ConfigError::Timers(
                 "key_update_interval must be at least 1",
@@ -152,4 +158,7 @@ pub enum ConfigError {
     /// `max_message_size` out of range.
     #[error("max_message_size {0} is out of range: use 1..=16 MiB")]
     MessageSize(usize),
+    /// The channel configuration cannot work.
+    #[error("channels: {0}")]
+    Channels(#[from] ChannelConfigError),
 }

@@ -233,6 +233,13 @@ pub enum SessionError {
     /// Only DATA and application types (0x80–0xFF) carry messages.
     #[error("frame type {0:?} cannot carry an application message")]
     NotAMessageType(FrameType),
+    /// The channel send buffer is full: wait for acknowledgements to free
+    /// it ([`Session::has_room`](crate::session::Session::has_room)).
+    #[error("send buffer full: wait for the peer to acknowledge")]
+    SendBufferFull,
+    /// A channel number the configuration does not list.
+    #[error("channel {0} is not configured (SessionConfig::channels)")]
+    UnknownChannel(u8),
 }
 
 /// Counters of one session.

@@ -57,6 +57,8 @@
 //!   (the first one may have been lost); a CLOSE from the peer ends the
 //!   session at once.
 
+pub mod channel;
+mod conduit;
 mod config;
 mod event;
 mod ping;
@@ -144,7 +146,9 @@ pub struct Session {
     msg3_seen: Option<Vec<u8>>,
     /// Control and handshake datagrams waiting for the caller, back to back.
     control: Transmits,
-    events: VecDeque<Event>,
+    /// Events for the caller, each with the reliable bytes it releases
+    /// from flow control when taken.
+    events: VecDeque<(Event, u64)>,
     reassembler: Reassembler,
     next_message_id: u32,
     created: Instant,
@@ -184,6 +188,10 @@ pub struct Session {
     /// Where delivered messages' buffers come from (a node's recycled
     /// buffers); fresh allocations when unset.
     payload_source: Option<Arc<dyn PayloadSource>>,
+    /// Channels, once established.
+    channels: Option<channel::Channels>,
+    /// The node-wide reassembly budget, for the channels.
+    budget: Option<MemoryBudget>,
 }
 
 /// Where a session takes the buffers of the messages it delivers: a node
@@ -309,7 +317,9 @@ impl Session {
             id,
             role,
             state: SessionState::Handshaking,
-            reassembler: Reassembler::new(config.reassembly.clone(), budget),
+            reassembler: Reassembler::new(config.reassembly.clone(), budget.clone()),
+            budget,
+            channels: None,
             handshake_deadline: now + config.handshake_timeout,
             rto: config.initial_rto,
             config,
@@ -433,7 +443,23 @@ impl Session {
         self.config.max_unfragmented()
     }
 
-    /// The next control or handshake datagram to send.
+    /// The next datagram to send: control and handshake datagrams first,
+    /// then channel packets due at `now`.
+    pub fn poll_transmit_at(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.control.is_empty() {
+            let mut one = std::mem::take(&mut self.control);
+            let n = self.poll_channel_packets_limited(now, &mut one, 1);
+            self.control = one;
+            if n == 0 {
+                return None;
+            }
+        }
+        self.control.remove_first()
+    }
+
+    /// The next control or handshake datagram to send (channel packets
+    /// come from [`poll_transmit_at`](Self::poll_transmit_at) and
+    /// [`poll_transmits_at`](Self::poll_transmits_at)).
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.control.remove_first()
     }
@@ -446,9 +472,21 @@ impl Session {
         n
     }
 
+    /// [`poll_transmits`](Self::poll_transmits), then the channel packets
+    /// due at `now` (at most one GSO batch of them).
+    pub fn poll_transmits_at(&mut self, now: Instant, out: &mut Transmits) -> usize {
+        self.poll_transmits(out) + self.poll_channel_packets(now, out)
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let (event, credit) = self.events.pop_front()?;
+        if credit > 0 {
+            if let Some(c) = self.channels.as_mut() {
+                c.release(credit);
+            }
+        }
+        Some(event)
     }
 
     /// Draws reassembly memory from `budget` from now on (see
@@ -597,7 +635,7 @@ impl Session {
             code: close_code::NORMAL,
             reason: String::new(),
         });
-        self.events.push_back(Event::Closed { reason });
+        self.events.push_back((Event::Closed { reason }, 0));
     }
 }
 

@@ -304,14 +304,18 @@ impl Session {
         self.pending = None;
         self.peer = Some(outcome.peer);
         self.state = SessionState::Established;
+        self.start_channels(now);
         self.last_recv = now;
         self.last_ping = now;
         if self.role == Role::Responder {
             self.retransmit_at = None;
-            self.events.push_back(Event::Established {
-                peer: outcome.peer,
-                algorithm: outcome.algorithm,
-            });
+            self.events.push_back((
+                Event::Established {
+                    peer: outcome.peer,
+                    algorithm: outcome.algorithm,
+                },
+                0,
+            ));
         }
         // The initiator reports `Established` once the responder confirms
         // (its first sealed frame): by then both sides hold the keys, so
@@ -369,10 +373,13 @@ impl Session {
         if confirmed {
             self.retransmit_at = None;
             if let (Some(peer), Some(k)) = (self.peer, &self.keys) {
-                self.events.push_back(Event::Established {
-                    peer,
-                    algorithm: k.send.algorithm(),
-                });
+                self.events.push_back((
+                    Event::Established {
+                        peer,
+                        algorithm: k.send.algorithm(),
+                    },
+                    0,
+                ));
             }
         }
         if self.state == SessionState::Closing {
@@ -391,6 +398,7 @@ impl Session {
         }
         match header.frame_type {
             FrameType::Control => self.handle_control(now, plaintext),
+            FrameType::Channel => self.on_channel_frame(now, header.packet_number, plaintext),
             FrameType::Stream => {
                 let (fragment, chunk) = FragmentHeader::decode(plaintext)?;
                 if FrameType::from_u8(fragment.inner_type).is_none_or(|t| !t.is_message()) {
@@ -443,11 +451,14 @@ impl Session {
 
     fn deliver(&mut self, stream_id: u32, frame_type: FrameType, payload: Vec<u8>) {
         self.stats.messages_received += 1;
-        self.events.push_back(Event::Message {
-            stream_id,
-            frame_type,
-            payload,
-        });
+        self.events.push_back((
+            Event::Message {
+                stream_id,
+                frame_type,
+                payload,
+            },
+            0,
+        ));
     }
 
     fn handle_control(&mut self, now: Instant, plaintext: &[u8]) -> Result<(), SessionError> {
@@ -463,9 +474,9 @@ impl Session {
                 }
             }
             Control::Close { code, reason } => self.terminate(CloseReason::Peer { code, reason }),
-            Control::Error { code, message } => {
-                self.events.push_back(Event::PeerError { code, message })
-            }
+            Control::Error { code, message } => self
+                .events
+                .push_back((Event::PeerError { code, message }, 0)),
             // Answered along the session's path (the caller's choice); the
             // bytes prove that this side received the challenge.
             Control::PathChallenge { data } => {

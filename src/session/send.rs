@@ -248,18 +248,23 @@ impl Session {
             }
             Err(e) => {
                 out.truncate(before);
-                match e {
-                    // Nothing can be sealed any more, not even a CLOSE.
-                    SessionError::Crypto(CryptoError::PacketNumbersExhausted) => {
-                        self.terminate(CloseReason::PacketNumbersExhausted)
-                    }
-                    SessionError::Crypto(CryptoError::KeyExhausted) => {
-                        self.terminate(CloseReason::KeyExhausted)
-                    }
-                    _ => {}
+                if let SessionError::Crypto(c) = &e {
+                    self.after_seal_failure(c.clone());
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Ends the session when sealing failed for good: nothing can be
+    /// sealed any more, not even a CLOSE.
+    pub(super) fn after_seal_failure(&mut self, e: CryptoError) {
+        match e {
+            CryptoError::PacketNumbersExhausted => {
+                self.terminate(CloseReason::PacketNumbersExhausted)
+            }
+            CryptoError::KeyExhausted => self.terminate(CloseReason::KeyExhausted),
+            _ => {}
         }
     }
 

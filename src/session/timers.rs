@@ -31,6 +31,9 @@ impl Session {
                     t = t.min(until);
                 }
                 t = t.min(self.rekey_timeout());
+                if let Some(c) = self.channels.as_ref().and_then(|c| c.poll_timeout()) {
+                    t = t.min(c);
+                }
                 Some(t)
             }
         }
@@ -90,6 +93,11 @@ impl Session {
                             self.backoff(now);
                         }
                         _ => self.retransmit_at = None,
+                    }
+                }
+                if let Some(c) = self.channels.as_mut() {
+                    if c.poll_timeout().is_some_and(|t| now >= t) {
+                        c.handle_timeout(now);
                     }
                 }
                 let expired = self.reassembler.handle_timeout(now);

@@ -370,7 +370,6 @@ impl SendKeys {
     }
 
     /// The packet number the next sealed frame will carry.
-    #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
     pub fn next_packet_number(&self) -> u64 {
         self.next_pn
     }

@@ -287,7 +287,10 @@ impl Recovery {
         // Ranges come largest first: put this acknowledgement's packets in
         // packet-number order.
         out.acked[first_new..].sort_unstable_by_key(|p| p.pn);
-        self.largest_acked = Some(self.largest_acked.map_or(ack.largest, |l| l.max(ack.largest)));
+        self.largest_acked = Some(
+            self.largest_acked
+                .map_or(ack.largest, |l| l.max(ack.largest)),
+        );
         if let Some(newest) = out.acked.last() {
             if newest.pn == ack.largest && newest.ack_eliciting {
                 let delay = Duration::from_micros(ack.delay_us).min(self.peer_max_ack_delay);
@@ -327,7 +330,9 @@ impl Recovery {
 
     fn rate_sample(&mut self, now: Instant, p: &SentPacket) {
         let send_elapsed = p.time.saturating_duration_since(p.first_sent_time);
-        let ack_elapsed = self.delivered_time.saturating_duration_since(p.delivered_time);
+        let ack_elapsed = self
+            .delivered_time
+            .saturating_duration_since(p.delivered_time);
         self.first_sent_time = p.time;
         let interval = send_elapsed.max(ack_elapsed);
         // Shorter than the minimum round trip: compressed acknowledgements,
