@@ -85,5 +85,6 @@ pub use node::{
     ListenError, Message, MoveError, Node, NodeConfig, NodeEvent, NodeStats, Replies, RunsOn,
     SendError, Session, SessionInfo, StartError, WeakNode,
 };
+pub use session::channel::{self as channel, ChannelConfig, ChannelStats, Delivery, SendPolicy};
 pub use transport::udp::UdpConfig;
 pub use transport::ws::WsConfig;

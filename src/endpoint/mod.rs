@@ -26,7 +26,7 @@ mod send;
 mod tests;
 
 pub(crate) use config::{Authorize, EndpointConfig, EndpointStats, Random};
-pub(crate) use directory::Directory;
+pub(crate) use directory::{Directory, SendBudget};
 pub(crate) use path::{Link, Path};
 pub use quota::QuotaConfig;
 pub(crate) use quota::Quotas;
@@ -62,6 +62,10 @@ pub(crate) enum Event<'a> {
         stream_id: u32,
         frame_type: FrameType,
         payload: Vec<u8>,
+        /// Reliable channel bytes it holds in the session's flow-control
+        /// window: hand them back ([`Endpoint::release_credit`]) once the
+        /// application has it; such a message must never be dropped.
+        credit: u64,
         path: &'a Path,
     },
     /// An authenticated session runs over `path` (established over it, or
@@ -138,6 +142,11 @@ struct Entry {
     charge: Charge,
     /// The peer whose reassembly budget it draws from.
     budget_of: Option<NodeId>,
+    /// What the application may have in flight to its channels' send
+    /// buffer, once established.
+    send_budget: Option<Arc<SendBudget>>,
+    /// Bytes of `send_budget` the session's send buffer holds.
+    charged: usize,
 }
 
 /// What a session holds of its peer's quotas (see [`quota`]).
@@ -171,6 +180,8 @@ impl Entry {
             announced: false,
             charge: Charge::None,
             budget_of: None,
+            send_budget: None,
+            charged: 0,
         }
     }
 }
@@ -453,7 +464,7 @@ impl Endpoint {
             .fetch_sub(std::mem::take(&mut self.pending), Ordering::Relaxed);
         for (id, entry) in std::mem::take(&mut self.sessions) {
             release(&self.config, &mut self.pending_by_connection, &entry);
-            self.config.directory.set(self.shard, id, false);
+            self.config.directory.remove(self.shard, id);
         }
     }
 
@@ -477,16 +488,28 @@ impl Endpoint {
             return;
         };
         self.control.clear();
-        if entry.session.poll_transmits(&mut self.control) > 0 {
+        if entry.session.poll_transmits_at(now, &mut self.control) > 0 {
             out.transmit(&entry.path, &mut self.control);
             self.control.clear();
         }
+        // What acknowledgements (or sending) freed of the send buffer goes
+        // back to the application's senders.
+        if let Some(budget) = &entry.send_budget {
+            let held = entry.session.channel_send_held();
+            if held < entry.charged {
+                budget.release(entry.charged - held);
+                entry.charged = held;
+            }
+        }
         let initiator = entry.session.role() == Role::Initiator;
         let mut closed = false;
-        while let Some(event) = entry.session.poll_event() {
+        while let Some((event, credit)) = entry.session.poll_event_with_credit() {
             match event {
                 SessionEvent::Established { peer, .. } => {
-                    self.config.directory.set(self.shard, id, true);
+                    let limit = entry.session.config().channels.send_buffer;
+                    let budget = Arc::new(SendBudget::new(limit));
+                    entry.send_budget = Some(budget.clone());
+                    self.config.directory.insert(self.shard, id, budget);
                     entry.live = true;
                     entry.announced = true;
                     let quotas = &self.config.quotas;
@@ -532,6 +555,7 @@ impl Endpoint {
                             stream_id,
                             frame_type,
                             payload,
+                            credit,
                             path: &entry.path,
                         });
                     }
@@ -561,7 +585,7 @@ impl Endpoint {
         }
         if entry.live && !entry.session.is_established() {
             // Closing: no more sends are taken for it.
-            self.config.directory.set(self.shard, id, false);
+            self.config.directory.remove(self.shard, id);
             entry.live = false;
         }
         if closed {
@@ -569,7 +593,7 @@ impl Endpoint {
                 release(&self.config, &mut self.pending_by_connection, &entry);
             }
             self.config.stats.sessions.fetch_sub(1, Ordering::Relaxed);
-            self.config.directory.set(self.shard, id, false);
+            self.config.directory.remove(self.shard, id);
             return;
         }
         if let Some(deadline) = entry.session.poll_timeout() {

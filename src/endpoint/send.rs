@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::counters::TransportCounters;
 use crate::frame::{FrameType, SessionId, MAX_PAYLOAD_LEN};
+use crate::session::channel::{ChannelStats, SendPolicy};
 use crate::session::{Session, SessionError, Transmits, BATCH_RECORD_OVERHEAD, DATA_OVERHEAD};
 
 use super::{Endpoint, Output, SessionRefused};
@@ -73,6 +74,64 @@ impl Endpoint {
         self.seal_with(now, id, out, |session, data| {
             session.send_batch(now, stream_id, messages, limit, data)
         })
+    }
+
+    /// Queues a message on channel `channel` of session `id` (the sender
+    /// reserved its bytes in the session's send budget), and sends what
+    /// the session's congestion window and pacing allow now.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_channel(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        channel: u8,
+        frame_type: FrameType,
+        payload: Vec<u8>,
+        policy: SendPolicy,
+        out: &mut dyn Output,
+    ) -> Result<(), SessionRefused> {
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(SessionRefused::Unknown(id))?;
+        let len = payload.len();
+        let queued = entry
+            .session
+            .send_channel(now, channel, frame_type, payload, policy);
+        match &queued {
+            Ok(()) => entry.charged += len,
+            Err(_) => {
+                // Refused: what the sender reserved goes back.
+                if let Some(b) = &entry.send_budget {
+                    b.release(len);
+                }
+                TransportCounters::add(&entry.path.counters.errors_send, 1);
+            }
+        }
+        self.after_activity(id, now, out);
+        queued.map_err(SessionRefused::from)
+    }
+
+    /// The application took messages of session `id` holding `credit`
+    /// reliable bytes: they leave its flow-control window (which may send
+    /// the peer more credit).
+    pub(crate) fn release_credit(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        credit: u64,
+        out: &mut dyn Output,
+    ) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        entry.session.release_credit(credit);
+        self.after_activity(id, now, out);
+    }
+
+    /// Channel statistics of session `id`.
+    pub(crate) fn channel_stats(&self, id: SessionId, now: Instant) -> Option<ChannelStats> {
+        self.sessions.get(&id)?.session.channel_stats(now)
     }
 
     /// Runs `seal` on session `id` with the endpoint's data buffer, then

@@ -145,6 +145,9 @@ pub enum SendError {
     /// The node is stopped.
     #[error("the node is stopped")]
     Stopped,
+    /// A channel number the session configuration does not list.
+    #[error("channel {0} is not configured (SessionConfig::channels)")]
+    UnknownChannel(u8),
     /// The session refused to seal it (it is closing, or its packet numbers
     /// are exhausted).
     #[error(transparent)]
@@ -176,6 +179,8 @@ impl SendError {
                 SendError::TooLarge { len, max }
             }
             Failure::Session(SessionError::NotAMessageType(t)) => SendError::NotAMessageType(t),
+            Failure::Session(SessionError::UnknownChannel(c)) => SendError::UnknownChannel(c),
+            Failure::Session(SessionError::SendBufferFull) => SendError::QueueFull,
             Failure::Session(e) => SendError::Session(e),
             Failure::Transport(e) => SendError::Transport(e),
             Failure::TimedOut(d) => SendError::TimedOut(d),

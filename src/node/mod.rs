@@ -38,6 +38,7 @@
 //! # }
 //! ```
 
+mod channel;
 mod config;
 mod connect;
 mod error;

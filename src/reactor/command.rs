@@ -7,6 +7,7 @@
 //! network drains feels backpressure instead of growing memory. One wake-up
 //! per burst: the handle wakes the reactor only if it is not already awake.
 
+use crate::session::channel::{ChannelStats, SendPolicy};
 use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -119,6 +120,19 @@ pub(crate) enum Command {
         payload: Payload,
         reply: Option<Reply<()>>,
     },
+    /// A message for a session's channel; its bytes were reserved in the
+    /// session's send budget.
+    SendChannel {
+        session: SessionId,
+        channel: u8,
+        frame_type: FrameType,
+        payload: Vec<u8>,
+        policy: SendPolicy,
+    },
+    ChannelStats {
+        session: SessionId,
+        reply: Sender<Option<ChannelStats>>,
+    },
     Close {
         session: SessionId,
         code: u16,
@@ -192,6 +206,8 @@ impl std::fmt::Debug for Command {
             Command::Connect(_) => "Connect",
             Command::Send { .. } => "Send",
             Command::Close { .. } => "Close",
+            Command::SendChannel { .. } => "SendChannel",
+            Command::ChannelStats { .. } => "ChannelStats",
             Command::SendMany { .. } => "SendMany",
             Command::SessionStats { .. } => "SessionStats",
             Command::Describe { .. } => "Describe",

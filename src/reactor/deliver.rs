@@ -52,6 +52,9 @@ pub(crate) struct Incoming {
     pub stream_id: u32,
     pub frame_type: FrameType,
     pub payload: Vec<u8>,
+    /// Reliable channel bytes it holds in its session's flow-control
+    /// window, released once it is handed over.
+    pub credit: u64,
 }
 
 /// What goes on the hand-off channels.
@@ -247,6 +250,9 @@ pub(crate) struct App {
     /// Sessions this reactor opened for the application, waiting for the
     /// handshake's outcome.
     pub connects: HashMap<SessionId, Reply<SessionOpened>>,
+    /// Flow-control credit of reliable channel messages handed over, to
+    /// give back to their sessions.
+    pub released: Vec<(SessionId, u64)>,
 }
 
 impl App {
@@ -256,6 +262,7 @@ impl App {
             overflow: VecDeque::new(),
             inline_sends: Vec::new(),
             connects: HashMap::new(),
+            released: Vec::new(),
         }
     }
 
@@ -286,6 +293,7 @@ impl App {
                 stream_id,
                 frame_type,
                 payload,
+                credit,
                 path,
             } => {
                 let incoming = Incoming {
@@ -295,6 +303,7 @@ impl App {
                     stream_id,
                     frame_type,
                     payload,
+                    credit,
                 };
                 if let Some(InlineHandler(handler)) = self.shared.inline.get() {
                     let queue = InlineQueue {
@@ -307,11 +316,17 @@ impl App {
                     if std::panic::catch_unwind(run).is_err() {
                         tracing::error!(session = %id, "in-reactor message handler panicked");
                     }
+                    if credit > 0 {
+                        self.released.push((id, credit));
+                    }
                     return;
                 }
                 let len = incoming.payload.len();
                 let delivery = Delivery::Message(incoming);
-                if path.reliable {
+                // A reliable channel's message is never dropped: it waits,
+                // holding its session's flow-control credit, so that the
+                // peer slows down instead.
+                if path.reliable || credit > 0 {
                     self.keep(delivery);
                 } else if !self.overflow.is_empty() || !self.shared.queued.fits(len) {
                     // Full by bytes, or behind what waits: dropped, as a
@@ -359,17 +374,22 @@ impl App {
 
     /// Puts `delivery` on its channel if it has room (by count and by
     /// bytes); gives it back if not.
-    fn hand_over(&self, delivery: Delivery) -> Result<(), Delivery> {
-        let len = match &delivery {
-            Delivery::Message(m) => m.payload.len(),
-            _ => 0,
+    fn hand_over(&mut self, delivery: Delivery) -> Result<(), Delivery> {
+        let (len, credit) = match &delivery {
+            Delivery::Message(m) => (m.payload.len(), (m.session, m.credit)),
+            _ => (0, (SessionId(0), 0)),
         };
         if len > 0 && !self.shared.queued.fits(len) {
             return Err(delivery);
         }
         self.shared.queued.add(len);
         match self.channel_of(&delivery).try_send(delivery) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if credit.1 > 0 {
+                    self.released.push(credit);
+                }
+                Ok(())
+            }
             Err(TrySendError::Full(d)) => {
                 self.shared.queued.remove(len);
                 Err(d)

@@ -152,6 +152,7 @@ impl Reactor {
         &mut self,
         f: impl FnOnce(&mut Endpoint, &mut Direct<'_>) -> R,
     ) -> (R, Option<TransportError>) {
+        self.drain_outbox();
         let mut out = Direct {
             index: self.index,
             io: &mut self.io,
@@ -161,6 +162,24 @@ impl Reactor {
         };
         let r = f(&mut self.endpoint, &mut out);
         (r, out.error)
+    }
+
+    /// Gives the flow-control credit of reliable channel messages handed
+    /// to the application back to their sessions.
+    fn release_credits(&mut self, now: Instant) {
+        if self.app.released.is_empty() {
+            return;
+        }
+        let mut released = std::mem::take(&mut self.app.released);
+        self.with_endpoint(|ep, out| {
+            for &(id, credit) in &released {
+                ep.release_credit(now, id, credit, out);
+            }
+        });
+        released.clear();
+        if self.app.released.is_empty() {
+            self.app.released = released;
+        }
     }
 
     /// Runs the loop until a `Stop` command.
@@ -257,6 +276,7 @@ impl Reactor {
                 self.with_endpoint(|ep, out| ep.handle_timeout(now, out));
             }
             self.run_inline(now);
+            self.release_credits(now);
             self.forward();
             self.flush();
         }
@@ -420,6 +440,22 @@ impl Reactor {
             Command::SessionStats { session, reply } => {
                 let _ = reply.send(self.endpoint.session_stats(session));
             }
+            Command::SendChannel {
+                session,
+                channel,
+                frame_type,
+                payload,
+                policy,
+            } => {
+                // A refusal is counted (errors_send) and its reservation
+                // returned; the sender learnt of the checks it could make.
+                let _ = self.with_endpoint(|ep, out| {
+                    ep.send_channel(now, session, channel, frame_type, payload, policy, out)
+                });
+            }
+            Command::ChannelStats { session, reply } => {
+                let _ = reply.send(self.endpoint.channel_stats(session, now));
+            }
             Command::Describe { session, reply } => {
                 let described = self
                     .endpoint
@@ -571,6 +607,14 @@ impl Reactor {
     /// queue.
     fn flush(&mut self) {
         self.io.release_held();
+        self.drain_outbox();
+        self.io.flush();
+    }
+
+    /// Hands what waits in the outbox to the transports, in order (before
+    /// anything sent directly: a session's packets must leave in the order
+    /// they were numbered, or its peer sees them reordered).
+    fn drain_outbox(&mut self) {
         if !self.outbox.is_empty() {
             let Reactor {
                 index,
@@ -601,7 +645,6 @@ impl Reactor {
                 }
             });
         }
-        self.io.flush();
     }
 
     /// Closes every session with a CLOSE frame, sends what is queued, and

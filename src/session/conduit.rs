@@ -60,6 +60,12 @@ impl Session {
         self.channels.as_ref().map(|c| c.stats(now))
     }
 
+    /// Bytes the channels' send buffer holds (queued, or sent and not yet
+    /// acknowledged).
+    pub fn channel_send_held(&self) -> usize {
+        self.channels.as_ref().map_or(0, |c| c.send_held())
+    }
+
     /// Whether channel messages are queued or unacknowledged.
     pub fn channels_busy(&self) -> bool {
         self.channels.as_ref().is_some_and(|c| c.unfinished() > 0)

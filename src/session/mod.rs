@@ -480,19 +480,42 @@ impl Session {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let (event, credit) = self.events.pop_front()?;
+        let (event, credit) = self.poll_event_with_credit()?;
+        self.release_credit(credit);
+        Some(event)
+    }
+
+    /// The next event, with the reliable bytes it holds in the channels'
+    /// flow-control window: the caller hands them back with
+    /// [`release_credit`](Self::release_credit) once the application has
+    /// the message, so that a slow application slows the peer down
+    /// instead of piling messages up.
+    pub fn poll_event_with_credit(&mut self) -> Option<(Event, u64)> {
+        self.events.pop_front()
+    }
+
+    /// The application took messages holding `credit` reliable bytes.
+    pub fn release_credit(&mut self, credit: u64) {
         if credit > 0 {
             if let Some(c) = self.channels.as_mut() {
                 c.release(credit);
             }
         }
-        Some(event)
     }
 
     /// Draws reassembly memory from `budget` from now on (see
-    /// [`Reassembler::set_budget`]); false while partial messages are held.
+    /// [`Reassembler::set_budget`]), for fragmented messages and channel
+    /// messages alike; false while partial messages are held.
     pub fn set_reassembly_budget(&mut self, budget: MemoryBudget) -> bool {
-        self.reassembler.set_budget(budget)
+        let channels_free = self.channels.as_ref().is_none_or(|c| c.recv_held() == 0);
+        if !channels_free || !self.reassembler.set_budget(budget.clone()) {
+            return false;
+        }
+        if let Some(c) = self.channels.as_mut() {
+            c.set_budget(budget.clone());
+        }
+        self.budget = Some(budget);
+        true
     }
 
     /// Pins an initiator to one peer: a responder with another node id ends

@@ -10,6 +10,15 @@ use crate::session::recovery::pmtu::PmtuConfig;
 
 use super::INITIAL_CREDIT;
 
+/// Channel 0 of the default configuration: reliable and ordered.
+pub const RELIABLE_ORDERED: u8 = 0;
+/// Channel 1 of the default configuration: unreliable.
+pub const UNRELIABLE: u8 = 1;
+/// Channel 2 of the default configuration: unreliable and sequenced.
+pub const UNRELIABLE_SEQUENCED: u8 = 2;
+/// Channel 3 of the default configuration: reliable and unordered.
+pub const RELIABLE_UNORDERED: u8 = 3;
+
 /// The channels a default configuration opens, by number: 0 reliable and
 /// ordered, 1 unreliable, 2 unreliable and sequenced, 3 reliable and
 /// unordered.

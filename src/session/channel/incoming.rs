@@ -156,6 +156,12 @@ impl Incoming {
         }
     }
 
+    /// Draws from `budget` from now on (call it while nothing is held).
+    pub fn set_budget(&mut self, budget: MemoryBudget) {
+        debug_assert_eq!(self.held, 0);
+        self.budget = Some(budget);
+    }
+
     /// Counters.
     pub fn stats(&self) -> IncomingStats {
         self.stats

@@ -15,7 +15,11 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use config::{ChannelConfig, ChannelConfigError, SendPolicy, DEFAULT_CHANNELS};
+pub use config::{
+    ChannelConfig, ChannelConfigError, SendPolicy, DEFAULT_CHANNELS, RELIABLE_ORDERED,
+    RELIABLE_UNORDERED, UNRELIABLE, UNRELIABLE_SEQUENCED,
+};
+pub use crate::frame::chunk::Delivery;
 pub use incoming::{ChannelError, Delivered, IncomingStats};
 pub use outgoing::{OutgoingStats, Refused};
 pub use stats::ChannelStats;
@@ -391,7 +395,9 @@ impl Channels {
         at(self.acks.poll_timeout());
         at(self.inc.poll_timeout());
         if self.datagram.is_some() {
-            at(self.pmtu.poll_timeout());
+            // A probe already due goes with the next packet the window
+            // allows; only a future search needs the timer.
+            at(self.pmtu.poll_timeout().filter(|&p| p > now));
         }
         if self.out.has_pending() {
             at(self.paced_until.filter(|&p| p > now));
@@ -451,6 +457,22 @@ impl Channels {
         self.pacer = Pacer::new(now, mds);
         self.paced_until = None;
         self.probes = 0;
+    }
+
+    /// Reliable bytes held for the application.
+    pub fn recv_held(&self) -> u64 {
+        self.inc.held()
+    }
+
+    /// Bytes held by the send buffer (queued, or sent and unacknowledged).
+    pub fn send_held(&self) -> usize {
+        self.out.held()
+    }
+
+    /// Draws reliable receive memory from `budget` from now on (call it
+    /// while nothing is held).
+    pub fn set_budget(&mut self, budget: MemoryBudget) {
+        self.inc.set_budget(budget);
     }
 
     /// Whether anything is waiting to be sent.

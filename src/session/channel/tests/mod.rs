@@ -200,3 +200,22 @@ fn replace_oldest_drops_queued_unreliable_messages_and_counts_them() {
     let refused = sim.ends[0][0].send(sim.now, 0, 0x01, vec![0; 1 << 20], SendPolicy::Refuse);
     assert_eq!(refused, Err(SendRefused::Full));
 }
+
+#[test]
+fn a_clean_path_declares_nothing_lost() {
+    let mut sim = Sim::new(ChannelConfig::default(), [Link::delay(MS), Link::delay(MS)], 5);
+    let end = sim.now + Duration::from_millis(30);
+    let mut i = 0u64;
+    sim.run(end, |s| {
+        while s.ends[0][0].has_room(1200) && s.ends[0][0].out.held() < 1 << 20 {
+            let m = message(1, i, 1200);
+            s.ends[0][0].send(s.now, 1, 0x01, m, SendPolicy::Refuse).unwrap();
+            i += 1;
+        }
+    });
+    let stats = sim.ends[0][0].stats(sim.now);
+    println!("{stats:?} delivered {}", sim.delivered[0][1].len());
+    assert_eq!(stats.packets_lost, 0, "{stats:?}");
+    assert_eq!(stats.unreliable_lost, 0);
+    assert!(sim.delivered[0][1].len() as u64 > i / 2, "{} of {i}", sim.delivered[0][1].len());
+}
