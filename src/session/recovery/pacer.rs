@@ -131,7 +131,7 @@ impl Pacer {
     /// Adds the tokens earned since the last refill, up to the capacity.
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled).as_nanos();
-        let earned = u128::from(self.rate) * elapsed / NANOS_PER_SEC;
+        let earned = u128::from(self.rate).saturating_mul(elapsed) / NANOS_PER_SEC;
         if earned == 0 {
             return;
         }
@@ -183,6 +183,8 @@ fn burst_capacity(rate: u64, mds: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const MDS: usize = 1200;
@@ -326,5 +328,35 @@ mod tests {
             None,
         );
         assert_eq!(burst_len(&times), 5);
+    }
+
+    proptest! {
+        /// Any inputs, times out of order included: no panic, and a delay is
+        /// never in the past nor more than one burst's worth of time away.
+        #[test]
+        fn never_panics_nor_waits_absurdly(
+            mds in prop_oneof![0..10_000usize, any::<usize>()],
+            calls in proptest::collection::vec(
+                (0..10_000_000_000u64, any::<usize>(), any::<usize>(), any::<u64>(), any::<Option<u64>>(), any::<bool>()),
+                0..100,
+            ),
+        ) {
+            let base = Instant::now();
+            let mut pacer = Pacer::new(base, mds);
+            for (t, bytes, window, rtt, rate, mtu) in calls {
+                let now = base + Duration::from_micros(t);
+                if mtu {
+                    pacer.on_mtu_update(bytes);
+                    continue;
+                }
+                if let Some(at) = pacer.delay(now, bytes, window, Duration::from_nanos(rtt), rate) {
+                    prop_assert!(at > now);
+                    let rate = pacer.rate().max(1) as u128;
+                    let limit = u128::from(pacer.capacity()) * NANOS_PER_SEC / rate + 1;
+                    prop_assert!((at - now).as_nanos() <= limit);
+                }
+                pacer.on_sent(bytes);
+            }
+        }
     }
 }

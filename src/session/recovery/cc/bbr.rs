@@ -278,7 +278,7 @@ impl Bbr {
                 // window before a send, not after.
                 let target = self.min_window().saturating_add(self.max_datagram_size);
                 if self.in_flight <= target {
-                    self.probe_rtt_done = Some(now + PROBE_RTT_DURATION);
+                    self.probe_rtt_done = Some(now.checked_add(PROBE_RTT_DURATION).unwrap_or(now));
                     self.probe_rtt_round_done = false;
                     self.start_round(delivered);
                 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::{datagram_size, in_recovery, initial_window, minimum_window, Controller};
 use crate::session::recovery::rtt::RttEstimator;
 
-/// RFC 9438 §5.1 C, in segments per second cubed.
+/// RFC 9438 §4.2 C, in segments per second cubed.
 const C: f64 = 0.4;
 /// RFC 9438 §4.6 β_cubic, the multiplicative decrease factor.
 const BETA: f64 = 0.7;
@@ -140,7 +140,8 @@ impl Cubic {
             None => self.start_epoch(now),
         };
         if let Some(since) = self.app_limited_since.take() {
-            epoch.start += now.saturating_duration_since(since);
+            let paused = now.saturating_duration_since(since);
+            epoch.start = epoch.start.checked_add(paused).unwrap_or(now).min(now);
         }
         let cwnd = self.window as f64;
         let acked = bytes as f64;
