@@ -45,10 +45,12 @@ pub type BoxError = crate::quic::BoxError;
 pub const BIG: usize = 1200;
 /// Size of a latency message.
 pub const SMALL: usize = 64;
-/// How long the latency receiver waits for stragglers after the last send.
+/// How long the latency receiver waits for stragglers after the last send;
+/// the unreliable receiver's longest drain after the sender stopped.
 pub const GRACE: Duration = Duration::from_secs(2);
 /// How long the unreliable receiver waits for more after the sender
-/// stopped and nothing arrived.
+/// stopped and nothing arrived (and it stops [`GRACE`] after the sender in
+/// any case).
 pub const QUIET: Duration = Duration::from_millis(300);
 /// One-way delay of the emulated paths.
 pub const ONE_WAY: Duration = Duration::from_millis(10);
@@ -286,7 +288,8 @@ impl Receiver {
         self.delivered += 1;
         self.bytes += m.len() as u64;
         self.last = Some(Instant::now());
-        self.hist.saturating_record(now_ns().saturating_sub(ns).max(1));
+        self.hist
+            .saturating_record(now_ns().saturating_sub(ns).max(1));
         Ok(())
     }
 
@@ -343,7 +346,11 @@ pub struct Record {
 pub fn workload(args: &Args) -> String {
     let rounds = if args.runs_given { args.runs } else { 3 };
     let paths = paths(args.link_rate);
-    let seconds = if args.seconds_given { args.seconds } else { 2.0 };
+    let seconds = if args.seconds_given {
+        args.seconds
+    } else {
+        2.0
+    };
     let tests = [
         Test::Bulk {
             bytes: args.mib * (1 << 20),
@@ -375,8 +382,17 @@ pub fn workload(args: &Args) -> String {
             for (ti, test) in tests.iter().enumerate() {
                 for &ci in &order {
                     let contender = Contender::ALL[ci];
-                    let label = format!("{}, {}, {}", path.label(), Test::KINDS[ti], contender.label());
-                    if args.only.as_ref().is_some_and(|o| !label.contains(o.as_str())) {
+                    let label = format!(
+                        "{}, {}, {}",
+                        path.label(),
+                        Test::KINDS[ti],
+                        contender.label()
+                    );
+                    if args
+                        .only
+                        .as_ref()
+                        .is_some_and(|o| !label.contains(o.as_str()))
+                    {
                         continue;
                     }
                     // The same loss pattern for every contender of a round.

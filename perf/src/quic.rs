@@ -93,9 +93,7 @@ pub async fn connect_via(
             Ok::<_, BoxError>(incoming.await?)
         })
     };
-    let client = client_endpoint
-        .connect(route(addr)?, "localhost")?
-        .await?;
+    let client = client_endpoint.connect(route(addr)?, "localhost")?.await?;
     let server = accepting.await??;
     Ok(QuicPair {
         server,

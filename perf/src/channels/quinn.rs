@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::time::{timeout, timeout_at};
 
-use super::{stamped, BoxError, Net, Outcome, Receiver, Test, Unreliable, BIG, GRACE, QUIET, SMALL};
+use super::{
+    stamped, BoxError, Net, Outcome, Receiver, Test, Unreliable, BIG, GRACE, QUIET, SMALL,
+};
 use crate::common::Tally;
 use crate::quic::{self, QuicPair};
 
@@ -120,31 +122,42 @@ async fn unreliable(pair: &QuicPair, duration: Duration) -> Result<Outcome, BoxE
     let end = Instant::now() + duration;
     let receiver = tokio::spawn(async move {
         let mut tally = Tally::new();
+        let stop = tokio::time::Instant::from_std(end + GRACE);
         loop {
-            match timeout(QUIET, server.read_datagram()).await {
-                Ok(Ok(d)) if d.len() == BIG => tally.hit(),
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => break,
-                Err(_) if Instant::now() > end => break,
-                Err(_) => {}
+            let wait = timeout(QUIET, server.read_datagram());
+            match timeout_at(stop, wait).await {
+                Ok(Ok(Ok(d))) if d.len() == BIG => tally.hit(),
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(_))) => break,
+                Ok(Err(_)) if Instant::now() > end => break,
+                Ok(Err(_)) => {}
+                // What quinn still buffers at the sender then is lost.
+                Err(_) => break,
             }
         }
         tally
     });
     let payload = Bytes::from(vec![0xABu8; BIG]);
     let (mut accepted, mut refused) = (0u64, 0u64);
+    let mut first_refusal = None;
     while Instant::now() < end {
         for _ in 0..64 {
             // Never waits: when the send buffer is full, quinn drops the
             // oldest datagram not yet sent (counted as lost, not refused).
             match pair.client.send_datagram(payload.clone()) {
                 Ok(()) => accepted += 1,
-                Err(_) => refused += 1,
+                Err(e) => {
+                    refused += 1;
+                    first_refusal.get_or_insert(e);
+                }
             }
         }
         tokio::task::yield_now().await;
     }
     let tally = receiver.await?;
+    if let Some(e) = first_refusal {
+        eprintln!("  quinn: send_datagram refused {refused} datagrams, the first with: {e}");
+    }
     Ok(Outcome::Unreliable(Unreliable {
         accepted,
         refused,

@@ -34,7 +34,9 @@ use renet_netcode::{
     ServerAuthentication, ServerConfig,
 };
 
-use super::{stamped, BoxError, Net, Outcome, Receiver, Test, Unreliable, BIG, GRACE, QUIET, SMALL};
+use super::{
+    stamped, BoxError, Net, Outcome, Receiver, Test, Unreliable, BIG, GRACE, QUIET, SMALL,
+};
 use crate::common::{big_std_socket, Tally};
 
 /// renet's update period here.
@@ -193,7 +195,12 @@ fn connect(net: &mut Net) -> Result<(Server, Client), BoxError> {
     Ok((server, client))
 }
 
-fn bulk(mut server: Server, mut client: Client, bytes: u64, cap: Duration) -> Result<Outcome, BoxError> {
+fn bulk(
+    mut server: Server,
+    mut client: Client,
+    bytes: u64,
+    cap: Duration,
+) -> Result<Outcome, BoxError> {
     let count = bytes.div_ceil(BIG as u64);
     let t0 = Instant::now();
     let deadline = t0 + cap;
@@ -277,7 +284,11 @@ fn latency(
     })
 }
 
-fn unreliable(mut server: Server, mut client: Client, duration: Duration) -> Result<Outcome, BoxError> {
+fn unreliable(
+    mut server: Server,
+    mut client: Client,
+    duration: Duration,
+) -> Result<Outcome, BoxError> {
     let end = Instant::now() + duration;
     std::thread::scope(|s| {
         let receiving = s.spawn(|| {
@@ -294,7 +305,7 @@ fn unreliable(mut server: Server, mut client: Client, duration: Duration) -> Res
                 }
                 server.flush();
                 let now = Instant::now();
-                if now > end && now - heard > QUIET {
+                if now > end && (now - heard > QUIET || now > end + GRACE) {
                     break;
                 }
                 pace(&mut server.next_tick);
@@ -306,8 +317,13 @@ fn unreliable(mut server: Server, mut client: Client, duration: Duration) -> Res
         while Instant::now() < end {
             client.update()?;
             loop {
-                if client.renet.can_send_message(DefaultChannel::Unreliable, BIG) {
-                    client.renet.send_message(DefaultChannel::Unreliable, payload.clone());
+                if client
+                    .renet
+                    .can_send_message(DefaultChannel::Unreliable, BIG)
+                {
+                    client
+                        .renet
+                        .send_message(DefaultChannel::Unreliable, payload.clone());
                     accepted += 1;
                 } else {
                     refused += 1;

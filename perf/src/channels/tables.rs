@@ -47,7 +47,10 @@ fn percent(a: u64, b: u64) -> f64 {
 /// `median (min – max)` of `v` with `digits` decimals.
 fn spread(v: &[f64], digits: usize) -> String {
     let (lo, hi) = min_max(v);
-    format!("{:.digits$} ({lo:.digits$} – {hi:.digits$})", median(v.to_vec()))
+    format!(
+        "{:.digits$} ({lo:.digits$} – {hi:.digits$})",
+        median(v.to_vec())
+    )
 }
 
 /// The per-round values `f` picks from each round's outcome (`None` where
@@ -136,8 +139,18 @@ pub fn report(
                 if recs.iter().all(|r| r.outcome.is_err()) {
                     continue;
                 }
-                let row = row(test, &records[pi][ti][ci], &records[pi][ti][quinn], ci == quinn);
-                let _ = writeln!(table, "| {} | {} | {row} |", path.label(), contender.label());
+                let row = row(
+                    test,
+                    &records[pi][ti][ci],
+                    &records[pi][ti][quinn],
+                    ci == quinn,
+                );
+                let _ = writeln!(
+                    table,
+                    "| {} | {} | {row} |",
+                    path.label(),
+                    contender.label()
+                );
             }
         }
         out.push('\n');
@@ -184,7 +197,10 @@ pub fn report(
         )
     };
     let rate = match args.link_rate {
-        Some(r) => format!("a rate limit of {:.0} Mbit/s each way (256 KiB drop-tail queue)", r as f64 / 1e6),
+        Some(r) => format!(
+            "a rate limit of {:.0} Mbit/s each way (256 KiB drop-tail queue)",
+            r as f64 / 1e6
+        ),
         None => "no rate limit".into(),
     };
     format!(
@@ -195,7 +211,9 @@ pub fn report(
          0%, 1% and 5% independent loss each way, {rate}, seeded per round (both contenders of a \
          round see the same link). Ratios divide medians; \"per run\" gives the median and range \
          of the ratios taken round by round. Latency tests: {seconds:.0} s; unreliable tests: \
-         {seconds:.0} s, the receiver stopping {quiet} ms after the sender and the last arrival.\n\n\
+         {seconds:.0} s of sending, the receiver stopping once the sender has stopped and nothing \
+         arrived for {quiet} ms, or {grace:.0} s after the sender stopped (what the library still \
+         buffers then is lost).\n\n\
          Contenders:\n\n\
          - quinn 0.11: one unidirectional stream of length-prefixed messages (reliable), \
          `send_datagram` (unreliable: never refuses for lack of room, it drops the oldest \
@@ -214,6 +232,7 @@ pub fn report(
         machine = machine(),
         one_way = ONE_WAY.as_millis(),
         quiet = QUIET.as_millis(),
+        grace = GRACE.as_secs_f64(),
         tick = renet::TICK.as_millis(),
     )
 }
