@@ -266,6 +266,12 @@ pub struct Receiver {
     hist: Histogram<u64>,
 }
 
+impl Default for Receiver {
+    fn default() -> Self {
+        Receiver::new()
+    }
+}
+
 impl Receiver {
     pub fn new() -> Receiver {
         Receiver {
@@ -335,6 +341,9 @@ pub fn paths(rate: Option<u64>) -> Vec<Path> {
     v
 }
 
+/// Every run's record, by path, test, contender and round.
+pub type Records = Vec<Vec<Vec<Vec<Record>>>>;
+
 /// One run's record: what it measured (or why not) and the relay's
 /// counters.
 #[derive(Debug)]
@@ -365,7 +374,7 @@ pub fn workload(args: &Args) -> String {
         },
     ];
     // [path][test][contender][round]
-    let mut records: Vec<Vec<Vec<Vec<Record>>>> = (0..paths.len())
+    let mut records: Records = (0..paths.len())
         .map(|_| {
             (0..tests.len())
                 .map(|_| (0..Contender::ALL.len()).map(|_| Vec::new()).collect())

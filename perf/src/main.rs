@@ -133,7 +133,12 @@ fn parse_args() -> Result<(String, Args), String> {
     if args.pings == 0 {
         return Err("need --pings >= 1".into());
     }
-    if args.mib == 0 || args.mib > 4096 || !(args.bulk_cap > 0.0) || args.msg_rate == 0 {
+    if args.mib == 0
+        || args.mib > 4096
+        || args.bulk_cap.is_nan()
+        || args.bulk_cap <= 0.0
+        || args.msg_rate == 0
+    {
         return Err("need --mib 1..=4096, --bulk-cap > 0, --msg-rate >= 1".into());
     }
     if args.link_rate == Some(0) {

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::{renet, Contender, Outcome, Path, Record, Test, BIG, GRACE, ONE_WAY, QUIET, SMALL};
+use super::{
+    renet, Contender, Outcome, Path, Record, Records, Test, BIG, GRACE, ONE_WAY, QUIET, SMALL,
+};
 use crate::common::{machine, median, min_max, paired, ratio_cell};
 use crate::Args;
 
@@ -72,7 +74,7 @@ pub fn report(
     seconds: f64,
     paths: &[Path],
     tests: &[Test],
-    records: &[Vec<Vec<Vec<Record>>>],
+    records: &Records,
 ) -> String {
     let quinn = Contender::ALL
         .iter()
