@@ -132,7 +132,12 @@ pub fn report(
                 let recs = &records[pi][ti][ci];
                 for r in recs {
                     if let Err(e) = &r.outcome {
-                        let note = format!("{}: not measured ({e})", contender.label());
+                        let note = format!(
+                            "{}, {}, {}: {e}",
+                            contender.label(),
+                            path.label(),
+                            Test::KINDS[ti]
+                        );
                         if !notes.contains(&note) {
                             notes.push(note);
                         }
@@ -270,7 +275,7 @@ fn row(test: &Test, mine: &[Record], quinn: &[Record], is_quinn: bool) -> String
                 .filter(|r| matches!(&r.outcome, Ok(Outcome::Bulk(b)) if b.complete()))
                 .count();
             format!(
-                "{:.1} | {lo:.1} – {hi:.1} | {} | {:.1} | {finished} of {} |",
+                "{:.1} | {lo:.1} – {hi:.1} | {} | {:.1} | {finished} of {}",
                 median(v.clone()),
                 ratio(&f),
                 median(mib),
@@ -295,7 +300,7 @@ fn row(test: &Test, mine: &[Record], quinn: &[Record], is_quinn: bool) -> String
                 }
             }
             format!(
-                "{} | {} | {} | {} / {} | {delivered} / {sent} | {} |",
+                "{} | {} | {} | {} / {} | {delivered} / {sent} | {}",
                 cells[0],
                 cells[1],
                 cells[2],
@@ -318,7 +323,7 @@ fn row(test: &Test, mine: &[Record], quinn: &[Record], is_quinn: bool) -> String
                 })))
             };
             format!(
-                "{:.0} | {lo:.0} – {hi:.0} | {} | {:.0} | {:.0} | {:.1}% | {:.0} |",
+                "{:.0} | {lo:.0} – {hi:.0} | {} | {:.0} | {:.0} | {:.1}% | {:.0}",
                 median(v.clone()),
                 ratio(&f),
                 med(|u| u.accepted as f64),
