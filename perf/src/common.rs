@@ -230,7 +230,9 @@ pub fn machine() -> String {
 }
 
 /// Every workload's section, in the order the results file lists them.
-pub const SECTIONS: [&str; 6] = ["udp", "latency", "scaling", "crypto", "ws", "attacks"];
+pub const SECTIONS: [&str; 7] = [
+    "udp", "latency", "scaling", "crypto", "ws", "attacks", "channels",
+];
 
 /// Where the section of `workload` lives when the results file is `out`:
 /// `results/<workload>.md` beside it (`perf/results/udp.md` for the default
@@ -256,7 +258,7 @@ pub fn write_results(out: &Path, sections: &[(&str, String)]) -> std::io::Result
     let mut text = String::from(
         "# stt performance results\n\nProduced by `cargo run --release -p stt-perf -- all` \
          (see perf/README.md); one workload alone (`-- udp`, `-- latency`, `-- scaling`, \
-         `-- crypto`, `-- ws`, `-- attacks`) refreshes only its own section (kept in `results/` beside \
+         `-- crypto`, `-- ws`, `-- attacks`, `-- channels`) refreshes only its own section (kept in `results/` beside \
          this file). Re-run to refresh; figures from a noisy 2-core machine \
          are medians with their spread.\n",
     );

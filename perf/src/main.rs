@@ -8,6 +8,8 @@
 //! ```text
 //! cargo run --release -p stt-perf -- udp|latency|scaling|crypto|ws|attacks|all
 //!     [--seconds S] [--runs N] [--size BYTES] [--pings N] [--only TEXT] [--out FILE | --no-out]
+//! cargo run --release -p stt-perf -- channels [--rounds N] [--seconds S] [--mib N]
+//!     [--bulk-cap S] [--msg-rate N] [--rate 100mbit] [--only TEXT]
 //! ```
 //!
 //! - `udp` ([`udp`]): one UDP sender → one receiver: stt (sealed) against
@@ -23,13 +25,19 @@
 //! - `attacks` ([`attacks`]): attacks on a node on loopback, each with an
 //!   honest session pinging through it: what it saw, and the process's
 //!   memory before, during and after. Not part of `all`.
-//! - `all`: every workload above but `attacks`, in the order above.
+//! - `channels` ([`channels`]): reliable and unreliable channels over a
+//!   20 ms link emulated in-process (`stt-link`) at 0%, 1% and 5% loss and
+//!   over loopback: quinn streams/datagrams, renet, and the slot for stt's
+//!   channels. Not part of `all`.
+//! - `all`: every workload above but `attacks` and `channels`, in the order
+//!   above.
 //!
 //! Each workload's section is kept in `results/<workload>.md` beside the
 //! results file, which is rebuilt from every section present (see
 //! [`common::write_results`]).
 
 mod attacks;
+mod channels;
 mod common;
 mod crypto;
 mod latency;
@@ -45,6 +53,8 @@ pub struct Args {
     /// Whether `--seconds` was given (`attacks` defaults to 3 s, not 2).
     pub seconds_given: bool,
     pub runs: usize,
+    /// Whether `--runs` (or `--rounds`) was given (`channels` defaults to 3).
+    pub runs_given: bool,
     /// Message size of the `udp`, `scaling` and `crypto` workloads.
     pub size: usize,
     /// Round trips of each `latency` and `ws` latency run.
@@ -53,12 +63,22 @@ pub struct Args {
     /// ("<contender>, <size>") contains this (a profiling aid).
     pub only: Option<String>,
     pub out: Option<String>,
+    /// `channels`: MiB of each reliable bulk transfer.
+    pub mib: u64,
+    /// `channels`: seconds after which a bulk transfer is cut short.
+    pub bulk_cap: f64,
+    /// `channels`: messages per second of the latency test.
+    pub msg_rate: u32,
+    /// `channels`: rate limit of the emulated link, bit/s.
+    pub link_rate: Option<u64>,
 }
 
 const USAGE: &str =
-    "usage: stt-perf udp|latency|scaling|crypto|ws|attacks|all [--seconds S] [--runs N] \
-                     [--size BYTES (udp, scaling, crypto)] [--pings N (latency, ws)] \
-                     [--only TEXT (ws)] [--out FILE | --no-out]";
+    "usage: stt-perf udp|latency|scaling|crypto|ws|attacks|channels|all [--seconds S] \
+                     [--runs N | --rounds N] [--size BYTES (udp, scaling, crypto)] \
+                     [--pings N (latency, ws)] [--only TEXT (ws, channels)] \
+                     [--mib N] [--bulk-cap S] [--msg-rate N] [--rate RATE (channels)] \
+                     [--out FILE | --no-out]";
 
 fn parse_args() -> Result<(String, Args), String> {
     let mut it = std::env::args().skip(1);
@@ -67,10 +87,15 @@ fn parse_args() -> Result<(String, Args), String> {
         seconds: 2.0,
         seconds_given: false,
         runs: 5,
+        runs_given: false,
         size: 1200,
         pings: 20_000,
         only: None,
         out: Some("perf/RESULTS.md".into()),
+        mib: 32,
+        bulk_cap: 8.0,
+        msg_rate: 1000,
+        link_rate: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -79,7 +104,21 @@ fn parse_args() -> Result<(String, Args), String> {
                 args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?;
                 args.seconds_given = true;
             }
-            "--runs" => args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--runs" | "--rounds" => {
+                args.runs = value()?.parse().map_err(|e| format!("{flag}: {e}"))?;
+                args.runs_given = true;
+            }
+            "--mib" => args.mib = value()?.parse().map_err(|e| format!("--mib: {e}"))?,
+            "--bulk-cap" => {
+                args.bulk_cap = value()?.parse().map_err(|e| format!("--bulk-cap: {e}"))?
+            }
+            "--msg-rate" => {
+                args.msg_rate = value()?.parse().map_err(|e| format!("--msg-rate: {e}"))?
+            }
+            "--rate" => {
+                args.link_rate =
+                    Some(stt_link::parse::rate(&value()?).map_err(|e| format!("--rate: {e}"))?)
+            }
             "--size" => args.size = value()?.parse().map_err(|e| format!("--size: {e}"))?,
             "--pings" => args.pings = value()?.parse().map_err(|e| format!("--pings: {e}"))?,
             "--only" => args.only = Some(value()?),
@@ -93,6 +132,17 @@ fn parse_args() -> Result<(String, Args), String> {
     }
     if args.pings == 0 {
         return Err("need --pings >= 1".into());
+    }
+    if args.mib == 0
+        || args.mib > 4096
+        || args.bulk_cap.is_nan()
+        || args.bulk_cap <= 0.0
+        || args.msg_rate == 0
+    {
+        return Err("need --mib 1..=4096, --bulk-cap > 0, --msg-rate >= 1".into());
+    }
+    if args.link_rate == Some(0) {
+        return Err("need --rate > 0".into());
     }
     Ok((workload, args))
 }
@@ -112,9 +162,10 @@ fn main() {
         "crypto" => &["crypto"],
         "scaling" => &["scaling"],
         "attacks" => &["attacks"],
+        "channels" => &["channels"],
         "all" => &["udp", "latency", "scaling", "crypto", "ws"],
         other => {
-            eprintln!("error: unknown workload {other} (available: udp, latency, scaling, crypto, ws, attacks, all)\n{USAGE}");
+            eprintln!("error: unknown workload {other} (available: udp, latency, scaling, crypto, ws, attacks, channels, all)\n{USAGE}");
             std::process::exit(2);
         }
     };
@@ -126,6 +177,7 @@ fn main() {
             "crypto" => crypto::workload(&args),
             "scaling" => scaling::workload(&args),
             "attacks" => attacks::workload(&args),
+            "channels" => channels::workload(&args),
             _ => ws::workload(&args),
         };
         if i > 0 {

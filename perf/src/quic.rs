@@ -56,6 +56,14 @@ impl QuicPair {
 /// Starts a server and a client endpoint on 127.0.0.1 and connects them.
 /// Must run inside a tokio runtime.
 pub async fn connect() -> Result<QuicPair, BoxError> {
+    connect_via(Ok).await
+}
+
+/// As [`connect`], the client dialling `route(server address)` instead of
+/// the server itself (a relay in front of it, for instance).
+pub async fn connect_via(
+    route: impl FnOnce(SocketAddr) -> Result<SocketAddr, BoxError>,
+) -> Result<QuicPair, BoxError> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
     let cert_der: CertificateDer<'static> = cert.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
@@ -85,7 +93,7 @@ pub async fn connect() -> Result<QuicPair, BoxError> {
             Ok::<_, BoxError>(incoming.await?)
         })
     };
-    let client = client_endpoint.connect(addr, "localhost")?.await?;
+    let client = client_endpoint.connect(route(addr)?, "localhost")?.await?;
     let server = accepting.await??;
     Ok(QuicPair {
         server,

@@ -1,0 +1,336 @@
+//! The `channels` section: one table per test, rows by path and contender,
+//! medians over rounds with min – max, ratios against quinn (of medians,
+//! then round by round), and the relay's own counters per path.
+
+use std::fmt::Write as _;
+
+use super::{
+    renet, Contender, Outcome, Path, Record, Records, Test, BIG, GRACE, ONE_WAY, QUIET, SMALL,
+};
+use crate::common::{machine, median, min_max, paired, ratio_cell};
+use crate::Args;
+
+/// One line for the progress output.
+pub fn describe(outcome: &Result<Outcome, String>) -> String {
+    match outcome {
+        Err(e) => format!("not measured: {e}"),
+        Ok(Outcome::Bulk(b)) => format!(
+            "{:.1} Mbit/s, {:.1} of {:.1} MiB in {:.2} s",
+            b.mbits(),
+            b.delivered as f64 / MIB,
+            b.target as f64 / MIB,
+            b.seconds
+        ),
+        Ok(Outcome::Latency(l)) => format!(
+            "one-way p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {} of {} delivered",
+            l.p50, l.p99, l.max, l.delivered, l.sent
+        ),
+        Ok(Outcome::Unreliable(u)) => format!(
+            "{:.0} delivered/s; accepted {}, refused {}, delivered {} ({:.1}%)",
+            u.rate,
+            u.accepted,
+            u.refused,
+            u.delivered,
+            percent(u.delivered, u.accepted)
+        ),
+    }
+}
+
+const MIB: f64 = (1 << 20) as f64;
+
+fn percent(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 * 100.0 / b as f64
+    }
+}
+
+/// `median (min – max)` of `v` with `digits` decimals.
+fn spread(v: &[f64], digits: usize) -> String {
+    let (lo, hi) = min_max(v);
+    format!(
+        "{:.digits$} ({lo:.digits$} – {hi:.digits$})",
+        median(v.to_vec())
+    )
+}
+
+/// The per-round values `f` picks from each round's outcome (`None` where
+/// the round failed).
+fn by_round(records: &[Record], f: impl Fn(&Outcome) -> Option<f64>) -> Vec<Option<f64>> {
+    records
+        .iter()
+        .map(|r| r.outcome.as_ref().ok().and_then(&f))
+        .collect()
+}
+
+fn present(v: &[Option<f64>]) -> Vec<f64> {
+    v.iter().flatten().copied().collect()
+}
+
+pub fn report(
+    args: &Args,
+    rounds: usize,
+    seconds: f64,
+    paths: &[Path],
+    tests: &[Test],
+    records: &Records,
+) -> String {
+    let quinn = Contender::ALL
+        .iter()
+        .position(|c| *c == Contender::Quinn)
+        .unwrap_or(0);
+    let mut notes: Vec<String> = Vec::new();
+    let mut out = String::new();
+    for (ti, test) in tests.iter().enumerate() {
+        let mut table = String::new();
+        match test {
+            Test::Bulk { bytes, cap } => {
+                let _ = writeln!(
+                    table,
+                    "### Reliable bulk: {:.0} MiB in {BIG}-byte messages (cap {:.0} s)\n\n\
+                     Goodput from the first send to the last byte received; a transfer still \
+                     running at the cap counts what arrived in order by then over the cap.\n\n\
+                     | path | contender | goodput Mbit/s (median) | min – max | vs quinn | \
+                     delivered MiB (median) | finished before the cap |\n|---|---|---|---|---|---|---|",
+                    *bytes as f64 / MIB,
+                    cap.as_secs_f64()
+                );
+            }
+            Test::Latency { rate, duration } => {
+                let _ = writeln!(
+                    table,
+                    "### Reliable-ordered latency: {SMALL}-byte messages, {rate}/s for {:.0} s\n\n\
+                     One-way latency from the sender's timestamp (taken as the message is handed \
+                     to the library) to the receiving application, in ms: median over rounds \
+                     (min – max). Lost: sent but not delivered within {:.0} s of the last send, \
+                     all rounds together.\n\n\
+                     | path | contender | p50 ms | p99 ms | max ms | p50 / p99 vs quinn | \
+                     delivered / sent (all rounds) | lost |\n|---|---|---|---|---|---|---|---|",
+                    duration.as_secs_f64(),
+                    GRACE.as_secs_f64()
+                );
+            }
+            Test::Unreliable { duration } => {
+                let _ = writeln!(
+                    table,
+                    "### Unreliable at saturation: {BIG}-byte messages, as fast as the API takes \
+                     them, {:.0} s\n\n\
+                     Delivered messages/s is what the receiving application got, first to last \
+                     arrival. Accepted: sends the API took; refused: sends it turned down; lost: \
+                     accepted but never delivered (dropped by the library's own buffers, the \
+                     link or the receiver). Medians over rounds.\n\n\
+                     | path | contender | delivered msg/s (median) | min – max | vs quinn | \
+                     accepted | refused | delivered % of accepted | lost |\n\
+                     |---|---|---|---|---|---|---|---|---|",
+                    duration.as_secs_f64()
+                );
+            }
+        }
+        for (pi, path) in paths.iter().enumerate() {
+            for (ci, contender) in Contender::ALL.iter().enumerate() {
+                let recs = &records[pi][ti][ci];
+                for r in recs {
+                    if let Err(e) = &r.outcome {
+                        let note = format!(
+                            "{}, {}, {}: {e}",
+                            contender.label(),
+                            path.label(),
+                            Test::KINDS[ti]
+                        );
+                        if !notes.contains(&note) {
+                            notes.push(note);
+                        }
+                    }
+                }
+                if recs.iter().all(|r| r.outcome.is_err()) {
+                    continue;
+                }
+                let row = row(
+                    test,
+                    &records[pi][ti][ci],
+                    &records[pi][ti][quinn],
+                    ci == quinn,
+                );
+                let _ = writeln!(
+                    table,
+                    "| {} | {} | {row} |",
+                    path.label(),
+                    contender.label()
+                );
+            }
+        }
+        out.push('\n');
+        out.push_str(&table);
+    }
+    // The relay's own counters: what the link really did.
+    let mut relay = String::from(
+        "\nRelay counters per path (every run on the path, both contenders): datagrams the \
+         emulator dropped as loss, of those it received, each way; overload drops (the relay \
+         not keeping up, not part of the emulated link) should be 0.\n\n",
+    );
+    for (pi, path) in paths.iter().enumerate() {
+        if !path.emulated {
+            continue;
+        }
+        let (mut fl, mut fr, mut bl, mut br, mut over) = (0, 0, 0, 0, 0);
+        for r in records[pi].iter().flatten().flatten() {
+            if let Some(s) = &r.relay {
+                fl += s.forward.dropped_loss;
+                fr += s.forward.received;
+                bl += s.backward.dropped_loss;
+                br += s.backward.received;
+                over += s.forward.dropped_overload + s.backward.dropped_overload;
+            }
+        }
+        let _ = writeln!(
+            relay,
+            "- {}: forward {fl} of {fr} ({:.2}%), backward {bl} of {br} ({:.2}%), overload drops {over}",
+            path.label(),
+            percent(fl, fr),
+            percent(bl, br)
+        );
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n**Not measured**:\n\n{}\n",
+            notes
+                .iter()
+                .map(|n| format!("- {n}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    let rate = match args.link_rate {
+        Some(r) => format!(
+            "a rate limit of {:.0} Mbit/s each way (256 KiB drop-tail queue)",
+            r as f64 / 1e6
+        ),
+        None => "no rate limit".into(),
+    };
+    format!(
+        "## Channels: reliable and unreliable messages over a lossy 20 ms link and over loopback\n\n\
+         Machine: {machine}. {rounds} rounds, contenders alternating order round by round; a \
+         fresh connection (and relay) per run. Paths: plain loopback (no relay), and through \
+         `stt-link`'s in-process relay (perf/link): {one_way} ms each way (20 ms round trip), \
+         0%, 1% and 5% independent loss each way, {rate}, seeded per round (both contenders of a \
+         round see the same link). Ratios divide medians; \"per run\" gives the median and range \
+         of the ratios taken round by round. Latency tests: {seconds:.0} s; unreliable tests: \
+         {seconds:.0} s of sending, the receiver stopping once the sender has stopped and nothing \
+         arrived for {quiet} ms, or {grace:.0} s after the sender stopped (what the library still \
+         buffers then is lost).\n\n\
+         Contenders:\n\n\
+         - quinn 0.11: one unidirectional stream of length-prefixed messages (reliable), \
+         `send_datagram` (unreliable: never refuses for lack of room, it drops the oldest \
+         unsent datagram instead); self-signed certificate, rustls on ring, initial MTU 1472, \
+         datagram buffers 4 MiB, default Cubic and flow-control windows; client and server tasks \
+         on one tokio runtime with a worker per core;\n\
+         - renet 2.0 with renet_netcode 2.0: `ConnectionConfig::default()` (5 MiB memory per \
+         channel, reliable resend after 300 ms, 60,000 bytes per tick of send budget), ticked \
+         every {tick} ms (`update`, transport `update`, the application, `send_packets`; \
+         `std::thread::sleep` between ticks, ≈ 1.06 ms), client and server on a thread each; \
+         netcode `Unsecure` authentication (packets still sealed with ChaCha20-Poly1305); \
+         reliable sends gated by `can_send_message`; unreliable: each tick the client offers \
+         messages until `can_send_message` refuses one (counted as one refusal), renet then \
+         sends what the tick's budget allows and silently drops the rest;\n\
+         - stt channels: the slot is in `perf/src/channels/stt.rs`.\n{notes}{out}{relay}",
+        machine = machine(),
+        one_way = ONE_WAY.as_millis(),
+        quiet = QUIET.as_millis(),
+        grace = GRACE.as_secs_f64(),
+        tick = renet::TICK.as_millis(),
+    )
+}
+
+/// The cells after the path and the contender.
+fn row(test: &Test, mine: &[Record], quinn: &[Record], is_quinn: bool) -> String {
+    let ratio = |f: &dyn Fn(&Outcome) -> Option<f64>| {
+        let a = by_round(mine, f);
+        if is_quinn {
+            return "1.00×".to_owned();
+        }
+        let b = by_round(quinn, f);
+        let (pa, pb) = (present(&a), present(&b));
+        if pa.is_empty() || pb.is_empty() {
+            return "–".to_owned();
+        }
+        ratio_cell(median(pa), median(pb), paired(&a, &b))
+    };
+    match test {
+        Test::Bulk { .. } => {
+            let f = |o: &Outcome| match o {
+                Outcome::Bulk(b) => Some(b.mbits()),
+                _ => None,
+            };
+            let v = present(&by_round(mine, f));
+            let (lo, hi) = min_max(&v);
+            let mib = present(&by_round(mine, |o| match o {
+                Outcome::Bulk(b) => Some(b.delivered as f64 / MIB),
+                _ => None,
+            }));
+            let finished = mine
+                .iter()
+                .filter(|r| matches!(&r.outcome, Ok(Outcome::Bulk(b)) if b.complete()))
+                .count();
+            format!(
+                "{:.1} | {lo:.1} – {hi:.1} | {} | {:.1} | {finished} of {}",
+                median(v.clone()),
+                ratio(&f),
+                median(mib),
+                mine.len()
+            )
+        }
+        Test::Latency { .. } => {
+            let pick = |k: usize| {
+                move |o: &Outcome| match o {
+                    Outcome::Latency(l) => Some([l.p50, l.p99, l.max][k]),
+                    _ => None,
+                }
+            };
+            let cells: Vec<String> = (0..3)
+                .map(|k| spread(&present(&by_round(mine, pick(k))), 3))
+                .collect();
+            let (mut sent, mut delivered) = (0, 0);
+            for r in mine {
+                if let Ok(Outcome::Latency(l)) = &r.outcome {
+                    sent += l.sent;
+                    delivered += l.delivered;
+                }
+            }
+            format!(
+                "{} | {} | {} | {} / {} | {delivered} / {sent} | {}",
+                cells[0],
+                cells[1],
+                cells[2],
+                ratio(&pick(0)),
+                ratio(&pick(1)),
+                sent - delivered
+            )
+        }
+        Test::Unreliable { .. } => {
+            let f = |o: &Outcome| match o {
+                Outcome::Unreliable(u) => Some(u.rate),
+                _ => None,
+            };
+            let v = present(&by_round(mine, f));
+            let (lo, hi) = min_max(&v);
+            let med = |g: fn(&super::Unreliable) -> f64| {
+                median(present(&by_round(mine, |o| match o {
+                    Outcome::Unreliable(u) => Some(g(u)),
+                    _ => None,
+                })))
+            };
+            format!(
+                "{:.0} | {lo:.0} – {hi:.0} | {} | {:.0} | {:.0} | {:.1}% | {:.0}",
+                median(v.clone()),
+                ratio(&f),
+                med(|u| u.accepted as f64),
+                med(|u| u.refused as f64),
+                med(|u| percent(u.delivered, u.accepted)),
+                med(|u| u.accepted.saturating_sub(u.delivered) as f64),
+            )
+        }
+    }
+}
