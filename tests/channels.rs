@@ -61,14 +61,20 @@ fn reliable_ordered_messages_arrive_once_and_in_order() {
                 session.send_channel(RELIABLE_ORDERED, &m).unwrap();
             }
             // A large one last: fragmented, retransmitted part by part.
-            session.send_channel(RELIABLE_ORDERED, &vec![7u8; 3 << 20]).unwrap();
+            session
+                .send_channel(RELIABLE_ORDERED, &vec![7u8; 3 << 20])
+                .unwrap();
             session
         });
         let got = receive(&server, u32::from(RELIABLE_ORDERED), N as usize + 1, WAIT);
         let session = sender.join().unwrap();
         assert_eq!(got.len(), N as usize + 1, "{backend:?}");
         for (i, m) in got[..N as usize].iter().enumerate() {
-            assert_eq!(m[..4], (i as u32).to_be_bytes(), "{backend:?}: out of order");
+            assert_eq!(
+                m[..4],
+                (i as u32).to_be_bytes(),
+                "{backend:?}: out of order"
+            );
         }
         assert_eq!(got[N as usize], vec![7u8; 3 << 20]);
         let stats = session.channel_stats().unwrap();
@@ -107,7 +113,11 @@ fn unreliable_messages_at_full_speed_are_paced_not_dropped() {
             dropped_by_server,
             stats.loss_rate * 100.0
         );
-        assert!(delivered >= 0.95, "{backend:?}: {:.2}% delivered", delivered * 100.0);
+        assert!(
+            delivered >= 0.95,
+            "{backend:?}: {:.2}% delivered",
+            delivered * 100.0
+        );
         // Nothing vanishes uncounted: what did not arrive was declared lost
         // by the sender or dropped (and counted) by the receiver.
         let missing = (N - got.len()) as u64;

@@ -64,7 +64,7 @@ fn ack_chunk_round_trips_its_ranges() {
     let ranges = [(90, 100), (50, 80), (10, 10)];
     let mut out = Vec::new();
     write_ack(&mut out, 25_000, ranges);
-    assert_eq!(out[..2], [0x01, 0x40 | 0]); // type, largest 100 (2-byte varint)
+    assert_eq!(out[..3], [0x01, 0x40, 100]); // type, largest 100 (2-byte varint)
     let chunks = decode_all(&out).unwrap();
     let [Chunk::Ack(a)] = chunks[..] else {
         panic!("{chunks:?}")

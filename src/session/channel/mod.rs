@@ -15,11 +15,11 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use crate::frame::chunk::Delivery;
 pub use config::{
     ChannelConfig, ChannelConfigError, SendPolicy, DEFAULT_CHANNELS, RELIABLE_ORDERED,
     RELIABLE_UNORDERED, UNRELIABLE, UNRELIABLE_SEQUENCED,
 };
-pub use crate::frame::chunk::Delivery;
 pub use incoming::{ChannelError, Delivered, IncomingStats};
 pub use outgoing::{OutgoingStats, Refused};
 pub use stats::ChannelStats;

@@ -117,7 +117,7 @@ impl Outgoing {
         policy: SendPolicy,
     ) -> Result<(), Refused> {
         let len = data.len();
-        if self.held + len > self.limit && !(self.held == 0) {
+        if self.held + len > self.limit && self.held != 0 {
             let can_replace = policy == SendPolicy::ReplaceOldest && !delivery.is_reliable();
             if !can_replace || !self.make_room(len) {
                 return Err(Refused::Full);

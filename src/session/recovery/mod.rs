@@ -350,6 +350,7 @@ impl Recovery {
             rtt: now.saturating_duration_since(p.time),
             app_limited: p.app_limited,
             delivered: self.delivered,
+            prior_delivered: p.delivered,
         };
         self.cc.on_rate_sample(now, &sample);
     }

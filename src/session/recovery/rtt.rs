@@ -96,7 +96,7 @@ mod tests {
     fn first_sample_sets_everything() {
         let mut r = RttEstimator::new(333 * MS);
         assert!(!r.has_sample());
-        r.update(0 * MS, 100 * MS);
+        r.update(Duration::ZERO, 100 * MS);
         assert_eq!(
             (r.smoothed(), r.variance(), r.min()),
             (100 * MS, 50 * MS, 100 * MS)
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn ack_delay_is_subtracted_only_above_the_minimum() {
         let mut r = RttEstimator::new(333 * MS);
-        r.update(0 * MS, 100 * MS);
+        r.update(Duration::ZERO, 100 * MS);
         // 120 - 10 = 110 >= min: adjusted.
         r.update(10 * MS, 120 * MS);
         assert_eq!(r.smoothed(), (100 * MS * 7 + 110 * MS) / 8);
@@ -121,7 +121,7 @@ mod tests {
     fn converges_to_a_steady_round_trip() {
         let mut r = RttEstimator::new(333 * MS);
         for _ in 0..100 {
-            r.update(0 * MS, 20 * MS);
+            r.update(Duration::ZERO, 20 * MS);
         }
         assert!(r.smoothed().abs_diff(20 * MS) < MS / 10);
         assert!(r.variance() < MS);

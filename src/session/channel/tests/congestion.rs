@@ -69,7 +69,7 @@ fn jain(x: &[f64]) -> f64 {
     sum * sum / (x.len() as f64 * squares)
 }
 
-const ALL: [Congestion; 3] = [Congestion::NewReno, Congestion::Cubic, Congestion::Bbr];
+const ALL: [Congestion; 2] = [Congestion::NewReno, Congestion::Cubic];
 
 #[test]
 fn one_flow_fills_the_bottleneck_with_a_bounded_queue() {

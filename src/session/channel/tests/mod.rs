@@ -6,7 +6,7 @@ mod congestion;
 mod sim;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 
@@ -101,10 +101,10 @@ proptest! {
         let link = lossy(loss, reorder, duplicate);
         let mut sim = Sim::new(config, [link.clone(), link], seed);
         let mut sent: [HashMap<u8, u64>; 2] = Default::default();
-        for side in 0..2 {
+        for (side, counts) in sent.iter_mut().enumerate() {
             for (i, &len) in sizes.iter().enumerate() {
                 let c = (i % 4) as u8;
-                let n = sent[side].entry(c).or_insert(0);
+                let n = counts.entry(c).or_insert(0);
                 let m = message(c, *n, len);
                 sim.ends[0][side].send(sim.now, c, 0x01, m, SendPolicy::Refuse).unwrap();
                 *n += 1;
@@ -113,8 +113,8 @@ proptest! {
         let end = sim.now + Duration::from_secs(120);
         let mut peak = [0usize; 2];
         sim.run(end, |s| {
-            for side in 0..2 {
-                peak[side] = peak[side].max(s.ends[0][side].out.held() + s.ends[0][side].inc.held() as usize);
+            for (p, end) in peak.iter_mut().zip(&s.ends[0]) {
+                *p = (*p).max(end.out.held() + end.inc.held() as usize);
             }
         });
         prop_assert!(sim.errors.is_empty(), "{:?}", sim.errors);
@@ -203,13 +203,19 @@ fn replace_oldest_drops_queued_unreliable_messages_and_counts_them() {
 
 #[test]
 fn a_clean_path_declares_nothing_lost() {
-    let mut sim = Sim::new(ChannelConfig::default(), [Link::delay(MS), Link::delay(MS)], 5);
+    let mut sim = Sim::new(
+        ChannelConfig::default(),
+        [Link::delay(MS), Link::delay(MS)],
+        5,
+    );
     let end = sim.now + Duration::from_millis(30);
     let mut i = 0u64;
     sim.run(end, |s| {
         while s.ends[0][0].has_room(1200) && s.ends[0][0].out.held() < 1 << 20 {
             let m = message(1, i, 1200);
-            s.ends[0][0].send(s.now, 1, 0x01, m, SendPolicy::Refuse).unwrap();
+            s.ends[0][0]
+                .send(s.now, 1, 0x01, m, SendPolicy::Refuse)
+                .unwrap();
             i += 1;
         }
     });
@@ -217,5 +223,9 @@ fn a_clean_path_declares_nothing_lost() {
     println!("{stats:?} delivered {}", sim.delivered[0][1].len());
     assert_eq!(stats.packets_lost, 0, "{stats:?}");
     assert_eq!(stats.unreliable_lost, 0);
-    assert!(sim.delivered[0][1].len() as u64 > i / 2, "{} of {i}", sim.delivered[0][1].len());
+    assert!(
+        sim.delivered[0][1].len() as u64 > i / 2,
+        "{} of {i}",
+        sim.delivered[0][1].len()
+    );
 }

@@ -590,6 +590,7 @@ mod tests {
                 rtt,
                 app_limited,
                 delivered,
+                prior_delivered: delivered - 10 * MDS as u64,
             };
             cc.on_rate_sample(now, &sample);
             assert_ne!(cc.state(), BbrState::ProbeRtt, "at {i}");

@@ -79,6 +79,10 @@ pub struct RateSample {
     pub app_limited: bool,
     /// Bytes delivered over the whole session so far.
     pub delivered: u64,
+    /// Bytes delivered when the packet whose acknowledgement ends the
+    /// interval was sent (a round ends when a packet sent after the
+    /// previous round's end is acknowledged).
+    pub prior_delivered: u64,
 }
 
 /// Which congestion controller a session runs.
@@ -291,6 +295,7 @@ pub(crate) mod testing {
                 rtt: at - p.sent,
                 app_limited: false,
                 delivered: self.delivered,
+                prior_delivered: p.delivered,
             };
             self.cc.on_rate_sample(at, &sample);
         }
@@ -402,7 +407,7 @@ mod tests {
                         Call::Mtu(m) => cc.on_mtu_update(m),
                         Call::Rate(t, rate, rtt, app, delivered) => {
                             let rtt = Duration::from_nanos(rtt);
-                            let sample = RateSample { delivery_rate: rate, rtt, app_limited: app, delivered };
+                            let sample = RateSample { delivery_rate: rate, rtt, app_limited: app, delivered, prior_delivered: delivered };
                             cc.on_rate_sample(at(t), &sample);
                         }
                     }
