@@ -83,7 +83,7 @@ pub struct Delivered {
     /// The message.
     pub payload: Vec<u8>,
     /// Reliable bytes to release from flow control when the application
-    /// takes it ([`Incoming::consumed`]).
+    /// takes it ([`Channels::release`](super::Channels::release)).
     pub credit: u64,
 }
 
