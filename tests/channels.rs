@@ -164,7 +164,12 @@ fn failover_keeps_the_reliable_channels_promises() {
         assert_eq!(m[..4], (i as u32).to_be_bytes(), "message {i}");
     }
     // Nothing more (a duplicate) arrives afterwards.
-    let extra = receive(&server, u32::from(RELIABLE_ORDERED), 1, Duration::from_millis(300));
+    let extra = receive(
+        &server,
+        u32::from(RELIABLE_ORDERED),
+        1,
+        Duration::from_millis(300),
+    );
     assert!(extra.is_empty(), "a duplicate arrived");
     let stats = session.channel_stats().unwrap();
     println!("after two moves: {stats:?}");

@@ -209,7 +209,8 @@ impl Pair {
 
     /// Drains transmits and events of both sessions.
     pub fn collect(&mut self) {
-        while let Some(d) = self.client.poll_transmit() {
+        let now = self.now;
+        while let Some(d) = self.client.poll_transmit_at(now) {
             self.transmit(Side::Client, d);
         }
         while let Some(e) = self.client.poll_event() {
@@ -217,7 +218,7 @@ impl Pair {
         }
         if let Some(s) = self.server.as_mut() {
             let mut out = Vec::new();
-            while let Some(d) = s.poll_transmit() {
+            while let Some(d) = s.poll_transmit_at(now) {
                 out.push(d);
             }
             while let Some(e) = s.poll_event() {
