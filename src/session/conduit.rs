@@ -84,7 +84,9 @@ impl Session {
         out: &mut Transmits,
         max: usize,
     ) -> usize {
-        if self.state != SessionState::Established {
+        // An initiator waits for the responder's confirmation: before it,
+        // the responder may not have the keys to open a channel packet.
+        if self.state != SessionState::Established || self.unconfirmed_msg3.is_some() {
             return 0;
         }
         let mut n = 0;
