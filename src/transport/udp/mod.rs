@@ -249,6 +249,10 @@ pub(crate) fn bind_group(
         // it granted is read back and reported.
         let _ = s.set_recv_buffer_size(config.receive_buffer_size);
         let _ = s.set_send_buffer_size(config.send_buffer_size);
+        // Best effort too: without it, path MTU probes may be fragmented
+        // by IP and prove nothing (the session then stays at its base
+        // size only if probes are lost).
+        let _ = sys::set_dont_fragment(&s, addr.is_ipv6());
         s.bind(&addr.into()).map_err(|e| map_bind_err(addr, e))?;
         if addr.port() == 0 {
             if let Some(bound) = s.local_addr().ok().and_then(|a| a.as_socket()) {

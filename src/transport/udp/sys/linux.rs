@@ -285,6 +285,30 @@ pub(crate) fn enable_gro(socket: &impl AsFd) -> io::Result<()> {
     setsockopt_int(socket.as_fd().as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1)
 }
 
+/// Sets the Don't Fragment bit on every datagram without letting the
+/// kernel's path MTU cache refuse sends (`IP_PMTUDISC_PROBE`, and its IPv6
+/// twin): the sessions' own path MTU discovery probes with real datagrams
+/// and learns from their acknowledgement, and no datagram is ever split by
+/// IP on the way.
+pub(crate) fn set_dont_fragment(socket: &impl AsFd, ipv6: bool) -> io::Result<()> {
+    let fd = socket.as_fd().as_raw_fd();
+    if ipv6 {
+        setsockopt_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )
+    } else {
+        setsockopt_int(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
+    }
+}
+
 /// Whether the kernel supports UDP generic segmentation offload on this
 /// socket (`UDP_SEGMENT` readable).
 pub(crate) fn gso_supported(socket: &impl AsFd) -> bool {
@@ -358,6 +382,35 @@ pub(crate) fn attach_reuseport_steering(socket: &impl AsFd, group_size: u32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dont_fragment_is_set_for_both_families() {
+        let read = |fd: RawFd, level, name| {
+            let mut value: libc::c_int = -1;
+            let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a live c_int and its size for the kernel to fill.
+            let r = unsafe {
+                libc::getsockopt(
+                    fd,
+                    level,
+                    name,
+                    &mut value as *mut _ as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0);
+            value
+        };
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_dont_fragment(&v4, false).unwrap();
+        let got = read(v4.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+        assert_eq!(got, libc::IP_PMTUDISC_PROBE);
+        if let Ok(v6) = std::net::UdpSocket::bind("[::1]:0") {
+            set_dont_fragment(&v6, true).unwrap();
+            let got = read(v6.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER);
+            assert_eq!(got, libc::IPV6_PMTUDISC_PROBE);
+        }
+    }
 
     #[test]
     fn sockaddr_round_trip() {

@@ -114,6 +114,12 @@ fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
+/// Don't Fragment is not set on this system: path MTU discovery then only
+/// finds what the local stack sends without error.
+pub(crate) fn set_dont_fragment(_socket: &impl AsFd, _ipv6: bool) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// No GRO here.
 pub(crate) fn enable_gro(_socket: &impl AsFd) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
