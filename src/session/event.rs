@@ -243,7 +243,7 @@ pub enum SessionError {
 }
 
 /// Counters of one session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SessionStats {
     /// Bytes of datagrams produced (all frames, handshake included).
     pub bytes_sent: u64,
@@ -269,6 +269,9 @@ pub struct SessionStats {
     pub retransmits: u64,
     /// Smoothed round-trip time, once measured (handshake and pings).
     pub rtt: Option<Duration>,
+    /// Its channels (round trip, loss, congestion window, rates, send
+    /// queue), once established.
+    pub channels: Option<crate::session::channel::ChannelStats>,
 }
 
 /// Round-trip time estimate (RFC 6298 smoothing).

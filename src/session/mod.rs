@@ -404,6 +404,7 @@ impl Session {
         s.messages_expired = self.reassembler.stats().expired;
         s.key_updates = self.keys.as_ref().map_or(0, |k| k.send.generation());
         s.rtt = self.rtt.smoothed;
+        s.channels = self.channels.as_ref().map(|c| c.stats(c.last_seen()));
         s
     }
 

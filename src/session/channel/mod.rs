@@ -486,6 +486,11 @@ impl Channels {
         self.out.unacked_messages() + usize::from(self.out.has_pending())
     }
 
+    /// The latest time a call brought.
+    pub fn last_seen(&self) -> Instant {
+        self.now
+    }
+
     /// Statistics.
     pub fn stats(&self, now: Instant) -> ChannelStats {
         ChannelStats::collect(self, now)
