@@ -61,6 +61,13 @@ pub struct BenchArgs {
     /// Messages per second in the latency phase (open loop).
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
+    /// Send on this channel (0 reliable-ordered, 1 unreliable, 2
+    /// unreliable-sequenced, 3 reliable-unordered), under congestion
+    /// control and pacing, and report its statistics; default: plain
+    /// datagrams. A remote server must echo on it too (`stt serve
+    /// --channel N`).
+    #[arg(long, conflicts_with = "echo_in_reactor")]
+    channel: Option<u8>,
     /// Skip the latency phase: closed-loop throughput only.
     #[arg(long)]
     closed_loop: bool,
@@ -107,6 +114,10 @@ struct Outcome {
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
+    /// The channel sent on, if any, and its statistics (first session) at
+    /// the end.
+    channel: Option<u8>,
+    channel_stats: Option<stt::ChannelStats>,
     #[serde(skip)]
     histogram: Option<Histogram<u64>>,
 }
@@ -145,13 +156,17 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             }))?;
         } else {
             let echo = server.clone();
+            let channel = args.channel;
             std::thread::Builder::new()
                 .name("bench-echo".into())
                 .spawn(move || {
                     let events = echo.events();
                     while let Ok(ev) = events.recv() {
                         if let NodeEvent::Message(message) = ev {
-                            let _ = echo.send(message.session, &message.payload);
+                            let _ = match channel {
+                                Some(c) => echo.send_channel(message.session, c, &message.payload),
+                                None => echo.send(message.session, &message.payload),
+                            };
                             echo.recycle(message.payload);
                         }
                     }
@@ -262,6 +277,10 @@ fn measure(
             }
         })?;
     let mut payload = vec![0u8; args.size];
+    let send = |session: SessionId, payload: &[u8]| match args.channel {
+        Some(c) => client.send_channel(session, c, payload),
+        None => client.send(session, payload),
+    };
 
     // Throughput, closed loop: as fast as send takes them.
     let run_closed = |seconds: f64, label: String| -> Result<(u64, f64), Error> {
@@ -274,7 +293,7 @@ fn measure(
         while Instant::now() < end {
             for _ in 0..64 {
                 payload[..8].copy_from_slice(&i.to_be_bytes());
-                let _ = client.send(sessions[(i as usize) % sessions.len()], &payload);
+                let _ = send(sessions[(i as usize) % sessions.len()], &payload);
                 i += 1;
             }
             pb.set_position((start.elapsed().as_secs_f64() * 10.0) as u64);
@@ -326,9 +345,7 @@ fn measure(
             payload[..8].copy_from_slice(&(n | 1 << 63).to_be_bytes());
             let at = intended.duration_since(epoch).as_nanos() as u64;
             payload[8..16].copy_from_slice(&at.to_be_bytes());
-            if client
-                .send(sessions[(n as usize) % sessions.len()], &payload)
-                .is_ok()
+            if send(sessions[(n as usize) % sessions.len()], &payload).is_ok()
             {
                 sent += 1;
             }
@@ -345,6 +362,10 @@ fn measure(
             }
         }
     }
+    let channel_stats = args
+        .channel
+        .and_then(|_| sessions.first())
+        .and_then(|&s| client.channel_stats(s));
     stop.store(true, Ordering::Relaxed);
     let _ = receiver.join();
     let us = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
@@ -367,6 +388,8 @@ fn measure(
         } else {
             0.0
         },
+        channel: args.channel,
+        channel_stats,
         histogram: measured.then_some(histogram),
     })
 }
@@ -397,6 +420,30 @@ fn report(args: &BenchArgs, outcomes: &[Outcome]) -> Result<(), Error> {
             ));
         }
         print!("{out}");
+        for o in outcomes {
+            if let (Some(c), Some(s)) = (o.channel, &o.channel_stats) {
+                println!(
+                    "\n{} on channel {c}: rtt {:?} (min {:?}, variation {:?}), loss {:.3}% ({} of {} packets), \
+                     window {} B, in flight {} B, pacing {:.1} Mbit/s, delivery {:.1} Mbit/s, \
+                     send queue wait mean {:?} max {:?}, {} retransmits, {} unreliable lost",
+                    o.transport,
+                    s.rtt,
+                    s.min_rtt,
+                    s.rtt_variance,
+                    s.loss_rate * 100.0,
+                    s.packets_lost,
+                    s.packets_sent,
+                    s.congestion_window,
+                    s.bytes_in_flight,
+                    s.pacing_rate as f64 * 8.0 / 1e6,
+                    s.delivery_rate as f64 * 8.0 / 1e6,
+                    s.send_queue_wait_mean,
+                    s.send_queue_wait_max,
+                    s.retransmits,
+                    s.unreliable_lost,
+                );
+            }
+        }
         println!(
             "\nThroughput: closed loop, echoes counted at the client. Latency: open loop at a fixed rate, \
              measured from each message's intended send time (no coordinated omission)."

@@ -74,6 +74,11 @@ struct ServeArgs {
     /// Only count messages; do not echo them.
     #[arg(long)]
     sink: bool,
+    /// Echo on this channel (0 reliable-ordered, 1 unreliable, 2
+    /// unreliable-sequenced, 3 reliable-unordered), under congestion
+    /// control, instead of as a plain datagram.
+    #[arg(long, conflicts_with_all = ["sink", "echo_in_reactor"])]
+    channel: Option<u8>,
     /// Echo from the reactor threads (a reactor handler, `stt::on_reactor`)
     /// instead of an application thread: no thread hand-off on the way back.
     #[arg(long, conflicts_with = "sink")]
@@ -246,7 +251,10 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
                 }
                 // A sink only counts (in the statistics).
                 if !args.sink {
-                    let _ = node.send(message.session, &message.payload);
+                    let _ = match args.channel {
+                        Some(c) => node.send_channel(message.session, c, &message.payload),
+                        None => node.send(message.session, &message.payload),
+                    };
                 }
                 node.recycle(message.payload);
             }
