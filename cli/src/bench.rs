@@ -345,8 +345,7 @@ fn measure(
             payload[..8].copy_from_slice(&(n | 1 << 63).to_be_bytes());
             let at = intended.duration_since(epoch).as_nanos() as u64;
             payload[8..16].copy_from_slice(&at.to_be_bytes());
-            if send(sessions[(n as usize) % sessions.len()], &payload).is_ok()
-            {
+            if send(sessions[(n as usize) % sessions.len()], &payload).is_ok() {
                 sent += 1;
             }
             if n % 1024 == 0 {

@@ -76,11 +76,10 @@ impl Endpoint {
         })
     }
 
-    /// Queues a message on channel `channel` of session `id` (the sender
-    /// reserved its bytes in the session's send budget), and sends what
-    /// the session's congestion window and pacing allow now.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn send_channel(
+    /// Queues a message on channel `channel` of session `id` without
+    /// building packets yet ([`flush_session`](Self::flush_session) does);
+    /// false when it was refused (counted, its reservation returned).
+    pub(crate) fn queue_channel(
         &mut self,
         now: Instant,
         id: SessionId,
@@ -88,28 +87,33 @@ impl Endpoint {
         frame_type: FrameType,
         payload: Vec<u8>,
         policy: SendPolicy,
-        out: &mut dyn Output,
-    ) -> Result<(), SessionRefused> {
-        let entry = self
-            .sessions
-            .get_mut(&id)
-            .ok_or(SessionRefused::Unknown(id))?;
+    ) -> bool {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return false;
+        };
         let len = payload.len();
-        let queued = entry
+        match entry
             .session
-            .send_channel(now, channel, frame_type, payload, policy);
-        match &queued {
-            Ok(()) => entry.charged += len,
+            .send_channel(now, channel, frame_type, payload, policy)
+        {
+            Ok(()) => {
+                entry.charged += len;
+                true
+            }
             Err(_) => {
-                // Refused: what the sender reserved goes back.
                 if let Some(b) = &entry.send_budget {
                     b.release(len);
                 }
                 TransportCounters::add(&entry.path.counters.errors_send, 1);
+                false
             }
         }
+    }
+
+    /// Sends what session `id` has due (packets, events), as after any
+    /// activity.
+    pub(crate) fn flush_session(&mut self, id: SessionId, now: Instant, out: &mut dyn Output) {
         self.after_activity(id, now, out);
-        queued.map_err(SessionRefused::from)
     }
 
     /// The application took messages of session `id` holding `credit`

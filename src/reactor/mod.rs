@@ -82,6 +82,8 @@ pub(crate) struct Reactor {
     outbox: Outbox,
     endpoint: Endpoint,
     app: App,
+    /// Sessions whose channels took messages in this turn's commands.
+    channel_touched: Vec<crate::frame::SessionId>,
     /// Datagrams received here for sessions of other reactors.
     forwards: Vec<(usize, Command)>,
 }
@@ -112,6 +114,7 @@ impl Reactor {
             outbox: Outbox::default(),
             endpoint,
             app: App::new(shared),
+            channel_touched: Vec::new(),
             forwards: Vec::new(),
         };
         for t in transports {
@@ -162,6 +165,22 @@ impl Reactor {
         };
         let r = f(&mut self.endpoint, &mut out);
         (r, out.error)
+    }
+
+    /// Builds and sends the packets of the sessions whose channels took
+    /// messages this turn.
+    fn flush_channels(&mut self, now: Instant) {
+        if self.channel_touched.is_empty() {
+            return;
+        }
+        let touched = std::mem::take(&mut self.channel_touched);
+        self.with_endpoint(|ep, out| {
+            for &id in &touched {
+                ep.flush_session(id, now, out);
+            }
+        });
+        self.channel_touched = touched;
+        self.channel_touched.clear();
     }
 
     /// Gives the flow-control credit of reliable channel messages handed
@@ -361,8 +380,28 @@ impl Reactor {
         for _ in 0..COMMANDS_PER_TURN {
             let Some(cmd) = self.inbox.next() else {
                 self.send_batch(&mut batch, now);
+                self.flush_channels(now);
                 return Drained::All;
             };
+            // Channel messages are queued in their session, and its packets
+            // built once the turn's commands are in: small messages then
+            // share packets (one seal, one datagram for many).
+            if let Command::SendChannel {
+                session,
+                channel,
+                frame_type,
+                payload,
+                policy,
+            } = cmd
+            {
+                let queued = self
+                    .endpoint
+                    .queue_channel(now, session, channel, frame_type, payload, policy);
+                if queued && !self.channel_touched.contains(&session) {
+                    self.channel_touched.push(session);
+                }
+                continue;
+            }
             if let Command::Send {
                 session,
                 stream_id,
@@ -381,6 +420,7 @@ impl Reactor {
             self.execute(cmd, now);
         }
         self.send_batch(&mut batch, now);
+        self.flush_channels(now);
         if self.inbox.commands.is_empty() {
             Drained::All
         } else {
@@ -449,9 +489,12 @@ impl Reactor {
             } => {
                 // A refusal is counted (errors_send) and its reservation
                 // returned; the sender learnt of the checks it could make.
-                let _ = self.with_endpoint(|ep, out| {
-                    ep.send_channel(now, session, channel, frame_type, payload, policy, out)
-                });
+                if self
+                    .endpoint
+                    .queue_channel(now, session, channel, frame_type, payload, policy)
+                {
+                    self.with_endpoint(|ep, out| ep.flush_session(session, now, out));
+                }
             }
             Command::ChannelStats { session, reply } => {
                 let _ = reply.send(self.endpoint.channel_stats(session, now));

@@ -299,6 +299,10 @@ impl Recovery {
                 self.first_sample_at.get_or_insert(now);
             }
         }
+        // The window grows only while it is used (after RFC 7661): what is
+        // acknowledged with less than half of it in flight says nothing
+        // about a larger one.
+        let under_used = self.in_flight < self.cc.window() / 2;
         let mut sample_from: Option<usize> = None;
         for i in first_new..out.acked.len() {
             let p = &out.acked[i];
@@ -312,8 +316,8 @@ impl Recovery {
                 sample_from = Some(i);
             }
             if p.ack_eliciting {
-                self.cc
-                    .on_ack(now, p.time, p.size, p.app_limited, &self.rtt);
+                let limited = p.app_limited || under_used;
+                self.cc.on_ack(now, p.time, p.size, limited, &self.rtt);
             }
         }
         if let Some(i) = sample_from {
