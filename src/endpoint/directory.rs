@@ -6,18 +6,24 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::frame::SessionId;
 
 /// The bytes of channel messages an application may have on their way to
 /// one session's send buffer or in it: reserved by the sending thread,
 /// released by the reactor as acknowledgements (or sending, for
-/// unreliable messages) free the buffer. Lock-free.
+/// unreliable messages) free the buffer. Lock-free but for senders that
+/// wait for room: they sleep on a condition variable that a release
+/// notifies.
 #[derive(Debug)]
 pub(crate) struct SendBudget {
     held: AtomicUsize,
     limit: usize,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    room: Condvar,
 }
 
 impl SendBudget {
@@ -26,7 +32,42 @@ impl SendBudget {
         Self {
             held: AtomicUsize::new(0),
             limit,
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            room: Condvar::new(),
         }
+    }
+
+    /// Reserves `n` bytes, waiting for room until `deadline`, or until
+    /// `gone` says the session went away (looked at every 10 ms); whether
+    /// it did.
+    pub(crate) fn reserve_until(
+        &self,
+        n: usize,
+        deadline: Instant,
+        gone: impl Fn() -> bool,
+    ) -> bool {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let reserved = loop {
+            // Checked under the lock: a release between the check and the
+            // wait cannot be missed (it notifies under the lock).
+            if self.try_reserve(n) {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline || gone() {
+                break false;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(10));
+            guard = match self.room.wait_timeout(guard, wait) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+        reserved
     }
 
     /// Reserves `n` bytes if they fit (a message alone always fits);
@@ -45,13 +86,17 @@ impl SendBudget {
         self.held.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// Gives `n` bytes back.
+    /// Gives `n` bytes back, waking the senders waiting for room.
     pub(crate) fn release(&self, n: usize) {
         let _ = self
             .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
                 Some(h.saturating_sub(n))
             });
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.room.notify_all();
+        }
     }
 }
 
@@ -143,5 +188,30 @@ impl Directory {
             }
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_sender_gets_room_when_it_is_released() {
+        let budget = Arc::new(SendBudget::new(1000));
+        assert!(budget.try_reserve(800));
+        assert!(!budget.try_reserve(300), "over the limit");
+        let b = budget.clone();
+        let waiter = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            b.reserve_until(300, deadline, || false)
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        budget.release(500);
+        assert!(waiter.join().unwrap());
+        // A message alone always fits; nothing fits past the deadline.
+        let empty = SendBudget::new(10);
+        assert!(empty.try_reserve(1 << 20));
+        let past = Instant::now();
+        assert!(!empty.reserve_until(1, past, || false));
     }
 }

@@ -13,9 +13,6 @@ use crate::session::channel::{ChannelStats, SendPolicy};
 use super::error::SendError;
 use super::{Core, Node};
 
-/// Longest pause between two looks at a full send buffer.
-const MAX_BACKOFF: Duration = Duration::from_millis(1);
-
 impl Core {
     /// Reserves room for `len` bytes in session `session`'s send budget as
     /// `policy` says, then queues the message for its reactor.
@@ -50,20 +47,13 @@ impl Core {
                 return Err(SendError::QueueFull);
             }
             let deadline = Instant::now() + timeout;
-            let mut pause = Duration::from_micros(20);
-            loop {
-                if budget.try_reserve(len) {
-                    break;
-                }
-                if self.shared.holder_of(session).is_none() {
-                    return Err(SendError::SessionClosed(session));
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(SendError::QueueFull);
-                }
-                std::thread::sleep(pause.min(deadline - now));
-                pause = (pause * 2).min(MAX_BACKOFF);
+            let gone = || self.shared.holder_of(session).is_none();
+            if !budget.reserve_until(len, deadline, gone) {
+                return Err(if gone() {
+                    SendError::SessionClosed(session)
+                } else {
+                    SendError::QueueFull
+                });
             }
         }
         let command = Command::SendChannel {
