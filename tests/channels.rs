@@ -174,3 +174,91 @@ fn failover_keeps_the_reliable_channels_promises() {
     let stats = session.channel_stats().unwrap();
     println!("after two moves: {stats:?}");
 }
+
+/// A receiving application that does not read: its node holds what it
+/// can, the sender's window and send buffer fill, and `send_channel_with`
+/// (Refuse) says so; nothing reliable is dropped, and once the application
+/// reads, everything arrives in order.
+#[test]
+fn a_slow_application_slows_the_sender_and_loses_nothing() {
+    let server_config = {
+        let udp = UdpConfig {
+            bind_address: "127.0.0.1".parse().unwrap(),
+            ..UdpConfig::default()
+        };
+        let mut c = NodeConfig::new(format!("{:-<40}", "slow-app-server").as_bytes(), SHARED)
+            .with_udp(udp)
+            .with_reactors(1);
+        // Little room at the hand-off, so the window fills quickly.
+        c.queue_bytes = 1 << 20;
+        c
+    };
+    let server = Node::start(server_config).unwrap();
+    let client = node("slow-app-client", UdpBackend::Mio);
+    let session = client
+        .connect_udp(server.udp_local_addr().unwrap())
+        .unwrap();
+    let events = server.events();
+    let mut sent = 0u32;
+    let mut refused = false;
+    let mut blocked_since: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let mut m = vec![0u8; 16 << 10];
+        m[..4].copy_from_slice(&sent.to_be_bytes());
+        let r = session.send_channel_with(
+            RELIABLE_ORDERED,
+            stt::FrameType::Data,
+            &m,
+            stt::SendPolicy::Refuse,
+        );
+        match r {
+            Ok(()) => {
+                sent += 1;
+                blocked_since = None;
+            }
+            // Full for a moment (the network is slower than this loop) or
+            // for good (the receiver stopped taking): a second decides.
+            Err(stt::SendError::QueueFull) => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    refused = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        refused,
+        "the sender never felt the slow receiver ({sent} sent)"
+    );
+    // Past the credit granted at first (17 MiB), the receiver's flow
+    // control held the sender back.
+    let bytes = sent as usize * (16 << 10);
+    assert!(
+        bytes > 17 << 20,
+        "{sent} messages before the sender stopped"
+    );
+    assert!(
+        bytes < 64 << 20,
+        "{sent} messages: nothing held the sender back"
+    );
+    // Now the application reads.
+    let mut got = 0u32;
+    let end = Instant::now() + WAIT;
+    while got < sent {
+        match events.recv_deadline(end) {
+            Ok(NodeEvent::Message(m)) => {
+                assert_eq!(m.payload[..4], got.to_be_bytes(), "out of order");
+                got += 1;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(got, sent);
+    let dropped = server.stats().udp.map_or(0, |u| u.packets_dropped);
+    assert_eq!(dropped, 0, "reliable messages dropped at the hand-off");
+}
