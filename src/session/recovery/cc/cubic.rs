@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{datagram_size, in_recovery, initial_window, minimum_window, Controller};
+use super::{
+    datagram_size, in_recovery, initial_window, minimum_window, rescale_windows, Controller,
+};
 use crate::session::recovery::rtt::RttEstimator;
 
 /// RFC 9438 §4.2 C, in segments per second cubed.
@@ -235,17 +237,13 @@ impl Controller for Cubic {
 
     fn on_mtu_update(&mut self, max_datagram_size: usize) {
         let old = self.max_datagram_size;
-        let new = datagram_size(max_datagram_size);
-        self.max_datagram_size = new;
-        // Windows in bytes stay valid for the path; only the untouched
-        // initial window is derived from the datagram size (RFC 9002 §7.2).
-        if self.window == initial_window(old) && self.ssthresh == usize::MAX {
-            self.window = initial_window(new);
-        }
-        self.window = self.window.max(self.minimum_window());
-        if self.ssthresh != usize::MAX {
-            self.ssthresh = self.ssthresh.max(self.minimum_window());
-        }
+        self.max_datagram_size = datagram_size(max_datagram_size);
+        rescale_windows(
+            &mut self.window,
+            &mut self.ssthresh,
+            old,
+            self.max_datagram_size,
+        );
     }
 
     fn window(&self) -> usize {

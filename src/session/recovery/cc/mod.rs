@@ -129,6 +129,20 @@ pub fn minimum_window(max_datagram_size: usize) -> usize {
     datagram_size(max_datagram_size).saturating_mul(2)
 }
 
+/// After the datagram size changed from `old` to `new`: a window in bytes
+/// stays a valid measure of the path, except the untouched initial window,
+/// which RFC 9002 §7.2 derives from the size; neither goes below the
+/// minimum window (`usize::MAX` is a slow-start threshold not yet set).
+fn rescale_windows(window: &mut usize, ssthresh: &mut usize, old: usize, new: usize) {
+    if *window == initial_window(old) && *ssthresh == usize::MAX {
+        *window = initial_window(new);
+    }
+    *window = (*window).max(minimum_window(new));
+    if *ssthresh != usize::MAX {
+        *ssthresh = (*ssthresh).max(minimum_window(new));
+    }
+}
+
 /// A datagram size the arithmetic can rely on: never zero, so that no window
 /// computed from it is zero.
 fn datagram_size(max_datagram_size: usize) -> usize {

@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
-use super::{datagram_size, in_recovery, initial_window, minimum_window, Controller};
+use super::{
+    datagram_size, in_recovery, initial_window, minimum_window, rescale_windows, Controller,
+};
 use crate::session::recovery::rtt::RttEstimator;
 
 /// RFC 9002 §7.3.2 kLossReductionFactor: the window is halved on loss.
@@ -109,18 +111,13 @@ impl Controller for NewReno {
 
     fn on_mtu_update(&mut self, max_datagram_size: usize) {
         let old = self.max_datagram_size;
-        let new = datagram_size(max_datagram_size);
-        self.max_datagram_size = new;
-        // A window in bytes stays a valid measure of the path after the
-        // datagram size changes, except the untouched initial window, which
-        // RFC 9002 §7.2 derives from the size.
-        if self.window == initial_window(old) && self.ssthresh == usize::MAX {
-            self.window = initial_window(new);
-        }
-        self.window = self.window.max(self.minimum_window());
-        if self.ssthresh != usize::MAX {
-            self.ssthresh = self.ssthresh.max(self.minimum_window());
-        }
+        self.max_datagram_size = datagram_size(max_datagram_size);
+        rescale_windows(
+            &mut self.window,
+            &mut self.ssthresh,
+            old,
+            self.max_datagram_size,
+        );
     }
 
     fn window(&self) -> usize {
