@@ -69,7 +69,7 @@ fn jain(x: &[f64]) -> f64 {
     sum * sum / (x.len() as f64 * squares)
 }
 
-const ALL: [Congestion; 2] = [Congestion::NewReno, Congestion::Cubic];
+const ALL: [Congestion; 3] = [Congestion::NewReno, Congestion::Cubic, Congestion::Bbr];
 
 #[test]
 fn one_flow_fills_the_bottleneck_with_a_bounded_queue() {

@@ -16,6 +16,11 @@ const CWND_GAIN: f64 = 2.0;
 /// ProbeBw's pacing gains, one phase per minimum round trip: probe for more
 /// bandwidth, drain the queue the probe made, cruise.
 const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+/// Pacing is this fraction of gain × bandwidth: at a gain of one a sender
+/// pacing exactly at the bottleneck rate never drains a queue (one that
+/// Drain left, or a burst), since the probe and drain phases balance; 1%
+/// less drains it (Linux's margin).
+const PACING_MARGIN: f64 = 0.99;
 /// Round trips over which the bandwidth estimate is the maximum sample.
 const BW_WINDOW_ROUNDS: u64 = 10;
 /// How long a minimum round trip stays valid without being seen again.
@@ -28,6 +33,19 @@ const FULL_BW_GROWTH: f64 = 1.25;
 const FULL_BW_ROUNDS: u32 = 3;
 /// The smallest window, in datagrams (also ProbeRtt's window).
 const MIN_WINDOW_DATAGRAMS: usize = 4;
+/// Send quanta the window holds beyond the bandwidth-delay products: room
+/// for the pacer's bursts and for acknowledgements that cover several
+/// datagrams. Being the same for every flow, this room also moves flows
+/// that share a bottleneck towards equal shares: window-limited, each
+/// delivers in proportion to its window, and an equal addition narrows
+/// their ratio each time the estimates follow.
+const QUANTA_IN_WINDOW: usize = 3;
+/// A send quantum is this much traffic at the pacing rate …
+const QUANTUM_INTERVAL: Duration = Duration::from_millis(1);
+/// … and at least this many datagrams (an acknowledgement covers two).
+const MIN_QUANTUM_DATAGRAMS: usize = 2;
+/// Extra datagrams in flight while probing at a gain above one.
+const PROBE_EXTRA_DATAGRAMS: usize = 2;
 
 /// The phase of the model-based controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +64,24 @@ pub enum BbrState {
     ProbeRtt,
 }
 
-/// A windowed maximum over the last [`BW_WINDOW_ROUNDS`] round trips: the
-/// largest sample of each round in a ring, exact and allocation-free.
+/// A windowed maximum over the last [`BW_WINDOW_ROUNDS`] round trips that
+/// had a sample: the largest sample of each round in a ring, exact and
+/// allocation-free.
+///
+/// The window ends at the newest round with a sample, not at the current
+/// round: rounds whose samples are all discarded (application-limited, or
+/// ProbeRtt's) do not age the estimate, as in Linux's windowed filter.
 #[derive(Debug, Clone, Copy, Default)]
 struct MaxFilter {
     /// `(round, largest sample in that round)`, indexed by round.
     slots: [(u64, u64); BW_WINDOW_ROUNDS as usize],
+    /// The newest round with a sample.
+    newest: u64,
 }
 
 impl MaxFilter {
     fn update(&mut self, round: u64, value: u64) {
+        self.newest = self.newest.max(round);
         let slot = &mut self.slots[(round % BW_WINDOW_ROUNDS) as usize];
         if slot.0 == round {
             slot.1 = slot.1.max(value);
@@ -64,10 +90,11 @@ impl MaxFilter {
         }
     }
 
-    fn get(&self, round: u64) -> u64 {
+    fn get(&self) -> u64 {
+        let newest = self.newest;
         self.slots
             .iter()
-            .filter(|(r, _)| *r <= round && r.saturating_add(BW_WINDOW_ROUNDS) > round)
+            .filter(|(r, _)| *r <= newest && r.saturating_add(BW_WINDOW_ROUNDS) > newest)
             .map(|(_, v)| *v)
             .max()
             .unwrap_or(0)
@@ -92,10 +119,15 @@ pub struct Bbr {
     min_rtt_stamp: Instant,
     /// Round trips counted by delivered bytes.
     round_count: u64,
-    /// The round ends when the session has delivered this many bytes.
+    /// A round ends when a packet sent after the session had delivered this
+    /// many bytes is acknowledged (its `prior_delivered` reaches it).
     next_round_delivered: u64,
     /// Bytes delivered in all, from the latest rate sample.
     delivered: u64,
+    /// Samples of packets sent while the session had delivered at most this
+    /// many bytes are treated as application-limited: ProbeRtt's small
+    /// window, not the path, limited them (their interval spans it).
+    limited_until: Option<u64>,
     full_bw: u64,
     full_bw_count: u32,
     full_bw_reached: bool,
@@ -115,9 +147,9 @@ pub struct Bbr {
     acked: usize,
     recovery_start: Option<Instant>,
     in_recovery: bool,
-    /// Packet conservation (send one for each acknowledged) lasts the first
-    /// round of recovery, this round.
-    conservation_round: Option<u64>,
+    /// Packet conservation (send one for each acknowledged) during the
+    /// first round of recovery.
+    conservation: bool,
 }
 
 impl Bbr {
@@ -136,6 +168,7 @@ impl Bbr {
             round_count: 0,
             next_round_delivered: 0,
             delivered: 0,
+            limited_until: None,
             full_bw: 0,
             full_bw_count: 0,
             full_bw_reached: false,
@@ -151,7 +184,7 @@ impl Bbr {
             acked: 0,
             recovery_start: None,
             in_recovery: false,
-            conservation_round: None,
+            conservation: false,
         }
     }
 
@@ -163,7 +196,7 @@ impl Bbr {
     /// The bottleneck bandwidth estimate in bytes per second (zero before
     /// the first rate sample).
     pub fn bandwidth(&self) -> u64 {
-        self.bandwidth.get(self.round_count)
+        self.bandwidth.get()
     }
 
     /// The minimum round trip of the last ten seconds, once sampled.
@@ -184,23 +217,26 @@ impl Bbr {
         initial_window(self.max_datagram_size).max(self.min_window())
     }
 
-    /// `gain` bandwidth-delay products in bytes, or the initial window while
-    /// the model has no bandwidth or round trip yet.
+    /// `gain` bandwidth-delay products in bytes plus the send quanta, or the
+    /// initial window while the model has no bandwidth or round trip yet.
     fn inflight(&self, gain: f64) -> usize {
         let bw = self.bandwidth();
-        match self.min_rtt {
-            Some(rtt) if bw > 0 => {
-                let bdp = bw as f64 * rtt.as_secs_f64();
-                ((gain * bdp) as usize).max(self.min_window())
-            }
-            _ => self.initial_window(),
-        }
+        let bdp = match self.min_rtt {
+            Some(rtt) if bw > 0 => (gain * bw as f64 * rtt.as_secs_f64()) as usize,
+            _ => return self.initial_window(),
+        };
+        let quantum = ((self.pacing_rate as f64 * QUANTUM_INTERVAL.as_secs_f64()) as usize)
+            .max(self.max_datagram_size.saturating_mul(MIN_QUANTUM_DATAGRAMS));
+        let probing = self.state == BbrState::ProbeBw && self.pacing_gain > 1.0;
+        let extra = if probing { PROBE_EXTRA_DATAGRAMS } else { 0 };
+        bdp.saturating_add(quantum.saturating_mul(QUANTA_IN_WINDOW))
+            .saturating_add(self.max_datagram_size.saturating_mul(extra))
     }
 
-    /// The round ends once the bytes now in flight have been delivered.
-    fn start_round(&mut self, delivered: u64) {
-        let outstanding = self.in_flight.max(self.max_datagram_size) as u64;
-        self.next_round_delivered = delivered.saturating_add(outstanding);
+    /// A new round starts now: it ends when a packet sent from now on is
+    /// acknowledged.
+    fn start_round(&mut self) {
+        self.next_round_delivered = self.delivered;
     }
 
     fn save_cwnd(&mut self) {
@@ -227,11 +263,15 @@ impl Bbr {
     fn advance_cycle(&mut self, now: Instant, prior_in_flight: usize) {
         let full_length =
             now.saturating_duration_since(self.cycle_stamp) > self.min_rtt.unwrap_or_default();
+        // The window check leaves up to a datagram of the window unused: a
+        // target within a datagram of the window counts as reached.
+        let reached = |target: usize| {
+            prior_in_flight.saturating_add(self.max_datagram_size) > target.min(self.cwnd)
+        };
         let next = if self.pacing_gain > 1.0 {
             // Probe until the extra data is actually in flight (or a loss
             // says the queue cannot hold it).
-            full_length
-                && (self.loss_in_cycle || prior_in_flight >= self.inflight(self.pacing_gain))
+            full_length && (self.loss_in_cycle || reached(self.inflight(self.pacing_gain)))
         } else if self.pacing_gain < 1.0 {
             // Drain until the queue is gone.
             full_length || prior_in_flight <= self.inflight(1.0)
@@ -271,7 +311,10 @@ impl Bbr {
         }
     }
 
-    fn probe_rtt(&mut self, now: Instant, round_start: bool, delivered: u64) {
+    fn probe_rtt(&mut self, now: Instant, round_start: bool) {
+        // What is sent now is limited by the small window, not the path.
+        let until = self.delivered.saturating_add(self.in_flight as u64);
+        self.limited_until = Some(self.limited_until.map_or(until, |u| u.max(until)));
         match self.probe_rtt_done {
             None => {
                 // Allow one datagram over the window: senders check the
@@ -280,7 +323,7 @@ impl Bbr {
                 if self.in_flight <= target {
                     self.probe_rtt_done = Some(now.checked_add(PROBE_RTT_DURATION).unwrap_or(now));
                     self.probe_rtt_round_done = false;
-                    self.start_round(delivered);
+                    self.start_round();
                 }
             }
             Some(done) => {
@@ -294,6 +337,7 @@ impl Bbr {
                     } else {
                         self.state = BbrState::Startup;
                         self.pacing_gain = STARTUP_GAIN;
+                        self.cwnd_gain = STARTUP_GAIN;
                     }
                 }
             }
@@ -301,7 +345,7 @@ impl Bbr {
     }
 
     fn update_pacing_rate(&mut self) {
-        let rate = (self.pacing_gain * self.bandwidth() as f64) as u64;
+        let rate = (self.pacing_gain * PACING_MARGIN * self.bandwidth() as f64) as u64;
         if self.full_bw_reached {
             if rate > 0 {
                 self.pacing_rate = rate;
@@ -312,7 +356,8 @@ impl Bbr {
         // initial window over the first round trip.
         let initial = match self.min_rtt {
             Some(rtt) if !rtt.is_zero() => {
-                (STARTUP_GAIN * self.initial_window() as f64 / rtt.as_secs_f64()) as u64
+                let window = self.initial_window() as f64;
+                (STARTUP_GAIN * PACING_MARGIN * window / rtt.as_secs_f64()) as u64
             }
             _ => 0,
         };
@@ -320,8 +365,8 @@ impl Bbr {
     }
 
     fn update_cwnd(&mut self, acked: usize) {
-        let target = self.inflight(self.cwnd_gain);
-        if self.conservation_round.is_some() {
+        let target = self.inflight(self.cwnd_gain).max(self.min_window());
+        if self.conservation {
             // Packet conservation: as much may leave as was acknowledged.
             self.cwnd = self.cwnd.max(self.in_flight.saturating_add(acked));
         } else if self.full_bw_reached {
@@ -351,7 +396,7 @@ impl Controller for Bbr {
         if self.in_recovery && !in_recovery(self.recovery_start, sent) {
             // A packet sent after the loss arrived: recovery is over.
             self.in_recovery = false;
-            self.conservation_round = None;
+            self.conservation = false;
             self.cwnd = self.cwnd.max(self.prior_cwnd);
         }
     }
@@ -361,13 +406,18 @@ impl Controller for Bbr {
         let prior_in_flight = self.in_flight.saturating_add(acked);
         self.delivered = self.delivered.max(sample.delivered);
 
-        let round_start = sample.delivered >= self.next_round_delivered;
+        let round_start = sample.prior_delivered >= self.next_round_delivered;
         if round_start {
             self.round_count += 1;
-            self.start_round(sample.delivered);
+            self.start_round();
+            self.conservation = false;
         }
         // An application-limited sample only bounds the rate from below.
-        if !sample.app_limited || sample.delivery_rate >= self.bandwidth() {
+        let app_limited = sample.app_limited
+            || self
+                .limited_until
+                .is_some_and(|until| sample.prior_delivered <= until);
+        if !app_limited || sample.delivery_rate >= self.bandwidth() {
             self.bandwidth
                 .update(self.round_count, sample.delivery_rate);
         }
@@ -376,17 +426,11 @@ impl Controller for Bbr {
             self.min_rtt = Some(sample.rtt);
             self.min_rtt_stamp = now;
         }
-        if self
-            .conservation_round
-            .is_some_and(|round| round_start && self.round_count > round)
-        {
-            self.conservation_round = None;
-        }
 
         if self.state == BbrState::ProbeBw {
             self.advance_cycle(now, prior_in_flight);
         }
-        self.check_full_bw(round_start, sample.app_limited);
+        self.check_full_bw(round_start, app_limited);
         self.check_drain(now);
         if expired && self.state != BbrState::ProbeRtt {
             self.save_cwnd();
@@ -395,7 +439,7 @@ impl Controller for Bbr {
             self.probe_rtt_done = None;
         }
         if self.state == BbrState::ProbeRtt {
-            self.probe_rtt(now, round_start, sample.delivered);
+            self.probe_rtt(now, round_start);
         }
 
         self.update_pacing_rate();
@@ -417,7 +461,7 @@ impl Controller for Bbr {
             self.cwnd = self.min_window();
             self.prior_cwnd = self.cwnd;
             self.in_recovery = false;
-            self.conservation_round = None;
+            self.conservation = false;
             self.recovery_start = Some(now);
             return;
         }
@@ -428,8 +472,8 @@ impl Controller for Bbr {
         self.save_cwnd();
         self.recovery_start = Some(now);
         self.in_recovery = true;
-        self.conservation_round = Some(self.round_count);
-        self.start_round(self.delivered);
+        self.conservation = true;
+        self.start_round();
         self.cwnd = self
             .in_flight
             .saturating_add(self.acked)
@@ -464,166 +508,4 @@ impl Controller for Bbr {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::recovery::cc::testing::Bottleneck;
-
-    const MDS: usize = 1250;
-    /// 10 Mbit/s.
-    const RATE: u64 = 1_250_000;
-    const BASE_RTT: Duration = Duration::from_millis(40);
-    /// BBR's min-RTT filter window and ProbeRtt duration, written out so that
-    /// the tests check the code's.
-    const TEN_S: Duration = Duration::from_secs(10);
-    const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
-
-    fn path() -> Bottleneck<Bbr> {
-        let start = Instant::now();
-        Bottleneck::new(Bbr::new(start, MDS), start, MDS, RATE, BASE_RTT)
-    }
-
-    fn ratio(a: u64, b: u64) -> f64 {
-        a as f64 / b as f64
-    }
-
-    #[test]
-    fn estimates_the_bottleneck_and_leaves_startup() {
-        let mut path = path();
-        let mut left_startup = None;
-        path.run_until(Duration::from_secs(3), |p| {
-            if left_startup.is_none() && p.cc.state() != BbrState::Startup {
-                left_startup = Some(p.elapsed());
-            }
-        });
-        let left = left_startup.expect("Startup ends");
-        assert!(left < Duration::from_millis(600), "{left:?}");
-        assert_eq!(path.cc.state(), BbrState::ProbeBw);
-        let bw = path.cc.bandwidth();
-        assert!((0.97..=1.03).contains(&ratio(bw, RATE)), "estimate {bw}");
-        // The first packet met an empty queue: base + one serialisation.
-        assert_eq!(path.cc.min_rtt(), Some(BASE_RTT + Duration::from_millis(1)));
-        // Two bandwidth-delay products in flight, and the queue stays short.
-        let bdp = bw as f64 * path.cc.min_rtt().unwrap().as_secs_f64();
-        let window = path.cc.window() as f64;
-        assert!((window / bdp - 2.0).abs() < 0.05, "{window} {bdp}");
-        assert!(path.rtt.latest() < BASE_RTT * 2);
-    }
-
-    #[test]
-    fn pacing_rate_cycles_around_the_estimate() {
-        let mut path = path();
-        path.run_until(Duration::from_secs(2), |_| {});
-        let mut gains = Vec::new();
-        let mut sent_before = path.delivered;
-        path.run_until(Duration::from_secs(6), |p| {
-            let gain = ratio(p.cc.pacing_rate().unwrap(), p.cc.bandwidth());
-            if gains.last().is_none_or(|g: &f64| (g - gain).abs() > 0.01) {
-                gains.push(gain);
-            }
-        });
-        // Every probe (1.25) is followed by a drain (0.75), then cruising (1).
-        let near = |g: f64, want: f64| (g - want).abs() < 0.01;
-        let probes = gains.iter().filter(|g| near(**g, 1.25)).count();
-        assert!(probes >= 8, "gains {gains:?}");
-        for w in gains.windows(3) {
-            if near(w[0], 1.25) {
-                assert!(near(w[1], 0.75) && near(w[2], 1.0), "gains {gains:?}");
-            }
-        }
-        assert!(gains
-            .iter()
-            .all(|g| near(*g, 1.25) || near(*g, 0.75) || near(*g, 1.0)));
-        // Over the whole cycle it delivers the bottleneck rate.
-        sent_before = path.delivered - sent_before;
-        let rate = sent_before as f64 / 4.0;
-        assert!((rate / RATE as f64 - 1.0).abs() < 0.03, "{rate} B/s");
-    }
-
-    #[test]
-    fn probes_rtt_after_ten_seconds_without_a_lower_one() {
-        let mut path = path();
-        let mut entered = None;
-        let mut left = None;
-        let mut drained_to = usize::MAX;
-        path.run_until(Duration::from_secs(12), |p| {
-            let probing = p.cc.state() == BbrState::ProbeRtt;
-            if probing {
-                assert_eq!(p.cc.window(), 4 * MDS);
-                drained_to = drained_to.min(p.in_flight);
-                entered.get_or_insert(p.elapsed());
-            } else if entered.is_some() && left.is_none() {
-                left = Some(p.elapsed());
-            }
-        });
-        // The minimum was first (and last) seen with the first ack, 41 ms in.
-        let entered = entered.expect("ProbeRtt happens");
-        let first_ack = BASE_RTT + Duration::from_millis(1);
-        assert!(entered > first_ack + TEN_S, "{entered:?}");
-        assert!(entered < first_ack + TEN_S + Duration::from_millis(50));
-        assert!(drained_to <= 4 * MDS, "in flight {drained_to}");
-        let left = left.expect("ProbeRtt ends");
-        let held = left - entered;
-        assert!(held >= PROBE_RTT_TIME, "held {held:?}");
-        assert!(held < PROBE_RTT_TIME + 4 * BASE_RTT, "held {held:?}");
-        assert_eq!(path.cc.state(), BbrState::ProbeBw);
-        assert!(path.cc.window() > 50 * MDS);
-    }
-
-    #[test]
-    fn a_lower_round_trip_postpones_probe_rtt() {
-        let t0 = Instant::now();
-        let mut cc = Bbr::new(t0, MDS);
-        let mut delivered = 0;
-        let mut rtt = Duration::from_millis(50);
-        for i in 1..=1200u32 {
-            let now = t0 + Duration::from_millis(10) * i;
-            // A new minimum every 5 s.
-            if i % 500 == 0 {
-                rtt -= Duration::from_millis(1);
-            }
-            delivered += 10 * MDS as u64;
-            cc.on_sent(now, MDS, 20 * MDS);
-            cc.on_ack(now, now - rtt, 10 * MDS, false, &RttEstimator::new(rtt));
-            let (delivery_rate, app_limited) = (RATE, false);
-            let sample = RateSample {
-                delivery_rate,
-                rtt,
-                app_limited,
-                delivered,
-                prior_delivered: delivered - 10 * MDS as u64,
-            };
-            cc.on_rate_sample(now, &sample);
-            assert_ne!(cc.state(), BbrState::ProbeRtt, "at {i}");
-        }
-        assert_eq!(cc.min_rtt(), Some(Duration::from_millis(48)));
-    }
-
-    #[test]
-    fn loss_conserves_packets_for_a_round_then_restores() {
-        let mut path = path();
-        path.run_until(Duration::from_secs(2), |_| {});
-        let before = path.cc.window();
-        path.lose(10);
-        assert_eq!(path.cc.window(), path.in_flight.max(4 * MDS));
-        // A later loss of a packet sent before recovery: its bytes come off.
-        let (now, in_flight) = (path.now, path.in_flight);
-        path.cc.on_congestion_event(now, now - BASE_RTT, false, MDS);
-        assert_eq!(path.cc.window(), (in_flight - MDS).max(4 * MDS));
-        // Once a packet sent after the loss is acknowledged, the window is back.
-        path.run_until(Duration::from_secs(2) + BASE_RTT * 3, |_| {});
-        assert!(path.cc.window() >= before, "{}", path.cc.window());
-        let now = path.now;
-        path.cc.on_congestion_event(now, now, true, path.in_flight);
-        assert_eq!(path.cc.window(), 4 * MDS);
-    }
-
-    #[test]
-    fn max_filter_forgets_after_ten_rounds() {
-        let mut f = MaxFilter::default();
-        f.update(1, 100);
-        f.update(2, 50);
-        assert_eq!((f.get(2), f.get(10), f.get(11)), (100, 100, 50));
-        f.update(11, 70);
-        assert_eq!(f.get(12), 70);
-    }
-}
+mod tests;
