@@ -30,6 +30,27 @@ use stt::{on_reactor, Node, NodeConfig, NodeEvent, SessionId};
 
 use crate::Error;
 
+/// The congestion controller of the channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CongestionArg {
+    /// NewReno (RFC 9002).
+    Newreno,
+    /// CUBIC (RFC 9438), the default.
+    Cubic,
+    /// A model-based controller after BBR v1.
+    Bbr,
+}
+
+impl From<CongestionArg> for stt::session::recovery::cc::Congestion {
+    fn from(c: CongestionArg) -> Self {
+        match c {
+            CongestionArg::Newreno => Self::NewReno,
+            CongestionArg::Cubic => Self::Cubic,
+            CongestionArg::Bbr => Self::Bbr,
+        }
+    }
+}
+
 /// Which transports to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Which {
@@ -68,6 +89,9 @@ pub struct BenchArgs {
     /// --channel N`).
     #[arg(long, conflicts_with = "echo_in_reactor")]
     channel: Option<u8>,
+    /// The channels' congestion controller (both nodes of a local bench).
+    #[arg(long, value_enum, default_value_t = CongestionArg::Cubic)]
+    congestion: CongestionArg,
     /// Skip the latency phase: closed-loop throughput only.
     #[arg(long)]
     closed_loop: bool,
@@ -142,6 +166,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     if local {
         let mut c = NodeConfig::new(&crate::random_bytes(32)?, &shared_seed)
             .with_udp(bench_udp("127.0.0.1:0".parse()?));
+        c.session.channels.congestion = args.congestion.into();
         if let Some(r) = args.reactors {
             c.reactors = r;
         }
@@ -190,6 +215,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             continue;
         };
         let mut c = NodeConfig::client(&node_seed, &shared_seed);
+        c.session.channels.congestion = args.congestion.into();
         c.udp = Some(bench_udp(
             if target.starts_with('[') {
                 "[::]:0"

@@ -100,7 +100,9 @@ pub enum Congestion {
     /// A model-based controller after BBR v1: paces at the measured
     /// bottleneck rate and keeps about two bandwidth-delay products in
     /// flight. Loss only trims the window for a round trip; it is not the
-    /// model's signal.
+    /// model's signal: random loss does not slow it down, but neither does
+    /// a receiver that cannot keep up (it then keeps losing what it sends;
+    /// see `perf/RESULTS.md`, channels).
     Bbr,
 }
 
