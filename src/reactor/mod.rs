@@ -276,6 +276,10 @@ impl Reactor {
                 // Stopped while the queue was too full to take the command.
                 break;
             }
+            // Commands may have taken a while: datagrams are stamped with
+            // the time they are read (a stale stamp would shorten the
+            // round trips their acknowledgements measure).
+            let now = Instant::now();
             let (read, pause) = self.receive(now);
             busy |= read;
             paused = pause;

@@ -351,7 +351,6 @@ impl Channels {
             }
             self.pmtu.on_acked(p.pn, p.size, now);
         }
-        let mut mtu_before = self.pmtu.current();
         for p in outcome.lost.drain(..) {
             self.out.on_lost(&p.retransmit, &p.unreliable);
             if p.retransmit.contains(&Retransmit::FlowCredit) {
@@ -359,14 +358,14 @@ impl Channels {
             }
             self.pmtu.on_lost(p.pn, p.size, now);
         }
+        // A probe acknowledged (or a black hole found) changed the size:
+        // the controller and the pacer learn it.
         let mtu = self.pmtu.current();
-        if mtu != mtu_before && self.datagram.is_some() {
+        if self.datagram.is_some_and(|d| d != mtu) {
             self.recovery.on_mtu_update(mtu);
             self.pacer.on_mtu_update(mtu);
             self.datagram = Some(mtu);
-            mtu_before = mtu;
         }
-        let _ = mtu_before;
     }
 
     /// The next message that arrived, in its channel's order.

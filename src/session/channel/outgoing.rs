@@ -79,6 +79,9 @@ pub struct Outgoing {
     retransmit: VecDeque<Retransmit>,
     /// Bytes held: queued unreliable and unacknowledged reliable data.
     held: usize,
+    /// Bytes of unreliable messages not started (the ones
+    /// [`SendPolicy::ReplaceOldest`] may drop).
+    unsent_unreliable: usize,
     limit: usize,
     /// The peer's cumulative credit, and what first transmissions used.
     peer_max_data: u64,
@@ -98,6 +101,7 @@ impl Outgoing {
             fresh: VecDeque::new(),
             retransmit: VecDeque::new(),
             held: 0,
+            unsent_unreliable: 0,
             limit,
             peer_max_data: initial_credit,
             credit_used: 0,
@@ -140,6 +144,7 @@ impl Outgoing {
             );
             self.fresh.push_back((channel, seq));
         } else {
+            self.unsent_unreliable += len;
             self.unreliable.push_back(Unreliable {
                 channel,
                 delivery,
@@ -156,12 +161,7 @@ impl Outgoing {
     /// Drops the oldest unsent unreliable messages until `len` more bytes
     /// fit; false (and nothing dropped) when they cannot.
     fn make_room(&mut self, len: usize) -> bool {
-        let droppable: usize = self
-            .unreliable
-            .iter()
-            .filter(|u| u.sent == 0)
-            .map(|u| u.data.len())
-            .sum();
+        let droppable = self.unsent_unreliable;
         if self.held - droppable + len > self.limit && self.held != droppable {
             return false;
         }
@@ -171,6 +171,7 @@ impl Outgoing {
             };
             if let Some(u) = self.unreliable.remove(i) {
                 self.held -= u.data.len();
+                self.unsent_unreliable -= u.data.len();
                 self.stats.unreliable_replaced += 1;
             }
         }
@@ -341,11 +342,12 @@ impl Outgoing {
         let Some(u) = self.unreliable.front_mut() else {
             return false;
         };
-        let Some(take) = part_size(u.seq, u.data.len(), u.sent, left, capacity) else {
+        let Some(take) = part_size(u.seq, u.data.len(), u.sent, left, capacity, false) else {
             return false;
         };
         if u.sent == 0 {
             record_wait(&mut self.stats, now, u.queued_at);
+            self.unsent_unreliable -= u.data.len();
         }
         let (s, e) = (u.sent, u.sent + take);
         write_part(
@@ -379,7 +381,7 @@ impl Outgoing {
             self.fresh.pop_front();
             return true;
         };
-        let Some(take) = part_size(seq, m.data.len(), m.next_new, left, capacity) else {
+        let Some(take) = part_size(seq, m.data.len(), m.next_new, left, capacity, true) else {
             return false;
         };
         if m.next_new == 0 {
@@ -505,16 +507,24 @@ fn msg_overhead(seq: u64, fragment: Option<(u64, u64)>, len: u64) -> usize {
 /// How many bytes of a message of `total` bytes, `sent` of them gone, to
 /// put in a packet with `left` bytes of room (an empty packet holding
 /// `capacity`): `None` to close the packet first.
-fn part_size(seq: u64, total: usize, sent: usize, left: usize, capacity: usize) -> Option<usize> {
+fn part_size(
+    seq: u64,
+    total: usize,
+    sent: usize,
+    left: usize,
+    capacity: usize,
+    reliable: bool,
+) -> Option<usize> {
     let remaining = total - sent;
     let whole = sent == 0 && msg_overhead(seq, None, total as u64) + total <= left;
     if whole {
         return Some(total);
     }
     let frag = msg_overhead(seq, Some((total as u64, sent as u64)), remaining as u64);
-    // A message that fits an empty packet whole waits for one rather than
-    // being split.
-    if sent == 0 && msg_overhead(seq, None, total as u64) + total <= capacity {
+    // An unreliable message that fits an empty packet whole waits for one
+    // rather than being split (two packets to lose instead of one); a
+    // reliable one fills the room (a lost part is resent alone).
+    if !reliable && sent == 0 && msg_overhead(seq, None, total as u64) + total <= capacity {
         return None;
     }
     if left < frag + MIN_FRAGMENT.min(remaining) || left <= frag {
