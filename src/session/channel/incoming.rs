@@ -254,8 +254,27 @@ impl Incoming {
                 });
             }
         }
+        // A whole message whose parts were partly held (sent again whole
+        // after a path change): the parts go, and it was charged already.
+        let mut charged = false;
         let complete = match m.fragment {
-            None => Some((m.msg_type, m.data.to_vec())),
+            None => {
+                if let Some(p) = ch.partial.remove(&m.seq) {
+                    if p.data.len() != m.data.len() || p.msg_type != m.msg_type {
+                        return Err(ChannelError::Inconsistent {
+                            channel: m.channel,
+                            seq: m.seq,
+                        });
+                    }
+                    if reliable {
+                        charged = true;
+                    } else {
+                        self.unreliable_bytes -= p.data.len();
+                        self.unreliable_count -= 1;
+                    }
+                }
+                Some((m.msg_type, m.data.to_vec()))
+            }
             Some((total, offset)) => {
                 if !ch.partial.contains_key(&m.seq) {
                     let len = total as usize;
@@ -322,7 +341,7 @@ impl Incoming {
         };
         // A whole message in one chunk is charged now (a fragmented one was
         // charged by its first part).
-        if reliable && m.fragment.is_none() {
+        if reliable && m.fragment.is_none() && !charged {
             let total = payload.len() as u64;
             if self.consumed + self.held + total > self.advertised {
                 return Err(ChannelError::FlowControl {

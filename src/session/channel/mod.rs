@@ -99,15 +99,7 @@ impl Channels {
         rtt: Option<Duration>,
         budget: Option<MemoryBudget>,
     ) -> Self {
-        let pmtu = match datagram_size {
-            Some(max) if config.pmtu_discovery => {
-                let mut c = config.pmtu.clone();
-                c.max = max.max(c.base);
-                Pmtud::new(c, now)
-            }
-            Some(size) => Pmtud::disabled(size),
-            None => Pmtud::disabled(STREAM_PACKET + HEADER_LEN + TAG_LEN),
-        };
+        let pmtu = path_mtu(&config, now, datagram_size);
         let mds = pmtu.current();
         let initial_rtt = rtt.unwrap_or(config.initial_rtt);
         let recovery = Recovery::new(
@@ -429,15 +421,7 @@ impl Channels {
     /// estimate and congestion window. Nothing acknowledged is sent twice;
     /// the receiver drops any copy that both paths deliver.
     pub fn on_path_change(&mut self, now: Instant, datagram_size: Option<usize>) {
-        self.pmtu = match datagram_size {
-            Some(max) if self.config.pmtu_discovery => {
-                let mut c = self.config.pmtu.clone();
-                c.max = max.max(c.base);
-                Pmtud::new(c, now)
-            }
-            Some(size) => Pmtud::disabled(size),
-            None => Pmtud::disabled(STREAM_PACKET + HEADER_LEN + TAG_LEN),
-        };
+        self.pmtu = path_mtu(&self.config, now, datagram_size);
         let mds = self.pmtu.current();
         self.datagram = datagram_size.map(|_| mds);
         let mut outcome = std::mem::take(&mut self.outcome);
@@ -493,6 +477,21 @@ impl Channels {
     /// Statistics.
     pub fn stats(&self, now: Instant) -> ChannelStats {
         ChannelStats::collect(self, now)
+    }
+}
+
+/// Path MTU discovery for a path whose datagrams hold `datagram_size`
+/// bytes at most (`None`: a stream path, no discovery): from the base size
+/// up to it, or that size alone when it is at or below the base.
+fn path_mtu(config: &ChannelConfig, now: Instant, datagram_size: Option<usize>) -> Pmtud {
+    match datagram_size {
+        Some(max) if config.pmtu_discovery && max > config.pmtu.base => {
+            let mut c = config.pmtu.clone();
+            c.max = max;
+            Pmtud::new(c, now)
+        }
+        Some(size) => Pmtud::disabled(size),
+        None => Pmtud::disabled(STREAM_PACKET + HEADER_LEN + TAG_LEN),
     }
 }
 

@@ -192,7 +192,9 @@ impl Recovery {
 
     /// Whether a packet of `bytes` fits the congestion window.
     pub fn fits_window(&self, bytes: usize) -> bool {
-        self.in_flight + bytes <= self.cc.window()
+        // With nothing in flight one packet always goes, whatever the
+        // window: nothing else would ever open it again.
+        self.in_flight == 0 || self.in_flight + bytes <= self.cc.window()
     }
 
     /// The latest delivery-rate sample, bytes per second.

@@ -229,3 +229,40 @@ fn a_clean_path_declares_nothing_lost() {
         sim.delivered[0][1].len()
     );
 }
+
+/// A reliable message whose first part arrived, sent again whole after the
+/// session moved to a stream path: delivered once, charged once.
+#[test]
+fn a_message_resent_whole_after_a_path_change_is_charged_once() {
+    let now = std::time::Instant::now();
+    let config = ChannelConfig::default();
+    let mut a = Channels::new(config.clone(), now, Some(1472), None, None);
+    let mut b = Channels::new(config, now, Some(1472), None, None);
+    a.send(now, 0, 0x01, vec![5; 3000], SendPolicy::Refuse)
+        .unwrap();
+    let mut packet = Vec::new();
+    a.poll_packet(now, 0, &mut packet).unwrap();
+    b.on_packet(now, 0, &packet, None).unwrap();
+    assert!(
+        b.recv_held() > 0 && b.poll_delivered().is_none(),
+        "one part held"
+    );
+    a.on_path_change(now, None);
+    let mut pn = 1;
+    let mut delivered = Vec::new();
+    loop {
+        packet.clear();
+        if a.poll_packet(now, pn, &mut packet).is_none() {
+            break;
+        }
+        b.on_packet(now, pn, &packet, None).unwrap();
+        pn += 1;
+        while let Some(d) = b.poll_delivered() {
+            b.release(d.credit);
+            delivered.push(d.payload);
+        }
+        assert!(pn < 100);
+    }
+    assert_eq!(delivered, vec![vec![5u8; 3000]]);
+    assert_eq!(b.recv_held(), 0);
+}
