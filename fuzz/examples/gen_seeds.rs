@@ -44,6 +44,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if wanted("cookie") {
         write(&root.join("cookie"), &cookie_seeds())?;
     }
+    if wanted("channel_chunks") {
+        write(&root.join("channel_chunks"), &channel_chunks_seeds())?;
+    }
+    if wanted("channel_pair") {
+        write(&root.join("channel_pair"), &channel_pair_seeds())?;
+    }
     println!("wrote seeds under {}", root.display());
     Ok(())
 }
@@ -79,6 +85,141 @@ fn cookie_seeds() -> Seeds {
 }
 
 type Seeds = Vec<(&'static str, Vec<u8>)>;
+
+/// `channel_chunks`: one plaintext of each chunk type, and whole packets.
+fn channel_chunks_seeds() -> Seeds {
+    use stt::frame::chunk::{
+        write_ack, write_flow_credit, write_msg, write_padding, write_ping, Delivery, MsgChunk,
+    };
+    let msg = |delivery, fragment, data: &'static [u8]| MsgChunk {
+        delivery,
+        channel: 1,
+        msg_type: 0x01,
+        seq: 300,
+        fragment,
+        data,
+    };
+    let one = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut out = Vec::new();
+        f(&mut out);
+        out
+    };
+    let ack = one(&|o| write_ack(o, 25_000, [(95, 100), (80, 90), (50, 50), (2, 10)]));
+    let whole = one(&|o| write_msg(o, &msg(Delivery::ReliableOrdered, None, b"hello")));
+    let fragment = one(&|o| {
+        write_msg(
+            o,
+            &msg(Delivery::Unreliable, Some((5000, 1200)), b"fragment"),
+        )
+    });
+    let credit = one(&|o| write_flow_credit(o, 34_603_008));
+    let packet = [ack.clone(), credit.clone(), whole.clone(), fragment.clone()].concat();
+    let probe = one(&|o| {
+        write_ack(o, 0, [(4, 4)]);
+        write_ping(o);
+        write_padding(o, 64);
+    });
+    vec![
+        ("ack", ack),
+        ("msg_whole", whole),
+        ("msg_fragment", fragment),
+        ("flow_credit", credit),
+        ("ping", one(&|o| write_ping(o))),
+        ("padding", vec![0; 16]),
+        ("packet", packet),
+        ("probe", probe),
+    ]
+}
+
+/// `channel_pair`: honest exchanges (messages on every channel, loss and
+/// reordering, a path change, flow control moving), and injections.
+fn channel_pair_seeds() -> Seeds {
+    use stt_fuzz::channel_pair::{encode, Op};
+    let send = |side, channel, len| Op::Send {
+        side,
+        channel,
+        len,
+        app: channel == 2,
+        policy: 0,
+    };
+    let round = |mask: u8, action: u8| {
+        vec![
+            Op::Flush { side: 0 },
+            Op::Wire {
+                side: 0,
+                count: 7,
+                mask,
+                action,
+            },
+            Op::Take { side: 1 },
+            Op::Advance { ms: 30 },
+            Op::Flush { side: 1 },
+            Op::Wire {
+                side: 1,
+                count: 7,
+                mask: 0,
+                action: 0,
+            },
+            Op::Take { side: 0 },
+            Op::Advance { ms: 0 },
+        ]
+    };
+    let mut every_channel: Vec<Op> = (0..4)
+        .flat_map(|c| [send(0, c, 3), send(0, c, 0x45), send(1, c, 0x81)])
+        .collect();
+    for _ in 0..4 {
+        every_channel.extend(round(0b0000_0100, 1));
+    }
+    let mut lossy: Vec<Op> = (0..8).map(|i| send(0, i % 4, 0x50)).collect();
+    for i in 0..6 {
+        lossy.extend(round(0b0101_0010 >> i, 0));
+    }
+    let mut path: Vec<Op> = vec![send(0, 0, 0x50), send(0, 3, 0x90), send(0, 0, 0xc1)];
+    path.extend(round(0, 0));
+    path.push(Op::Path { side: 0, size: 0 });
+    path.push(Op::Path { side: 1, size: 0 });
+    path.extend(round(0, 0));
+    let mut credit: Vec<Op> = (0..40).map(|i| send(0, 3 * (i % 2), 0xff)).collect();
+    for _ in 0..12 {
+        credit.extend(round(0, 0));
+    }
+    let mut inject: Vec<Op> = vec![send(0, 0, 3)];
+    inject.extend(round(0, 0));
+    inject.extend([
+        Op::Raw {
+            side: 1,
+            pn: 900,
+            bytes: vec![
+                0x02, 0x07, 0x00, 0x01, 0x41, 0x2c, 0x53, 0x88, 0x44, 0xb0, 0x02, 1, 2,
+            ],
+        },
+        Op::Msg {
+            side: 1,
+            pn: 901,
+            flags: 0x06,
+            channel: 3,
+            seq: 5,
+            total: 200,
+            offset: 100,
+            len: 50,
+        },
+        Op::Ack {
+            side: 0,
+            pn: 902,
+            back: 0,
+            delay: 1000,
+            ranges: vec![(0, 1), (2, 0)],
+        },
+        Op::Take { side: 1 },
+    ]);
+    vec![
+        ("every_channel", encode(&every_channel)),
+        ("lossy", encode(&lossy)),
+        ("path_change", encode(&path)),
+        ("credit", encode(&credit)),
+        ("inject", encode(&inject)),
+    ]
+}
 
 fn write(dir: &Path, seeds: &Seeds) -> std::io::Result<()> {
     if dir.exists() {

@@ -9,6 +9,8 @@
 //! Every `assert!` in a harness is a property of `stt` that must hold for any
 //! input: a failing one is a bug in `stt` (or in the property), never noise.
 
+pub mod channel_chunks;
+pub mod channel_pair;
 pub mod cookie;
 pub mod frame_decode;
 pub mod handshake;

@@ -43,6 +43,16 @@ fn replay_all(target: &str, run: fn(&[u8])) {
 }
 
 #[test]
+fn channel_chunks_seeds() {
+    replay_all("channel_chunks", stt_fuzz::channel_chunks::run);
+}
+
+#[test]
+fn channel_pair_seeds() {
+    replay_all("channel_pair", stt_fuzz::channel_pair::run);
+}
+
+#[test]
 fn cookie_seeds() {
     replay_all("cookie", stt_fuzz::cookie::run);
 }
@@ -120,6 +130,8 @@ fn replay() {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let run: fn(&[u8]) = match target.as_str() {
+        "channel_chunks" => stt_fuzz::channel_chunks::run,
+        "channel_pair" => stt_fuzz::channel_pair::run,
         "cookie" => stt_fuzz::cookie::run,
         "frame_decode" => stt_fuzz::frame_decode::run,
         "handshake" => stt_fuzz::handshake::run,

@@ -443,3 +443,5 @@ pub fn read_varint(buf: &mut &[u8]) -> Result<u64, FrameError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;
