@@ -68,8 +68,16 @@ impl Report {
             .map_or(0, |s| (s.send_buffered / self.message.max(1)) as u64)
     }
 
-    /// Datagrams the server node dropped (full hand-off to the
-    /// application, undecodable, replayed, ...).
+    /// Datagrams in flight at the end (bytes in flight over the datagram
+    /// size: about one message a datagram).
+    pub fn in_flight(&self) -> u64 {
+        self.sender
+            .map_or(0, |s| (s.bytes_in_flight / s.datagram_size.max(1)) as u64)
+    }
+
+    /// Datagrams the server node dropped: any, received (a full hand-off
+    /// to the application, undecodable, replayed, ...) or its own outgoing
+    /// ones (a full send queue).
     pub fn server_dropped(&self) -> u64 {
         self.server_udp.as_ref().map_or(0, |u| u.packets_dropped)
     }

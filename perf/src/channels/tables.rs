@@ -291,16 +291,19 @@ fn stt_detail(tests: &[Test], paths: &[Path], records: &Records) -> String {
     );
     let mut unreliable = String::from(
         "\nUnreliable messages accepted and not delivered (all rounds together), against what \
-         stt counted: carried by a packet declared lost (`unreliable_lost`), dropped from the \
-         send queue (`unreliable_replaced`), dropped by the server node (its UDP \
-         `packets_dropped`: hand-off to the application full, or undecodable), refused by the \
-         client's reactor or the socket after the API took them (the client's `errors_send`), \
-         still queued at the sender when the receiver stopped (`send_buffered` / 1200). \
-         \"uncounted\" is what none of these explains (negative: packets declared lost that \
-         arrived after all).\n\n\
+         the sender counted: carried by a packet declared lost (`unreliable_lost`), dropped from \
+         the send queue (`unreliable_replaced`), refused by the client's reactor or its socket \
+         after the API took them (the client's UDP `errors_send`), still queued when the \
+         receiver stopped (`send_buffered` / 1200) or in flight then (`bytes_in_flight` / \
+         datagram size, about one message a datagram); \"unexplained\" is what none of these \
+         accounts for (negative: more counted than missing, e.g. a packet declared lost that \
+         arrived after all). The server node's UDP `packets_dropped` is shown beside, not in the \
+         sum: it counts any datagram the node dropped, its own outgoing ones (acknowledgements) \
+         included, and a message it dropped after acknowledging it would show here as \
+         unexplained.\n\n\
          | path | contender | accepted | delivered | not delivered | lost on the way | \
-         replaced | server dropped | client send errors | still queued | uncounted |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         replaced | client send errors | still queued | in flight | unexplained | server node \
+         drops |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
     for (ti, test) in tests.iter().enumerate() {
@@ -349,11 +352,12 @@ fn stt_detail(tests: &[Test], paths: &[Path], records: &Records) -> String {
                     let dropped = sum(&|r| r.server_dropped());
                     let errors = sum(&|r| r.client_send_errors());
                     let queued = sum(&|r| r.still_queued());
-                    let counted = lost + replaced + dropped + errors + queued;
+                    let flying = sum(&|r| r.in_flight());
+                    let counted = lost + replaced + errors + queued + flying;
                     let _ = writeln!(
                         unreliable,
                         "| {} | {} | {accepted} | {delivered} | {missing} | {lost} | {replaced} | \
-                         {dropped} | {errors} | {queued} | {} |",
+                         {errors} | {queued} | {flying} | {} | {dropped} |",
                         path.label(),
                         contender.label(),
                         missing as i64 - counted as i64
