@@ -297,7 +297,7 @@ fn stt_detail(tests: &[Test], paths: &[Path], records: &Records) -> String {
          receiver stopped (`send_buffered` / 1200) or in flight then (`bytes_in_flight` / \
          datagram size, about one message a datagram); \"unexplained\" is what none of these \
          accounts for (negative: more counted than missing, e.g. a packet declared lost that \
-         arrived after all). The server node's UDP `packets_dropped` is shown beside, not in the \
+         arrived after all, or one still in flight whose message had already arrived). The server node's UDP `packets_dropped` is shown beside, not in the \
          sum: it counts any datagram the node dropped, its own outgoing ones (acknowledgements) \
          included, and a message it dropped after acknowledging it would show here as \
          unexplained.\n\n\
