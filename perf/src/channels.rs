@@ -1,6 +1,6 @@
 //! Workload `channels`: reliable and unreliable message channels over a
-//! lossy 20 ms link and over plain loopback, stt's channels (not wired yet)
-//! against quinn and renet.
+//! lossy 20 ms link and over plain loopback, stt's channels against quinn
+//! and renet.
 //!
 //! Paths, each a fresh connection per run: plain loopback (no relay), and
 //! through the in-process link emulator ([`stt_link::Relay`]: 10 ms each way,
@@ -19,10 +19,11 @@
 //! - **unreliable**: 1200-byte unreliable messages as fast as the API takes
 //!   them for `--seconds`; offered, refused by the API, delivered.
 //!
-//! Contenders ([`Contender`]): quinn ([`quinn`]), renet ([`renet`]) and the
-//! slot for stt's channels ([`stt`]), alternating their order round by
-//! round. Adding a contender is a module with a `run(&Test, &mut Net)` and a
-//! line in [`Contender`].
+//! Contenders ([`Contender`]): quinn ([`quinn`]), renet ([`renet`]) and
+//! stt's channels ([`stt`]; a second stt row for the unreliable test only,
+//! sending with `SendPolicy::ReplaceOldest`), alternating their order round
+//! by round. Adding a contender is a module with a `run(&Test, &mut Net)`
+//! and a line in [`Contender`].
 
 mod quinn;
 mod renet;
@@ -211,26 +212,60 @@ impl Net {
 pub enum Contender {
     Quinn,
     Renet,
+    /// stt's channels, default configuration; unreliable sends with
+    /// `SendPolicy::Wait` (what `send_channel` does).
     Stt,
+    /// stt's channels, default configuration; unreliable sends with
+    /// `SendPolicy::ReplaceOldest` (the unreliable test only).
+    SttReplace,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 3] = [Contender::Quinn, Contender::Renet, Contender::Stt];
+    pub const ALL: [Contender; 4] = [
+        Contender::Quinn,
+        Contender::Renet,
+        Contender::Stt,
+        Contender::SttReplace,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Contender::Quinn => "quinn 0.11 (streams / datagrams)",
             Contender::Renet => "renet 2 + netcode (1 ms tick)",
-            Contender::Stt => "stt channels",
+            Contender::Stt => "stt channels (defaults; Wait)",
+            Contender::SttReplace => "stt channels (defaults; ReplaceOldest)",
         }
     }
 
-    pub fn run(self, test: &Test, net: &mut Net) -> Result<Outcome, BoxError> {
+    /// Whether this contender has a row for `test`.
+    pub fn measures(self, test: &Test) -> bool {
         match self {
-            Contender::Quinn => quinn::run(test, net),
-            Contender::Renet => renet::run(test, net),
-            Contender::Stt => stt::run(test, net),
+            Contender::SttReplace => matches!(test, Test::Unreliable { .. }),
+            _ => true,
         }
+    }
+
+    pub fn run(self, test: &Test, net: &mut Net) -> Result<Measured, BoxError> {
+        match self {
+            Contender::Quinn => quinn::run(test, net).map(Measured::from),
+            Contender::Renet => renet::run(test, net).map(Measured::from),
+            Contender::Stt => stt::run(test, net, ::stt::SendPolicy::Wait),
+            Contender::SttReplace => stt::run(test, net, ::stt::SendPolicy::ReplaceOldest),
+        }
+    }
+}
+
+/// What a run measured, and what the library itself reported at its end
+/// (stt only: its channel statistics and node counters).
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub outcome: Outcome,
+    pub stt: Option<stt::Report>,
+}
+
+impl From<Outcome> for Measured {
+    fn from(outcome: Outcome) -> Self {
+        Measured { outcome, stt: None }
     }
 }
 
@@ -350,6 +385,8 @@ pub type Records = Vec<Vec<Vec<Vec<Record>>>>;
 pub struct Record {
     pub outcome: Result<Outcome, String>,
     pub relay: Option<RelayStats>,
+    /// stt's own statistics at the run's end.
+    pub stt: Option<stt::Report>,
 }
 
 pub fn workload(args: &Args) -> String {
@@ -391,6 +428,9 @@ pub fn workload(args: &Args) -> String {
             for (ti, test) in tests.iter().enumerate() {
                 for &ci in &order {
                     let contender = Contender::ALL[ci];
+                    if !contender.measures(test) {
+                        continue;
+                    }
                     let label = format!(
                         "{}, {}, {}",
                         path.label(),
@@ -406,7 +446,10 @@ pub fn workload(args: &Args) -> String {
                     }
                     // The same loss pattern for every contender of a round.
                     let mut net = Net::new(*path, 0x5EED + round as u64);
-                    let outcome = contender.run(test, &mut net).map_err(|e| e.to_string());
+                    let (outcome, report) = match contender.run(test, &mut net) {
+                        Ok(m) => (Ok(m.outcome), m.stt),
+                        Err(e) => (Err(e.to_string()), None),
+                    };
                     let relay = net.finish();
                     eprintln!(
                         "round {}/{rounds} ({:.0} s): {label}: {}{}",
@@ -422,7 +465,14 @@ pub fn workload(args: &Args) -> String {
                             r.forward.dropped_overload + r.backward.dropped_overload
                         ))
                     );
-                    records[pi][ti][ci].push(Record { outcome, relay });
+                    if let Some(r) = &report {
+                        eprintln!("  stt: {}", r.describe());
+                    }
+                    records[pi][ti][ci].push(Record {
+                        outcome,
+                        relay,
+                        stt: report,
+                    });
                 }
             }
         }

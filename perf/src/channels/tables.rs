@@ -165,7 +165,7 @@ pub fn report(
     }
     // The relay's own counters: what the link really did.
     let mut relay = String::from(
-        "\nRelay counters per path (every run on the path, both contenders): datagrams the \
+        "\nRelay counters per path (every run on the path, every contender): datagrams the \
          emulator dropped as loss, of those it received, each way; overload drops (the relay \
          not keeping up, not part of the emulated link) should be 0.\n\n",
     );
@@ -191,6 +191,7 @@ pub fn report(
             percent(bl, br)
         );
     }
+    let detail = stt_detail(tests, paths, records);
     let notes = if notes.is_empty() {
         String::new()
     } else {
@@ -215,8 +216,8 @@ pub fn report(
          Machine: {machine}. {rounds} rounds, contenders alternating order round by round; a \
          fresh connection (and relay) per run. Paths: plain loopback (no relay), and through \
          `stt-link`'s in-process relay (perf/link): {one_way} ms each way (20 ms round trip), \
-         0%, 1% and 5% independent loss each way, {rate}, seeded per round (both contenders of a \
-         round see the same link). Ratios divide medians; \"per run\" gives the median and range \
+         0%, 1% and 5% independent loss each way, {rate}, seeded per round (every contender of a \
+         round sees the same link). Ratios divide medians; \"per run\" gives the median and range \
          of the ratios taken round by round. Latency tests: {seconds:.0} s; unreliable tests: \
          {seconds:.0} s of sending, the receiver stopping once the sender has stopped and nothing \
          arrived for {quiet} ms, or {grace:.0} s after the sender stopped (what the library still \
@@ -235,13 +236,140 @@ pub fn report(
          reliable sends gated by `can_send_message`; unreliable: each tick the client offers \
          messages until `can_send_message` refuses one (counted as one refusal), renet then \
          sends what the tick's budget allows and silently drops the rest;\n\
-         - stt channels: the slot is in `perf/src/channels/stt.rs`.\n{notes}{out}{relay}",
+         - stt channels: two nodes of one reactor each (UDP backend `Auto`, GSO/GRO on, socket \
+         buffers 4 MiB as for the others), the client dialling the server over the path; \
+         `NodeConfig` and `ChannelConfig` defaults otherwise (CUBIC, pacing, 32 MiB send buffer, \
+         32 MiB receive window, path MTU discovery); reliable: channel 0 (reliable-ordered) with \
+         `send_channel`, which waits for room in the session's send buffer; unreliable: channel 1 \
+         with `send_channel_with`, in two rows: `SendPolicy::Wait` (the default a user gets: the \
+         send waits while the send buffer is full) and `SendPolicy::ReplaceOldest` (never waits: \
+         the oldest queued unsent message is dropped and counted); a send the API turns down \
+         (`QueueFull`) counts as refused. The receiving application reads the server's \
+         `events()` on its own thread (giving each buffer back with `Node::recycle`).\n\
+         {notes}{out}{relay}{detail}",
         machine = machine(),
         one_way = ONE_WAY.as_millis(),
         quiet = QUIET.as_millis(),
         grace = GRACE.as_secs_f64(),
         tick = renet::TICK.as_millis(),
     )
+}
+
+/// `median (min – max)` of what `f` picks from each round's stt report.
+fn stt_spread(
+    records: &[Record],
+    digits: usize,
+    f: impl Fn(&super::stt::Report) -> Option<f64>,
+) -> String {
+    let v: Vec<f64> = records
+        .iter()
+        .filter_map(|r| r.stt.as_ref().and_then(&f))
+        .collect();
+    if v.is_empty() {
+        return "–".into();
+    }
+    spread(&v, digits)
+}
+
+/// stt's own statistics at the end of each run (the sender's
+/// `channel_stats`, both nodes' UDP counters), and how the unreliable
+/// messages that did not arrive are accounted for.
+fn stt_detail(tests: &[Test], paths: &[Path], records: &Records) -> String {
+    use super::stt::{mbit, ms};
+    let mut stats = String::from(
+        "\n### stt's own statistics at the end of each run\n\n\
+         The sender's `Node::channel_stats` read after the receiver stopped, before the nodes \
+         stop: smoothed round trip (and the smallest), loss rate (channel packets declared lost \
+         over those sent, retransmissions included), congestion window, the latest \
+         delivery-rate sample, the pacing rate, reliable ranges sent again, congestion events \
+         and probe timeouts, and the mean and longest wait of a message in the send queue \
+         before its first byte left. Median over rounds (min – max); the counts are summed \
+         over rounds.\n\n\
+         | test | path | contender | srtt ms | min rtt ms | loss rate % | cwnd KiB | delivery \
+         rate Mbit/s | pacing rate Mbit/s | retransmits | congestion events / PTOs | queue \
+         wait mean / max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut unreliable = String::from(
+        "\nUnreliable messages accepted and not delivered (all rounds together), against what \
+         the sender counted: carried by a packet declared lost (`unreliable_lost`), dropped from \
+         the send queue (`unreliable_replaced`), refused by the client's reactor or its socket \
+         after the API took them (the client's UDP `errors_send`), still queued when the \
+         receiver stopped (`send_buffered` / 1200) or in flight then (`bytes_in_flight` / \
+         datagram size, about one message a datagram); \"unexplained\" is what none of these \
+         accounts for (negative: more counted than missing, e.g. a packet declared lost that \
+         arrived after all, or one still in flight whose message had already arrived). The server node's UDP `packets_dropped` is shown beside, not in the \
+         sum: it counts any datagram the node dropped, its own outgoing ones (acknowledgements) \
+         included, and a message it dropped after acknowledging it would show here as \
+         unexplained.\n\n\
+         | path | contender | accepted | delivered | not delivered | lost on the way | \
+         replaced | client send errors | still queued | in flight | unexplained | server node \
+         drops |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut any = false;
+    for (ti, test) in tests.iter().enumerate() {
+        for (pi, path) in paths.iter().enumerate() {
+            for (ci, contender) in Contender::ALL.iter().enumerate() {
+                let recs = &records[pi][ti][ci];
+                let with: Vec<&Record> = recs.iter().filter(|r| r.stt.is_some()).collect();
+                if with.is_empty() {
+                    continue;
+                }
+                any = true;
+                let sender = |r: &super::stt::Report| r.sender;
+                let sum = |f: &dyn Fn(&super::stt::Report) -> u64| -> u64 {
+                    with.iter().filter_map(|r| r.stt.as_ref()).map(f).sum()
+                };
+                let _ = writeln!(
+                    stats,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+                    Test::KINDS[ti],
+                    path.label(),
+                    contender.label(),
+                    stt_spread(recs, 1, |r| sender(r).map(|s| ms(s.rtt))),
+                    stt_spread(recs, 1, |r| sender(r).map(|s| ms(s.min_rtt))),
+                    stt_spread(recs, 2, |r| sender(r).map(|s| s.loss_rate * 100.0)),
+                    stt_spread(recs, 0, |r| sender(r)
+                        .map(|s| s.congestion_window as f64 / 1024.0)),
+                    stt_spread(recs, 1, |r| sender(r).map(|s| mbit(s.delivery_rate))),
+                    stt_spread(recs, 1, |r| sender(r).map(|s| mbit(s.pacing_rate))),
+                    sum(&|r| sender(r).map_or(0, |s| s.retransmits)),
+                    sum(&|r| sender(r).map_or(0, |s| s.congestion_events)),
+                    sum(&|r| sender(r).map_or(0, |s| s.probe_timeouts)),
+                    stt_spread(recs, 1, |r| sender(r).map(|s| ms(s.send_queue_wait_mean))),
+                    stt_spread(recs, 1, |r| sender(r).map(|s| ms(s.send_queue_wait_max))),
+                );
+                if let Test::Unreliable { .. } = test {
+                    let (mut accepted, mut delivered) = (0, 0);
+                    for r in &with {
+                        if let Ok(Outcome::Unreliable(u)) = &r.outcome {
+                            accepted += u.accepted;
+                            delivered += u.delivered;
+                        }
+                    }
+                    let missing = sum(&|r| r.missing);
+                    let lost = sum(&|r| sender(r).map_or(0, |s| s.unreliable_lost));
+                    let replaced = sum(&|r| sender(r).map_or(0, |s| s.unreliable_replaced));
+                    let dropped = sum(&|r| r.server_dropped());
+                    let errors = sum(&|r| r.client_send_errors());
+                    let queued = sum(&|r| r.still_queued());
+                    let flying = sum(&|r| r.in_flight());
+                    let counted = lost + replaced + errors + queued + flying;
+                    let _ = writeln!(
+                        unreliable,
+                        "| {} | {} | {accepted} | {delivered} | {missing} | {lost} | {replaced} | \
+                         {errors} | {queued} | {flying} | {} | {dropped} |",
+                        path.label(),
+                        contender.label(),
+                        missing as i64 - counted as i64
+                    );
+                }
+            }
+        }
+    }
+    if !any {
+        return String::new();
+    }
+    stats + &unreliable
 }
 
 /// The cells after the path and the contender.
