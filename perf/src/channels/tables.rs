@@ -238,7 +238,7 @@ pub fn report(
          sends what the tick's budget allows and silently drops the rest;\n\
          - stt channels: two nodes of one reactor each (UDP backend `Auto`, GSO/GRO on, socket \
          buffers 4 MiB as for the others), the client dialling the server over the path; \
-         `NodeConfig` and `ChannelConfig` defaults otherwise (CUBIC, pacing, 32 MiB send buffer, \
+         `NodeConfig` and `ChannelConfig` defaults otherwise (CUBIC, pacing, 4 MiB send buffer, \
          32 MiB receive window, path MTU discovery); reliable: channel 0 (reliable-ordered) with \
          `send_channel`, which waits for room in the session's send buffer; unreliable: channel 1 \
          with `send_channel_with`, in two rows: `SendPolicy::Wait` (the default a user gets: the \
