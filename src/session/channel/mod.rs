@@ -86,6 +86,8 @@ pub struct Channels {
     delivered: std::collections::VecDeque<Delivered>,
     /// The latest time any call brought.
     now: Instant,
+    /// A message was queued at some point.
+    used: bool,
 }
 
 impl Channels {
@@ -130,6 +132,7 @@ impl Channels {
             retransmit_scratch: Vec::new(),
             delivered: std::collections::VecDeque::new(),
             now,
+            used: false,
             config,
         }
     }
@@ -159,6 +162,7 @@ impl Channels {
                 max: self.config.max_message_size,
             });
         }
+        self.used = true;
         self.out
             .push(now, channel, delivery, msg_type, payload, policy)
             .map_err(|Refused::Full| SendRefused::Full)
@@ -191,7 +195,9 @@ impl Channels {
         let stream = self.datagram.is_none();
         let mut capacity = self.capacity();
         let mut mtu_probe = false;
-        if !stream && self.probes == 0 {
+        // Only a session whose channels carry messages probes its path: one
+        // that sends none (or only raw datagrams) sends no channel packet.
+        if !stream && self.probes == 0 && self.used {
             if let Some(size) = self.pmtu.poll_probe(now) {
                 if self.recovery.fits_window(size) {
                     capacity = size - HEADER_LEN - TAG_LEN;
