@@ -322,24 +322,14 @@ impl Handshake {
         msg1: &[u8],
         unix_secs: u64,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
-        if msg1.len() != MSG1_LEN {
-            return Err(HandshakeError::BadLength {
-                position: 1,
-                got: msg1.len(),
-                expected: MSG1_LEN,
-            });
-        }
+        check_length(msg1, 1, MSG1_LEN)?;
         let ephemeral = fresh_ephemeral()?;
         let mut state = build(identity, network, first_header, false, &ephemeral)?;
         let mut payload = [0u8; MSG1_LEN];
         let n = state.read_message(msg1, &mut payload)?;
         let payload = &payload[..n];
         if payload.len() < TIMESTAMP_AT + 8 {
-            return Err(HandshakeError::BadLength {
-                position: 1,
-                got: msg1.len(),
-                expected: MSG1_LEN,
-            });
+            return Err(bad_length(1, msg1.len(), MSG1_LEN));
         }
         if payload[0] != HANDSHAKE_VERSION {
             return Err(HandshakeError::UnsupportedVersion(payload[0]));
@@ -421,20 +411,12 @@ impl Handshake {
         if !self.state.is_initiator() || self.algorithm.is_some() {
             return Err(HandshakeError::UnexpectedMessage(2));
         }
-        if msg2.len() != MSG2_LEN {
-            return Err(HandshakeError::BadLength {
-                position: 2,
-                got: msg2.len(),
-                expected: MSG2_LEN,
-            });
-        }
+        check_length(msg2, 2, MSG2_LEN)?;
         let mut payload = [0u8; MSG2_LEN];
         let n = self.read(msg2, &mut payload)?;
-        let id = *payload[..n].first().ok_or(HandshakeError::BadLength {
-            position: 2,
-            got: msg2.len(),
-            expected: MSG2_LEN,
-        })?;
+        let id = *payload[..n]
+            .first()
+            .ok_or(bad_length(2, msg2.len(), MSG2_LEN))?;
         let algorithm = Algorithm::from_u8(id).ok_or(HandshakeError::UnknownAlgorithm(id))?;
         // Every build supports both AEADs, so the initiator accepts the
         // responder's choice even where it asked for the other one.
@@ -452,13 +434,7 @@ impl Handshake {
         if self.state.is_initiator() || self.state.is_handshake_finished() {
             return Err(HandshakeError::UnexpectedMessage(3));
         }
-        if msg3.len() != MSG3_LEN {
-            return Err(HandshakeError::BadLength {
-                position: 3,
-                got: msg3.len(),
-                expected: MSG3_LEN,
-            });
-        }
+        check_length(msg3, 3, MSG3_LEN)?;
         let mut payload = [0u8; MSG3_LEN];
         self.read(msg3, &mut payload)?;
         self.outcome()
@@ -636,6 +612,25 @@ fn choose(initiator_caps: u8, pref: AeadPreference) -> Algorithm {
         Algorithm::Aes256Gcm
     } else {
         Algorithm::ChaCha20Poly1305
+    }
+}
+
+/// The error for handshake message `position` of `got` bytes (or whose
+/// plaintext is short), `expected` being its length.
+fn bad_length(position: u8, got: usize, expected: usize) -> HandshakeError {
+    HandshakeError::BadLength {
+        position,
+        got,
+        expected,
+    }
+}
+
+/// Refuses handshake message `position` unless it is `expected` bytes long.
+fn check_length(msg: &[u8], position: u8, expected: usize) -> Result<(), HandshakeError> {
+    if msg.len() == expected {
+        Ok(())
+    } else {
+        Err(bad_length(position, msg.len(), expected))
     }
 }
 
