@@ -17,7 +17,7 @@
 //!   echoes the cookie from the same address (`docs/PROTOCOL.md`, 10.4);
 //! - a message 1 whose timestamp is stale, or whose ephemeral key already
 //!   made state on this node
-//!   ([`Msg1Check::admit_fresh`](crate::crypto::Msg1Check::admit_fresh)):
+//!   ([`Msg1Check::admit_fresh_at`](crate::crypto::Msg1Check::admit_fresh_at)):
 //!   refused and counted (`docs/PROTOCOL.md`, 5.5);
 //! - otherwise a responder session is made and counted as pending until its
 //!   message 3 arrives or it ends.

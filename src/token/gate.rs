@@ -81,9 +81,13 @@ impl std::fmt::Debug for TokenConfig {
     }
 }
 
+// `pub` for the `internals` feature (benches, fuzz targets); crate-private
+// otherwise.
+
 /// A token message 1 that passed the gate: what the endpoint needs to make
 /// the session.
-pub(crate) struct TokenAdmission {
+#[derive(Debug)]
+pub struct TokenAdmission {
     /// The client key, as the handshake's PSK.
     pub psk: NetworkKey,
     /// What the message 1's payload said (ephemeral key, timestamp).
@@ -95,7 +99,8 @@ pub(crate) struct TokenAdmission {
 }
 
 /// What became of a token message 1 at the gate.
-pub(crate) enum GateResult {
+#[derive(Debug)]
+pub enum GateResult {
     /// Not a token message 1 this node can read, or not authentic:
     /// silence.
     Silent,
@@ -108,7 +113,7 @@ pub(crate) enum GateResult {
 
 /// A node's token gate: its keys and names, the revoked clients and the
 /// tokens in use. Shared by every reactor.
-pub(crate) struct TokenGate {
+pub struct TokenGate {
     keys: Vec<IssuingKey>,
     audience: HashSet<Vec<u8>>,
     max_lifetime: u64,
@@ -132,7 +137,7 @@ impl std::fmt::Debug for TokenGate {
 
 /// Splits a token message 1's payload: the ticket part (`T` and the ticket,
 /// which the prologue takes whole), the ticket, and the Noise message.
-pub(crate) fn split_payload(payload: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+pub fn split_payload(payload: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let len = usize::from(u16::from_be_bytes(payload.get(..2)?.try_into().ok()?));
     if !(MIN_TICKET_LEN..=MAX_TICKET_LEN).contains(&len) || payload.len() != 2 + len + MSG1_LEN {
         return None;
@@ -144,7 +149,7 @@ pub(crate) fn split_payload(payload: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 impl TokenGate {
     /// The gate for `config`; `network` provides the shared-seed key when
     /// the config asks for it.
-    pub(crate) fn new(config: &TokenConfig, network: Option<&NetworkKey>) -> Self {
+    pub fn new(config: &TokenConfig, network: Option<&NetworkKey>) -> Self {
         let mut keys = config.keys.clone();
         if config.shared_seed_key {
             if let Some(n) = network {
@@ -173,7 +178,7 @@ impl TokenGate {
 
     /// Checks the token message-1 datagram `datagram` (header and payload)
     /// at wall-clock `unix_secs`: steps 1–6 of `docs/PROTOCOL.md` 14.5.
-    pub(crate) fn check(&self, datagram: &[u8], unix_secs: u64) -> GateResult {
+    pub fn check(&self, datagram: &[u8], unix_secs: u64) -> GateResult {
         let Some((header, payload)) = datagram.split_at_checked(HEADER_LEN) else {
             return GateResult::Silent;
         };

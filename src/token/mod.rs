@@ -43,6 +43,9 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{NetworkKey, SeedError};
 
+#[cfg(feature = "internals")]
+pub use gate::{split_payload, GateResult, TokenAdmission, TokenGate};
+#[cfg(not(feature = "internals"))]
 pub(crate) use gate::{split_payload, GateResult, TokenAdmission, TokenGate};
 pub use gate::{TokenConfig, DEFAULT_MAX_LIFETIME};
 pub use text::{ConnectToken, TokenParseError, TOKEN_PREFIX};
