@@ -479,7 +479,7 @@ impl fmt::Debug for Handshake {
     }
 }
 
-fn build(
+pub(crate) fn build(
     identity: &Identity,
     network: &NetworkKey,
     first_header: &[u8],
