@@ -18,7 +18,9 @@ use crate::crypto::keys::hkdf_32;
 use crate::crypto::{Algorithm, Identity, NetworkKey, ReplayError};
 use crate::frame::{Control, Flags, FrameType, Header, SessionId, HEADER_LEN};
 use crate::stream::FragmentHeader;
-use crate::token::{ConnectToken, GateResult, Issuer, IssuingKey, TokenConfig, TokenGate, TokenRequest};
+use crate::token::{
+    ConnectToken, GateResult, Issuer, IssuingKey, TokenConfig, TokenGate, TokenRequest,
+};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vectors.json");
 const SESSION: SessionId = SessionId(0x0123_4567_89ab_cdef);
@@ -139,20 +141,71 @@ fn sealed_frames() -> Vec<Value> {
         let frames: Vec<(&str, FrameType, u32, Vec<u8>)> = vec![
             ("data", FrameType::Data, 0, b"hello".to_vec()),
             ("data_empty", FrameType::Data, 7, Vec::new()),
-            ("application_0x80", FrameType::Application(0x80), 3, b"app".to_vec()),
-            ("control_ping", FrameType::Control, 0, control(Control::Ping { token: 1_000_000 })),
-            ("control_pong", FrameType::Control, 0, control(Control::Pong { token: 42 })),
-            ("control_close", FrameType::Control, 0, control(Control::Close { code: 8, reason: "revoked".into() })),
-            ("control_rekey_request", FrameType::Control, 0, control(Control::RekeyRequest { seq: 1, ephemeral: [0x33; 32] })),
-            ("control_path_challenge", FrameType::Control, 0, control(Control::PathChallenge { data: [7; 8] })),
-            ("stream_fragment", FrameType::Stream, 5, [&fragment.encode()[..], &[0xEE; 1000]].concat()),
+            (
+                "application_0x80",
+                FrameType::Application(0x80),
+                3,
+                b"app".to_vec(),
+            ),
+            (
+                "control_ping",
+                FrameType::Control,
+                0,
+                control(Control::Ping { token: 1_000_000 }),
+            ),
+            (
+                "control_pong",
+                FrameType::Control,
+                0,
+                control(Control::Pong { token: 42 }),
+            ),
+            (
+                "control_close",
+                FrameType::Control,
+                0,
+                control(Control::Close {
+                    code: 8,
+                    reason: "revoked".into(),
+                }),
+            ),
+            (
+                "control_rekey_request",
+                FrameType::Control,
+                0,
+                control(Control::RekeyRequest {
+                    seq: 1,
+                    ephemeral: [0x33; 32],
+                }),
+            ),
+            (
+                "control_path_challenge",
+                FrameType::Control,
+                0,
+                control(Control::PathChallenge { data: [7; 8] }),
+            ),
+            (
+                "stream_fragment",
+                FrameType::Stream,
+                5,
+                [&fragment.encode()[..], &[0xEE; 1000]].concat(),
+            ),
         ];
         for (name, frame_type, stream_id, plaintext) in frames {
-            out.push(seal_one(&mut send, &mut recv, alg, name, frame_type, stream_id, &plaintext));
+            out.push(seal_one(
+                &mut send, &mut recv, alg, name, frame_type, stream_id, &plaintext,
+            ));
         }
         // Generation 1: the key phase bit set, the next key.
         send.request_update();
-        let v = seal_one(&mut send, &mut recv, alg, "data_generation_1", FrameType::Data, 0, b"after update");
+        let v = seal_one(
+            &mut send,
+            &mut recv,
+            alg,
+            "data_generation_1",
+            FrameType::Data,
+            0,
+            b"after update",
+        );
         assert_eq!(send.generation(), 1);
         out.push(v);
     }
@@ -231,12 +284,21 @@ fn tokens() -> (Value, Value) {
         other => panic!("the token message 1 is admitted: {other:?}"),
     }
     let elsewhere = TokenGate::new(&TokenConfig::with_key(issuing.clone(), ["us-2"]), None);
-    assert!(matches!(elsewhere.check(&d1, TIMESTAMP), GateResult::Refuse(..)));
+    assert!(matches!(
+        elsewhere.check(&d1, TIMESTAMP),
+        GateResult::Refuse(..)
+    ));
     let mac = ChallengeKey::new(&psk);
     let refusal = cookie::refusal(SESSION, 3, &mac, &d1);
     let addr: std::net::SocketAddr = "127.0.0.1:4000".parse().expect("address");
     let challenge = CookieKey::from_secret(&[0x0d; 32]).challenge(1, SESSION, addr, &mac, &d1);
-    let echo = cookie::echo(SESSION, challenge[HEADER_LEN..HEADER_LEN + 16].try_into().expect("cookie"), &d1);
+    let echo = cookie::echo(
+        SESSION,
+        challenge[HEADER_LEN..HEADER_LEN + 16]
+            .try_into()
+            .expect("cookie"),
+        &d1,
+    );
     let token_vector = json!({
         "issuing_key": hex(&[0x05; 32]),
         "key_id": format!("{:08x}", issuing.key_id()),

@@ -190,39 +190,36 @@ fn bad_tokens_fail_with_clear_errors() {
 }
 
 #[test]
-fn a_token_opens_one_session_at_a_time() {
+fn a_reconnect_with_the_same_token_replaces_the_old_session_across_reactors() {
     let (server, url) = server(server_config());
     let t = token(5, "eu-1");
     let c = client();
-    let first = c.connect_websocket_with(&url, &with(&t)).unwrap();
-    let other = client();
-    let err = other
-        .connect_udp_with(server.udp_local_addr().unwrap(), &with(&t))
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ConnectError::TokenRefused {
-                reason: TokenRefusal::InUse,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    // Closed, the token connects again: a reconnect.
-    first.close().unwrap();
-    let deadline = Instant::now() + WAIT;
-    let again = loop {
-        match c.connect_websocket_with(&url, &with(&t)) {
-            Ok(s) => break s,
-            Err(ConnectError::TokenRefused {
-                reason: TokenRefusal::InUse,
-                ..
-            }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("{e}"),
+    let events = c.events();
+    // Session ids pick the reactor: over several reconnects the old and the
+    // new session land on different reactors of the server too.
+    let mut previous = c.connect_websocket_with(&url, &with(&t)).unwrap();
+    for round in 0..6 {
+        let next = if round % 2 == 0 {
+            c.connect_udp_with(server.udp_local_addr().unwrap(), &with(&t))
+        } else {
+            c.connect_websocket_with(&url, &with(&t))
         }
-    };
-    again.send(b"back").unwrap();
+        .unwrap();
+        let NodeEvent::SessionClosed { reason, .. } = next_event(
+            &events,
+            |e| matches!(e, NodeEvent::SessionClosed { session, .. } if *session == previous.id()),
+        ) else {
+            unreachable!()
+        };
+        assert!(reason.to_string().contains("code 9"), "{reason}");
+        next.send(b"still here").unwrap();
+        previous = next;
+    }
+    let deadline = Instant::now() + WAIT;
+    while server.stats().sessions != 1 {
+        assert!(Instant::now() < deadline, "one session left on the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]

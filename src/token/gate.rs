@@ -13,7 +13,7 @@ use super::ticket::{self, TicketContents, MAX_TICKET_LEN, MIN_TICKET_LEN};
 use super::{ClientInfo, IssuingKey, TokenRefusal};
 use crate::crypto::handshake::{Msg1Info, MSG1_LEN, MSG1_TIME_WINDOW};
 use crate::crypto::NetworkKey;
-use crate::frame::HEADER_LEN;
+use crate::frame::{SessionId, HEADER_LEN};
 
 /// The longest token lifetime a server accepts by default: 24 hours.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -119,8 +119,9 @@ pub struct TokenGate {
     max_lifetime: u64,
     /// Client id → the wall-clock second it was revoked at.
     revoked: Mutex<HashMap<u64, u64>>,
-    /// Tickets (by salt) holding a live or pending session here.
-    in_use: Mutex<HashSet<[u8; 16]>>,
+    /// Tickets (by salt) holding a live or pending session here: its shard
+    /// and id.
+    in_use: Mutex<HashMap<[u8; 16], (usize, SessionId)>>,
     /// Token message 1s refused with a refusal.
     pub refused: AtomicU64,
     /// Token sessions admitted.
@@ -165,7 +166,7 @@ impl TokenGate {
                 .collect(),
             max_lifetime: config.max_lifetime.as_secs(),
             revoked: Mutex::new(HashMap::new()),
-            in_use: Mutex::new(HashSet::new()),
+            in_use: Mutex::new(HashMap::new()),
             refused: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
         }
@@ -201,7 +202,7 @@ impl TokenGate {
             return GateResult::Silent;
         };
         let salt = ticket::salt_of(ticket_bytes);
-        if let Err(reason) = self.valid(&contents, &salt, unix_secs) {
+        if let Err(reason) = self.valid(&contents, unix_secs) {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return GateResult::Refuse(reason, psk);
         }
@@ -218,7 +219,7 @@ impl TokenGate {
         })
     }
 
-    fn valid(&self, t: &TicketContents, salt: &[u8; 16], now: u64) -> Result<(), TokenRefusal> {
+    fn valid(&self, t: &TicketContents, now: u64) -> Result<(), TokenRefusal> {
         if now >= t.expires_at || t.expires_at - t.issued_at > self.max_lifetime {
             return Err(TokenRefusal::Expired);
         }
@@ -239,40 +240,33 @@ impl TokenGate {
         {
             return Err(TokenRefusal::Revoked);
         }
-        drop(revoked);
-        if self.in_use(salt) {
-            return Err(TokenRefusal::InUse);
-        }
         Ok(())
     }
 
-    fn in_use(&self, salt: &[u8; 16]) -> bool {
+    /// Records session `id` on shard `shard` as the holder of ticket
+    /// `salt`; the session it replaces, if the ticket had one (the client
+    /// reconnected: the newest session wins, 14.5).
+    pub(crate) fn claim(
+        &self,
+        salt: [u8; 16],
+        shard: usize,
+        id: SessionId,
+    ) -> Option<(usize, SessionId)> {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
         self.in_use
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(salt)
+            .insert(salt, (shard, id))
+            .filter(|&old| old != (shard, id))
     }
 
-    /// Marks the ticket `salt` as holding a session; false if it already
-    /// does (another reactor admitted it meanwhile).
-    pub(crate) fn claim(&self, salt: [u8; 16]) -> bool {
-        let fresh = self
-            .in_use
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(salt);
-        if fresh {
-            self.admitted.fetch_add(1, Ordering::Relaxed);
+    /// Session `id` of ticket `salt` ended: the ticket is free, unless a
+    /// newer session holds it.
+    pub(crate) fn release(&self, salt: &[u8; 16], id: SessionId) {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        if in_use.get(salt).is_some_and(|&(_, holder)| holder == id) {
+            in_use.remove(salt);
         }
-        fresh
-    }
-
-    /// The session of ticket `salt` ended.
-    pub(crate) fn release(&self, salt: &[u8; 16]) {
-        self.in_use
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(salt);
     }
 
     /// Refuses tokens of `client_id` issued at or before `unix_secs`;
