@@ -18,6 +18,7 @@
 
 mod bench;
 mod seeds;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,6 +95,8 @@ struct ServeArgs {
     /// `\u{1b}`, `\xff`, ….
     #[arg(long)]
     print: bool,
+    #[command(flatten)]
+    web: web::WebArgs,
     #[command(flatten)]
     seeds: SeedArgs,
 }
@@ -226,6 +229,8 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
         if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
             ws.tls_server = Some(tls::server_config_from_pem_files(cert, key)?);
         }
+        // TODO(lead): plug `stt::token::Issuer` in here.
+        ws.http = web::http_handler(&args.web, || Err::<String, _>("no token issuer yet"))?;
         let scheme = if ws.tls_server.is_some() { "wss" } else { "ws" };
         let bound = node.start_websocket_server(addr, ws)?;
         println!("WebSocket listening on {scheme}://{bound}/");
