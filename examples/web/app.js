@@ -79,7 +79,13 @@ function showRtts() {
   const step = 300 / Math.max(1, SPARK_POINTS - 1);
   $('spark-line').setAttribute(
     'points',
-    recent.map((v, i) => `${(i * step).toFixed(1)},${(60 - (v / top) * 56 - 2).toFixed(1)}`).join(' '),
+    // Newest at the right edge; older ones scroll off to the left.
+    recent
+      .map((v, i) => {
+        const x = 300 - (recent.length - 1 - i) * step;
+        return `${x.toFixed(1)},${(60 - (v / top) * 56 - 2).toFixed(1)}`;
+      })
+      .join(' '),
   );
   const list = $('rtt-list');
   list.replaceChildren(
@@ -93,7 +99,9 @@ function showRtts() {
 
 function showSession(session) {
   const s = session.getStatistics();
-  $('session-id').textContent = text(s.session_id);
+  // A session id shows as 16 hex digits, as the server prints it.
+  $('session-id').textContent =
+    typeof s.session_id === 'bigint' ? s.session_id.toString(16).padStart(16, '0') : text(s.session_id);
   $('peer-node').textContent = text(s.peer_node);
   $('aead').textContent = text(s.aead);
   $('reconnects').textContent = text(s.reconnects ?? 0);

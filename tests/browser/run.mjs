@@ -59,6 +59,9 @@ function parseArgs(argv) {
 function watch(page, tag, out) {
   page.on('console', (m) => out.console.push(`${tag} ${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => out.page_errors.push(`${tag}: ${e.message}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) out.console.push(`${tag} HTTP ${r.status()}: ${r.url()}`);
+  });
   page.on('requestfailed', (r) => out.console.push(`${tag} request failed: ${r.url()} ${r.failure()?.errorText ?? ''}`));
 }
 
