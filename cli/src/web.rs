@@ -12,20 +12,32 @@
 //! authenticated, and the stt servers only check them. The server prints a
 //! warning at start when it is on.
 //!
-//! The token issuer is passed in as a closure (`Fn() -> Result<String, E>`,
-//! the token's text), so that this file knows nothing of how tokens are
-//! made; `expires_at` is read from the token's public part (PROTOCOL.md
-//! 14.3).
+//! The handler takes its tokens from a closure (`Fn() -> Result<String,
+//! E>`, the token's text; [`demo_issuer`] makes one from an issuing key),
+//! and reads `expires_at` from the token's public part (PROTOCOL.md 14.3).
+//! Without `--audience`, `--demo-tokens` makes the server admit tokens for
+//! [`DEMO_AUDIENCE`], the name its tokens carry.
 
 use std::fmt::Display;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
+use stt::token::{IssueError, Issuer, IssuingKey, TokenRequest};
 use stt::transport::ws::{HttpHandler, HttpRequest, HttpResponse, StaticFiles, StaticFilesError};
 
 /// The path at which `--demo-tokens` hands out tokens.
 pub(crate) const TOKEN_PATH: &str = "/token";
+
+/// The server name `--demo-tokens` admits tokens for when no `--audience`
+/// is given.
+pub(crate) const DEMO_AUDIENCE: &str = "stt-demo";
+
+/// Lifetime of a demo token: enough to connect, and to reconnect for a
+/// while (a client fetches a fresh one for every attempt).
+const DEMO_LIFETIME: Duration = Duration::from_secs(600);
 
 /// The flags of `stt serve` for plain HTTP on the WebSocket port.
 #[derive(Args, Debug, Default, Clone)]
@@ -41,12 +53,42 @@ pub(crate) struct WebArgs {
     pub(crate) demo_tokens: bool,
 }
 
+/// The names the server admits tokens for: `audience` (its `--audience`
+/// flags), or [`DEMO_AUDIENCE`] alone when that is empty and
+/// `--demo-tokens` is on.
+pub(crate) fn audience(args: &WebArgs, audience: &[String]) -> Vec<String> {
+    if audience.is_empty() && args.demo_tokens {
+        vec![DEMO_AUDIENCE.to_owned()]
+    } else {
+        audience.to_vec()
+    }
+}
+
+/// A token maker for `--demo-tokens`: each call issues a token under `key`
+/// for `audience`, to a new client id (1, 2, …), valid for 10 minutes.
+pub(crate) fn demo_issuer(
+    key: IssuingKey,
+    audience: &[String],
+) -> impl Fn() -> Result<String, IssueError> + Send + Sync + 'static {
+    let issuer = Issuer::new(key);
+    let audience = audience.to_vec();
+    let next_client = AtomicU64::new(1);
+    move || {
+        let client_id = next_client.fetch_add(1, Ordering::Relaxed);
+        let request =
+            TokenRequest::new(client_id, audience.iter().cloned()).with_lifetime(DEMO_LIFETIME);
+        Ok(issuer.issue(&request)?.encode().to_string())
+    }
+}
+
 /// The `WsConfig::http` handler for `args`: `None` when neither flag is
-/// given; an error when `--web DIR` cannot be served. `issue` makes one token (its `stt1.…` text); it is called for
-/// each `GET /token`, on the reactor thread, and only with `--demo-tokens`.
+/// given; an error when `--web DIR` cannot be served. `issue` makes one
+/// token (its `stt1.…` text); it is called for each `GET /token`, on the
+/// reactor thread. With `--demo-tokens` but no `issue`, `/token` answers
+/// 503.
 pub(crate) fn http_handler<F, E>(
     args: &WebArgs,
-    issue: F,
+    issue: Option<F>,
 ) -> Result<Option<Arc<dyn HttpHandler>>, StaticFilesError>
 where
     F: Fn() -> Result<String, E> + Send + Sync + 'static,
@@ -64,7 +106,10 @@ where
             "WARNING: --demo-tokens: GET {TOKEN_PATH} gives a connect token to anyone who can \
              reach this port. For demos and tests only; in production your backend issues tokens."
         );
-        Some(Box::new(issue))
+        Some(match issue {
+            Some(issue) => Box::new(issue) as Box<dyn TokenSource>,
+            None => Box::new(|| Err::<String, _>("no token issuer")),
+        })
     } else {
         None
     };
@@ -211,8 +256,36 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_issuer_makes_fresh_tokens_for_the_demo_audience() {
+        let args = WebArgs {
+            web: None,
+            demo_tokens: true,
+        };
+        let names = audience(&args, &[]);
+        assert_eq!(names, [DEMO_AUDIENCE]);
+        assert_eq!(audience(&args, &["eu-1".into()]), ["eu-1"]);
+        assert!(audience(&WebArgs::default(), &[]).is_empty());
+        let issue = demo_issuer(IssuingKey::from_bytes([3; 32]), &names);
+        let (a, b) = (issue().unwrap(), issue().unwrap());
+        let (ta, tb) = (
+            stt::token::ConnectToken::parse(&a).unwrap(),
+            stt::token::ConnectToken::parse(&b).unwrap(),
+        );
+        assert_eq!((ta.client_id(), tb.client_id()), (1, 2));
+        assert_eq!(ta.audience(), [DEMO_AUDIENCE]);
+        let expiry = ta
+            .expires_at()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(expires_at(&a), Some(expiry.as_secs()));
+    }
+
+    #[test]
     fn no_flag_no_handler() {
-        let none = http_handler(&WebArgs::default(), || Ok::<_, Infallible>(String::new()));
+        let none = http_handler(
+            &WebArgs::default(),
+            Some(|| Ok::<_, Infallible>(String::new())),
+        );
         assert!(none.unwrap().is_none());
     }
 
@@ -222,9 +295,12 @@ mod tests {
             web: None,
             demo_tokens: true,
         };
-        let h = http_handler(&args, || Ok::<_, Infallible>(fake_token(1_700_000_600)))
-            .unwrap()
-            .unwrap();
+        let h = http_handler(
+            &args,
+            Some(|| Ok::<_, Infallible>(fake_token(1_700_000_600))),
+        )
+        .unwrap()
+        .unwrap();
         let r = get(h.as_ref(), "/token");
         assert_eq!(
             (r.status, r.content_type.as_str()),
@@ -249,7 +325,7 @@ mod tests {
             web: Some(dir.clone()),
             demo_tokens: true,
         };
-        let h = http_handler(&args, || Err::<String, _>("no issuing key"))
+        let h = http_handler(&args, Some(|| Err::<String, _>("no issuing key")))
             .unwrap()
             .unwrap();
         assert_eq!(get(h.as_ref(), "/token").status, 503);
@@ -258,7 +334,7 @@ mod tests {
             demo_tokens: false,
             ..args
         };
-        let h = http_handler(&files_only, || Ok::<_, Infallible>(fake_token(1)))
+        let h = http_handler(&files_only, Some(|| Ok::<_, Infallible>(fake_token(1))))
             .unwrap()
             .unwrap();
         assert_eq!(get(h.as_ref(), "/token").status, 404);
@@ -266,7 +342,7 @@ mod tests {
             web: Some(dir.join("nope")),
             demo_tokens: false,
         };
-        let e = http_handler(&missing, || Ok::<_, Infallible>(String::new()));
+        let e = http_handler(&missing, Some(|| Ok::<_, Infallible>(String::new())));
         assert!(matches!(e, Err(StaticFilesError::Unreadable { .. })));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -188,10 +188,10 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
+            // Read to the end, even once nobody listens: a server whose
+            // stdout is closed dies of the broken pipe.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let (mut addr, mut node_id) = (None, None);

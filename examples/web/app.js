@@ -175,6 +175,7 @@ async function main() {
   session.onmessage = (m) => {
     const start = sentAt.shift();
     log('echo', decoder.decode(m.data), start === undefined ? undefined : performance.now() - start);
+    showSession(session);
   };
 
   $('send-form').addEventListener('submit', (ev) => {

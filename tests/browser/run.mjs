@@ -11,7 +11,8 @@
 //    {"result": …, "console": [...], "page_errors": [...], "screenshot": …}.
 // 2. With --screenshot, opens URL (the example page) in a second tab, waits
 //    until it has measured --screenshot-pings round trips
-//    (`window.__sttExample.pings`, or the timeout), and saves a PNG to PATH.
+//    (`window.__sttExample.pings`, or the timeout), types a message into
+//    its box and waits for the echo, and saves a PNG to PATH.
 //
 // Exit status: 0 when a result was read (whatever it says: the caller
 // judges it), 1 when none came or the browser failed, 2 for bad arguments.
@@ -95,6 +96,14 @@ async function main() {
         );
       } catch {
         // Screenshot what is there: the picture shows what went wrong.
+      }
+      // Type a message, as a person would, so that the picture shows an echo.
+      try {
+        await shot.fill('#message', 'hello from headless Chromium', { timeout: 2000 });
+        await shot.click('#send', { timeout: 2000 });
+        await shot.waitForSelector('#log li:has(.dir:text-is("echo"))', { timeout: 5000 });
+      } catch {
+        // No echo: the picture shows it.
       }
       pings = await shot.evaluate(() => window.__sttExample?.pings ?? 0);
       await shot.screenshot({ path: options.shotPath, fullPage: true });

@@ -25,7 +25,7 @@
 //! the Unix epoch, authenticated by the PSK tag), which the responder accepts
 //! only within [`MSG1_TIME_WINDOW`] of its own clock; a node keeps state for
 //! one ephemeral key at most once while its timestamp can still pass
-//! ([`Msg1ReplayCache`], consulted through [`Msg1Check::admit_fresh`]); and
+//! ([`Msg1ReplayCache`], consulted through [`Msg1Check::admit_fresh_at`]); and
 //! pending handshakes and stateless cookies under load (`docs/PROTOCOL.md`,
 //! "Address validation") cap what is left. A captured message 1 therefore
 //! opens at most one handshake per node, and only within a minute of its
@@ -61,7 +61,10 @@ use crate::crypto::keys::{Identity, NetworkKey, NodeId};
 
 mod msg1;
 
+pub(crate) use msg1::open_msg1;
 pub use msg1::Msg1Check;
+#[cfg(not(any(test, feature = "internals")))]
+pub(crate) use msg1::Msg1Info;
 #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
 pub use msg1::{Msg1Error, Msg1Info, Msg1ReplayCache};
 
@@ -506,7 +509,7 @@ fn build(
 }
 
 /// Seconds since the Unix epoch by the system clock (0 before 1970).
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
