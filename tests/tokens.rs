@@ -133,6 +133,7 @@ fn token_clients_are_admitted_under_their_client_id_over_udp_and_websocket() {
     .unwrap();
     let m = member.connect_udp(udp).unwrap();
     assert!(server.session(m.id()).unwrap().info().client.is_none());
+    assert_eq!(server.stats().tokens_admitted, 2);
 }
 
 #[test]
@@ -163,6 +164,7 @@ fn bad_tokens_fail_with_clear_errors() {
         "{err}"
     );
     assert!(err.to_string().contains("wrong audience"), "{err}");
+    assert_eq!(server.stats().tokens_refused, 1);
     // Tampered with, or issued under another key: silence, a timeout.
     let mut bytes = token(3, "eu-1").to_bytes().to_vec();
     let last = bytes.len() - 1;

@@ -42,6 +42,12 @@ pub struct NodeStats {
     /// Handshakes refused by a quota (per address, per connection, per
     /// node id).
     pub quota_refused: u64,
+    /// Sessions opened here by connect tokens (a reconnect counts again).
+    pub tokens_admitted: u64,
+    /// Authentic connect tokens refused (expired, not yet valid, wrong
+    /// audience, revoked); tokens that are not genuine are among
+    /// `handshakes_refused`'s silent drops, not here.
+    pub tokens_refused: u64,
 }
 
 impl Node {
@@ -64,6 +70,14 @@ impl Node {
             handshakes_refused: endpoint.stats.handshakes_refused.load(Ordering::Relaxed),
             peers_refused: endpoint.stats.peers_refused.load(Ordering::Relaxed),
             quota_refused: endpoint.quotas.refused.load(Ordering::Relaxed),
+            tokens_admitted: endpoint
+                .tokens
+                .as_ref()
+                .map_or(0, |g| g.admitted.load(Ordering::Relaxed)),
+            tokens_refused: endpoint
+                .tokens
+                .as_ref()
+                .map_or(0, |g| g.refused.load(Ordering::Relaxed)),
         }
     }
 }
