@@ -87,7 +87,9 @@ impl Endpoint {
             Auth::Member => None,
             Auth::Token(admission) => Some(admission),
             Auth::Refuse(reason, psk) => {
-                self.refuse_token(&path, header.session_id, reason, &psk, msg1, out);
+                if self.config.accepting.load(Ordering::Relaxed) {
+                    self.refuse_token(&path, header.session_id, reason, &psk, msg1, out);
+                }
                 return self.refused(&path);
             }
         };
