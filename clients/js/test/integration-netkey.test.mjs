@@ -1,0 +1,63 @@
+// Against a real `stt serve` with the network key (a member handshake,
+// PROTOCOL.md 5): the protocol core end to end, independent of tokens.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from '../dist/index.js';
+import { tempDir, makeSeeds, networkKey, startServer } from './helpers/server.mjs';
+
+let dir, seeds, psk, server;
+
+before(async () => {
+  dir = tempDir();
+  seeds = makeSeeds(dir.path);
+  psk = await networkKey(seeds);
+  server = await startServer(['--seed-file', seeds]);
+});
+after(async () => {
+  await server?.stop();
+  dir?.remove();
+});
+
+test('member handshake, echo, ping, statistics, close', async () => {
+  const s = await connect(server.url, { token: 'unused', networkKey: psk, reconnect: false });
+  assert.equal(s.state, 'open');
+  const got = new Promise((r) => (s.onmessage = r));
+  s.send('hello stt');
+  const m = await got;
+  assert.equal(new TextDecoder().decode(m.data), 'hello stt');
+  const rtt = await s.ping();
+  assert.ok(rtt > 0 && rtt < 1000, `rtt ${rtt}`);
+  const st = s.getStatistics();
+  assert.equal(st.messages_sent, 1);
+  assert.equal(st.messages_received, 1);
+  assert.equal(st.frames_dropped, 0);
+  assert.match(st.session_id, /^[0-9a-f]{16}$/);
+  assert.match(st.peer_node, /^[0-9a-f]{64}$/);
+  assert.ok(st.aead === 'aes-256-gcm' || st.aead === 'chacha20-poly1305');
+  await s.close();
+  assert.equal(s.state, 'closed');
+});
+
+test('key update and rekey with fresh X25519 keep messages flowing', async () => {
+  const s = await connect(server.url, { token: 'unused', networkKey: psk, reconnect: false });
+  const received = [];
+  s.onmessage = (m) => received.push(new TextDecoder().decode(m.data));
+  s.send('a');
+  s.updateKeys();
+  s.send('b');
+  await s.ping(); // the pong confirms the new generation
+  s.rekey();
+  for (let i = 0; i < 50 && s.getStatistics().rekeys === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  s.send('c');
+  await s.ping();
+  s.updateKeys();
+  s.send('d');
+  await s.ping();
+  for (let i = 0; i < 50 && received.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(received, ['a', 'b', 'c', 'd']);
+  const st = s.getStatistics();
+  assert.equal(st.rekeys, 1);
+  assert.ok(st.key_updates >= 3, `key_updates ${st.key_updates}`);
+  assert.equal(st.frames_dropped, 0);
+  await s.close();
+});
