@@ -68,8 +68,12 @@ export class Connection {
     this.connectTimer = setTimeout(() => this.finish({ kind: 'connect_failed', why: `no WebSocket connection within ${timeout} ms` }), timeout);
     this.ws.onopen = () => this.onOpen();
     this.ws.onmessage = (e) => this.onMessage(e.data);
-    this.ws.onerror = () => {
-      /* onclose follows with the details */
+    // Some runtimes (Node 20's undici) fire only `error`, never `close`, when
+    // the connection cannot be made: treat an error as the end either way.
+    this.ws.onerror = (e) => {
+      const why = (e as { message?: string })?.message ?? 'WebSocket error';
+      if (this.session === undefined) this.finish({ kind: 'connect_failed', why });
+      else this.finish({ kind: 'transport', code: 1006, reason: why });
     };
     this.ws.onclose = (e) => {
       if (this.session === undefined) this.finish({ kind: 'connect_failed', why: `WebSocket closed (${e.code}${e.reason ? ' ' + e.reason : ''})` });
@@ -209,6 +213,7 @@ export class Connection {
       ws.onmessage = null;
       ws.onclose = null;
       ws.onopen = null;
+      ws.onerror = null;
       // A last CLOSE frame may still be sealing: let it out first.
       void this.flushed().then(() => {
         try {

@@ -61,3 +61,55 @@ test('key update and rekey with fresh X25519 keep messages flowing', async () =>
   assert.equal(st.frames_dropped, 0);
   await s.close();
 });
+
+import { echoMany, bigEcho, waitFor } from './helpers/suite.mjs';
+
+test('10,000 messages both ways, none lost, none duplicated', async () => {
+  const s = await connect(server.url, { token: 'unused', networkKey: psk, reconnect: false });
+  const r = await echoMany(s, 10_000);
+  assert.deepEqual(r, { received: 10_000, dups: 0, bad: 0 });
+  const st = s.getStatistics();
+  assert.equal(st.messages_sent, 10_000);
+  assert.equal(st.messages_received, 10_000);
+  assert.equal(st.frames_dropped, 0);
+  await s.close();
+});
+
+test('a 1 MiB message echoed intact', async () => {
+  const s = await connect(server.url, { token: 'unused', networkKey: psk, reconnect: false });
+  await bigEcho(s, 1 << 20);
+  await s.close();
+});
+
+test('a 1 MiB message sent as STREAM fragments is reassembled by the server', async () => {
+  const s = await connect(server.url, { token: 'unused', networkKey: psk, reconnect: false, session: { fragmentAbove: 1427, fragmentChunk: 1412 } });
+  await bigEcho(s, 1 << 20);
+  assert.equal(s.getStatistics().frames_sent > 700, true);
+  await s.close();
+});
+
+test('a server restart is ridden out by reconnection', async () => {
+  const srv = await startServer(['--seed-file', seeds]);
+  const s = await connect(srv.url, { token: 'unused', networkKey: psk, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+  const states = [];
+  s.onstatechange = (st) => states.push(st);
+  const first = s.getStatistics().session_id;
+  let info;
+  s.onreconnect = (i) => (info = i);
+  await srv.stop();
+  await waitFor(() => s.state === 'reconnecting', 5000, 'reconnecting');
+  const srv2 = await startServer(['--seed-file', seeds], srv.port);
+  try {
+    await waitFor(() => info !== undefined, 15_000, 'reconnect');
+    assert.equal(s.state, 'open');
+    assert.notEqual(s.getStatistics().session_id, first);
+    assert.equal(info.sessionId.toString(16).padStart(16, '0'), s.getStatistics().session_id);
+    const r = await echoMany(s, 1000);
+    assert.deepEqual(r, { received: 1000, dups: 0, bad: 0 });
+    assert.equal(s.getStatistics().reconnects, 1);
+    assert.deepEqual(states.slice(0, 2), ['reconnecting', 'open']);
+    await s.close();
+  } finally {
+    await srv2.stop();
+  }
+});
