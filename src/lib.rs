@@ -76,15 +76,17 @@ mod pool;
 mod reactor;
 pub mod session;
 pub mod stream;
+pub mod token;
 pub mod transport;
 
 pub use crypto::NodeId;
 pub use frame::{FrameType, SessionId};
 pub use node::{
     on_reactor, on_worker, CloseError, ConnectError, ConnectOptions, Events, Handler, HandlerError,
-    ListenError, Message, MoveError, Node, NodeConfig, NodeEvent, NodeStats, Replies, RunsOn,
-    SendError, Session, SessionInfo, StartError, WeakNode,
+    ListenError, Message, MoveError, Node, NodeConfig, NodeEvent, NodeStats, Replies, RevokeError,
+    RunsOn, SendError, Session, SessionInfo, StartError, WeakNode,
 };
 pub use session::channel::{self as channel, ChannelConfig, ChannelStats, Delivery, SendPolicy};
+pub use token::{ClientInfo, ConnectToken, Issuer, IssuingKey, TokenConfig, TokenRequest};
 pub use transport::udp::UdpConfig;
 pub use transport::ws::WsConfig;

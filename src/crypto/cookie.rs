@@ -66,6 +66,10 @@ pub const ECHO_OVERHEAD: usize = HEADER_LEN + COOKIE_LEN;
 pub const CHALLENGE_PN: u64 = 0;
 /// Packet number of an echo AUTH frame.
 pub const ECHO_PN: u64 = 1;
+/// Packet number of a connect-token refusal (`docs/PROTOCOL.md` 14.6).
+pub const REFUSAL_PN: u64 = 2;
+/// Length of a refusal datagram: header, reason byte, MAC.
+pub const REFUSAL_LEN: usize = HEADER_LEN + 1 + CHALLENGE_MAC_LEN;
 
 /// Why a cookie echo was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +85,7 @@ pub enum CookieError {
 
 /// The network's key for authenticating cookie challenges (see the module
 /// docs); every member derives the same one from the network key.
+#[derive(Clone)]
 pub struct ChallengeKey {
     key: hmac::Key,
 }
@@ -276,6 +281,52 @@ pub fn parse_challenge(
         return None;
     }
     cookie.try_into().ok()
+}
+
+/// A refusal of the token message 1 `msg1` (the whole datagram) with
+/// reason byte `reason`, authenticated by `mac` (keyed by the token's
+/// client key): `docs/PROTOCOL.md` 14.6.
+pub fn refusal(
+    session: SessionId,
+    reason: u8,
+    mac: &ChallengeKey,
+    msg1: &[u8],
+) -> [u8; REFUSAL_LEN] {
+    let mut head = [0u8; HEADER_LEN + 1];
+    let mut header = [0u8; HEADER_LEN];
+    auth_header(session, REFUSAL_PN, 1 + CHALLENGE_MAC_LEN).encode(&mut header);
+    head[..HEADER_LEN].copy_from_slice(&header);
+    head[HEADER_LEN] = reason;
+    let mut out = [0u8; REFUSAL_LEN];
+    out[..HEADER_LEN + 1].copy_from_slice(&head);
+    out[HEADER_LEN + 1..].copy_from_slice(&mac.mac(&head, msg1));
+    out
+}
+
+/// The reason byte of a refusal, if `header` (encoded: `header_bytes`) and
+/// `payload` are one for `msg1` (the whole message 1 we sent),
+/// authenticated by `mac`.
+pub fn parse_refusal(
+    header: &Header,
+    header_bytes: &[u8; HEADER_LEN],
+    payload: &[u8],
+    mac: &ChallengeKey,
+    msg1: &[u8],
+) -> Option<u8> {
+    let well_formed = header.frame_type == FrameType::Auth
+        && header.packet_number == REFUSAL_PN
+        && header.flags == Flags::EMPTY
+        && header.stream_id == 0
+        && header.payload_len as usize == 1 + CHALLENGE_MAC_LEN
+        && payload.len() == 1 + CHALLENGE_MAC_LEN;
+    if !well_formed {
+        return None;
+    }
+    let mut head = [0u8; HEADER_LEN + 1];
+    head[..HEADER_LEN].copy_from_slice(header_bytes);
+    head[HEADER_LEN] = payload[0];
+    let tag: &[u8; CHALLENGE_MAC_LEN] = payload[1..].try_into().ok()?;
+    ct_eq(&mac.mac(&head, msg1), tag).then_some(payload[0])
 }
 
 /// A cookie echo wrapping `msg1` (a whole handshake message 1 datagram).

@@ -254,6 +254,15 @@ impl Identity {
         })
     }
 
+    /// A fresh random identity (a connect-token client's: its node id
+    /// means nothing to servers, which know it by its client id).
+    pub fn generate() -> Result<Self, ring::error::Unspecified> {
+        use ring::rand::SecureRandom;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        ring::rand::SystemRandom::new().fill(&mut seed[..])?;
+        Self::from_seed(&seed[..]).map_err(|_| ring::error::Unspecified)
+    }
+
     /// The static public key.
     pub fn public_key(&self) -> &[u8; 32] {
         &self.public
@@ -319,6 +328,23 @@ impl NetworkKey {
     pub fn from_stretched(stretched: &[u8; 32]) -> Self {
         NetworkKey {
             psk: hkdf_32(NETWORK_SALT, stretched, b"noise psk"),
+        }
+    }
+
+    /// A key nobody else holds (a node without a shared seed checks member
+    /// message 1s under it, so none authenticates).
+    pub(crate) fn random() -> Result<Self, ring::error::Unspecified> {
+        use ring::rand::SecureRandom;
+        let mut psk = Zeroizing::new([0u8; 32]);
+        ring::rand::SystemRandom::new().fill(&mut psk[..])?;
+        Ok(NetworkKey { psk })
+    }
+
+    /// A connect token's client key used as the Noise PSK
+    /// (`docs/PROTOCOL.md` 14.4).
+    pub(crate) fn from_client_key(key: &[u8; 32]) -> Self {
+        NetworkKey {
+            psk: Zeroizing::new(*key),
         }
     }
 

@@ -1,9 +1,13 @@
 //! Admission: what becomes of a datagram for no session of this shard.
 //!
 //! Only a message 1 (bare, or wrapped in a cookie echo) can open a session.
-//! Whatever the load, it must first pass the network's stateless PSK check
-//! ([`Msg1Check`](crate::crypto::Msg1Check): no Diffie-Hellman, so an
-//! outsider costs little and gets silence). Then:
+//! Whatever the load, it must first pass a stateless check: a member's
+//! under the network's PSK ([`Msg1Check`](crate::crypto::Msg1Check)), a
+//! connect token's at the token gate (its ticket opened, its Noise message
+//! checked under the client key, the token's validity; an authentic token
+//! that is not valid here gets a small authenticated refusal). Neither
+//! costs a Diffie-Hellman, so an outsider costs little and gets silence.
+//! Then:
 //!
 //! - not accepting, or the shard's session table full: dropped;
 //! - the shard's pending-handshake limit reached: refused and counted;
@@ -21,10 +25,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::crypto::cookie::{self, CookieError};
+use crate::crypto::cookie::{self, ChallengeKey, CookieError};
 use crate::crypto::handshake::MSG1_LEN;
 use crate::frame::{FrameType, Header, SessionId, HEADER_LEN};
 use crate::session::Session;
+use crate::token::{GateResult, TokenAdmission};
 
 use super::{Charge, Endpoint, Entry, Output, Path};
 
@@ -53,8 +58,16 @@ impl Endpoint {
                         // challenge, so that it can try again — for a genuine
                         // message 1 only, and only when there is room.
                         if let Ok((_, _, inner)) = cookie::parse_echo(datagram) {
-                            if self.has_room() && self.genuine_msg1(inner) {
-                                self.challenge(&path, header.session_id, inner, now, out);
+                            let unix = (self.config.wall_clock)(now);
+                            let mac = match self.authenticate(inner, unix) {
+                                Auth::Member => {
+                                    Some(self.config.msg1_check.challenge_key().clone())
+                                }
+                                Auth::Token(t) => Some(ChallengeKey::new(&t.psk)),
+                                Auth::Not | Auth::Refuse(..) => None,
+                            };
+                            if let Some(mac) = mac.filter(|_| self.has_room()) {
+                                self.challenge(&path, header.session_id, inner, &mac, now, out);
                             }
                         }
                         tracing::debug!(from = %path.peer, "cookie echo with a stale cookie");
@@ -68,9 +81,16 @@ impl Endpoint {
             }
             _ => return path.dropped(),
         };
-        if !self.genuine_msg1(msg1) {
-            return path.dropped();
-        }
+        let unix = (self.config.wall_clock)(now);
+        let token = match self.authenticate(msg1, unix) {
+            Auth::Not => return path.dropped(),
+            Auth::Member => None,
+            Auth::Token(admission) => Some(admission),
+            Auth::Refuse(reason, psk) => {
+                self.refuse_token(&path, header.session_id, reason, &psk, msg1, out);
+                return self.refused(&path);
+            }
+        };
         let config = &self.config;
         if !config.accepting.load(Ordering::Relaxed)
             || self.sessions.len() >= config.max_sessions_per_shard
@@ -85,7 +105,11 @@ impl Endpoint {
         // Reliable transports (a WebSocket connection, after TCP's own
         // handshake) have already proven the address.
         if !validated && !path.reliable && self.pending >= config.cookie_threshold_per_shard {
-            return self.challenge(&path, header.session_id, msg1, now, out);
+            let mac = match &token {
+                Some(t) => ChallengeKey::new(&t.psk),
+                None => config.msg1_check.challenge_key().clone(),
+            };
+            return self.challenge(&path, header.session_id, msg1, &mac, now, out);
         }
         // Quotas: one connection, one address.
         let connection = path
@@ -106,31 +130,59 @@ impl Endpoint {
         // fresh (docs/PROTOCOL.md 5.5): a captured one cannot refill the
         // table. Last of the checks, so that what the quotas refuse does
         // not fill the replay cache either.
-        if let Err(e) = config.msg1_check.admit_fresh(msg1, now) {
+        let fresh = match &token {
+            Some(t) => config.msg1_check.admit_checked(&t.msg1, now, unix),
+            None => config
+                .msg1_check
+                .admit_fresh_at(msg1, now, unix)
+                .map(|_| ()),
+        };
+        if let Err(e) = fresh {
             tracing::debug!(from = %path.peer, error = %e, "message 1 refused");
             config.quotas.end_pending(path.peer);
             return self.refused(&path);
         }
+        // One live session per token on this node (docs/PROTOCOL.md 14.5).
+        if let (Some(t), Some(gate)) = (&token, &config.tokens) {
+            if !gate.claim(t.salt) {
+                config.quotas.end_pending(path.peer);
+                let psk = t.psk.clone();
+                let reason = crate::token::TokenRefusal::InUse;
+                self.refuse_token(&path, header.session_id, reason, &psk, msg1, out);
+                return self.refused(&path);
+            }
+        }
+        let config = &self.config;
         let mut session_config = config.session.clone();
         session_config.max_datagram_size = path.max_datagram;
+        let psk = match (&token, &config.network) {
+            (Some(t), _) => &t.psk,
+            (None, Some(network)) => network,
+            // Unreachable: without a network key no member message 1
+            // authenticates.
+            (None, None) => return path.dropped(),
+        };
         match Session::accept_with_budget(
             session_config,
             &config.identity,
-            &config.network,
+            psk,
             msg1,
             now,
             Some(config.budget.clone()),
         ) {
             Ok(mut session) => {
                 let id = session.id();
-                let (gate, addr) = (self.config.clone(), path.peer);
+                let client = token.as_ref().map(|t| t.client.clone());
+                let (gate, addr, who) = (self.config.clone(), path.peer, client.clone());
                 session.check_peer(Box::new(move |node| {
                     gate.authorize
                         .as_ref()
-                        .is_none_or(|allow| allow(node, addr))
+                        .is_none_or(|allow| allow(node, addr, who.as_ref()))
                         && gate.quotas.peer_has_room(node)
                 }));
                 let mut entry = Entry::new(session, path);
+                entry.client = client;
+                entry.token = token.as_ref().map(|t| t.salt);
                 entry.charge = Charge::Pending { addr, connection };
                 if let Some(c) = connection {
                     *self.pending_by_connection.entry(c).or_default() += 1;
@@ -144,6 +196,9 @@ impl Endpoint {
             Err(e) => {
                 tracing::debug!(from = %path.peer, error = %e, "handshake refused");
                 config.quotas.end_pending(path.peer);
+                if let (Some(t), Some(gate)) = (&token, &config.tokens) {
+                    gate.release(&t.salt);
+                }
                 path.dropped();
             }
         }
@@ -165,14 +220,48 @@ impl Endpoint {
         path.dropped();
     }
 
-    /// Whether `datagram` is a message 1 of this network: the right length,
-    /// and authenticated under the network's PSK.
-    fn genuine_msg1(&self, datagram: &[u8]) -> bool {
-        datagram.len() == HEADER_LEN + MSG1_LEN
-            && self
-                .config
-                .msg1_check
-                .verify(&datagram[..HEADER_LEN], &datagram[HEADER_LEN..])
+    /// What a message-1 datagram is: a member's (the right length, and
+    /// authenticated under the network's PSK), a connect token's (through
+    /// the token gate), or nothing to answer.
+    fn authenticate(&self, datagram: &[u8], unix_secs: u64) -> Auth {
+        if datagram.len() == HEADER_LEN + MSG1_LEN {
+            let (header, noise) = datagram.split_at(HEADER_LEN);
+            return if self.config.network.is_some() && self.config.msg1_check.verify(header, noise)
+            {
+                Auth::Member
+            } else {
+                Auth::Not
+            };
+        }
+        match self
+            .config
+            .tokens
+            .as_ref()
+            .map(|g| g.check(datagram, unix_secs))
+        {
+            None | Some(GateResult::Silent) => Auth::Not,
+            Some(GateResult::Refuse(reason, psk)) => Auth::Refuse(reason, psk),
+            Some(GateResult::Admit(a)) => Auth::Token(Box::new(a)),
+        }
+    }
+
+    /// Answers an authentic token message 1 that is not valid here with a
+    /// refusal (docs/PROTOCOL.md 14.6): 46 bytes, less than it received.
+    fn refuse_token(
+        &mut self,
+        path: &Path,
+        session: SessionId,
+        reason: crate::token::TokenRefusal,
+        psk: &crate::crypto::NetworkKey,
+        msg1: &[u8],
+        out: &mut dyn Output,
+    ) {
+        tracing::debug!(from = %path.peer, %reason, "connect token refused");
+        let refusal = cookie::refusal(session, reason.to_u8(), &ChallengeKey::new(psk), msg1);
+        self.control.clear();
+        self.control.push(&refusal);
+        out.transmit(path, &mut self.control);
+        self.control.clear();
     }
 
     /// Sends a cookie challenge for `session` (answering `msg1`, which it
@@ -182,11 +271,11 @@ impl Endpoint {
         path: &Path,
         session: SessionId,
         msg1: &[u8],
+        mac: &ChallengeKey,
         now: Instant,
         out: &mut dyn Output,
     ) {
         let epoch = self.cookie_epoch(now);
-        let mac = self.config.msg1_check.challenge_key();
         let challenge = self
             .config
             .cookie_key
@@ -204,4 +293,16 @@ impl Endpoint {
     fn cookie_epoch(&self, now: Instant) -> u64 {
         cookie::epoch_of(now.saturating_duration_since(self.config.started))
     }
+}
+
+/// What [`Endpoint::authenticate`] made of a message 1.
+enum Auth {
+    /// Nothing to answer: dropped in silence.
+    Not,
+    /// A member's.
+    Member,
+    /// A connect token's, admitted by the gate.
+    Token(Box<TokenAdmission>),
+    /// A connect token's, authentic but not valid here.
+    Refuse(crate::token::TokenRefusal, crate::crypto::NetworkKey),
 }

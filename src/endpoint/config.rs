@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::crypto::{CookieKey, Identity, Msg1Check, NetworkKey, NodeId};
 use crate::session::{PayloadSource, SessionConfig};
 use crate::stream::MemoryBudget;
+use crate::token::{ClientInfo, TokenGate};
 
 use super::quota::Quotas;
 use super::Directory;
@@ -17,8 +18,11 @@ use super::Directory;
 pub(crate) struct EndpointConfig {
     /// This node's identity.
     pub identity: Identity,
-    /// The network's key.
-    pub network: NetworkKey,
+    /// The network's key; `None` on a node without a shared seed (a
+    /// connect-token client), which opens sessions only with tokens.
+    pub network: Option<NetworkKey>,
+    /// The connect tokens this node accepts, if any.
+    pub tokens: Option<TokenGate>,
     /// Every session's configuration (each path sets its datagram size).
     pub session: SessionConfig,
     /// Incoming handshakes are accepted.
@@ -38,6 +42,10 @@ pub(crate) struct EndpointConfig {
     pub msg1_check: Msg1Check,
     /// The origin of cookie epochs.
     pub started: Instant,
+    /// The wall clock at a moment (seconds since the Unix epoch): the
+    /// system's in a node, the virtual one in tests. Tokens and message-1
+    /// timestamps are checked against it.
+    pub wall_clock: WallClock,
     /// Which shard holds each established session.
     pub directory: Directory,
     /// Where delivered messages' buffers come from.
@@ -53,7 +61,12 @@ pub(crate) struct EndpointConfig {
 
 /// An accept-side authorisation: the initiator's node id and address in,
 /// whether it may have the session out.
-pub(crate) type Authorize = Arc<dyn Fn(NodeId, SocketAddr) -> bool + Send + Sync>;
+/// Seconds since the Unix epoch at a monotonic moment.
+pub(crate) type WallClock = Arc<dyn Fn(Instant) -> u64 + Send + Sync>;
+
+/// A token session's client is shown too.
+pub(crate) type Authorize =
+    Arc<dyn Fn(NodeId, SocketAddr, Option<&Arc<ClientInfo>>) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for EndpointConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -43,6 +43,7 @@ use crate::frame::{close_code, FrameType, Header, SessionId};
 use crate::session::{
     CloseReason, Event as SessionEvent, Role, Session, SessionError, SessionStats, Transmits,
 };
+use crate::token::{ClientInfo, ConnectToken};
 use path::PathProbe;
 
 /// What an endpoint reports.
@@ -54,6 +55,8 @@ pub(crate) enum Event<'a> {
         peer: NodeId,
         path: &'a Path,
         initiator: bool,
+        /// The connect token's client, for a session a token opened here.
+        client: Option<&'a Arc<ClientInfo>>,
     },
     /// A message arrived on an established session.
     Message {
@@ -67,6 +70,8 @@ pub(crate) enum Event<'a> {
         /// application has it; such a message must never be dropped.
         credit: u64,
         path: &'a Path,
+        /// The connect token's client, for a session a token opened here.
+        client: Option<&'a Arc<ClientInfo>>,
     },
     /// An authenticated session runs over `path` (established over it, or
     /// moved onto it once validated): its transport may trust the peer.
@@ -78,6 +83,10 @@ pub(crate) enum Event<'a> {
         path: &'a Path,
     },
 }
+
+/// An established session as [`Endpoint::describe`] sees it: its peer,
+/// path, whether this side opened it, and its token client.
+pub(crate) type Described<'a> = (NodeId, &'a Path, bool, Option<&'a Arc<ClientInfo>>);
 
 /// Where an endpoint puts what it produces.
 pub(crate) trait Output {
@@ -106,6 +115,8 @@ pub(crate) enum OpenError {
     TooManySessions(usize),
     #[error("no randomness for a session id")]
     NoRandomness,
+    #[error("this node has no shared seed: connect with a connect token")]
+    NoCredential,
     #[error(transparent)]
     Session(#[from] SessionError),
 }
@@ -147,6 +158,10 @@ struct Entry {
     send_budget: Option<Arc<SendBudget>>,
     /// Bytes of `send_budget` the session's send buffer holds.
     charged: usize,
+    /// The connect token's client, for a session a token opened here.
+    client: Option<Arc<ClientInfo>>,
+    /// The ticket (by salt) this session holds in the token gate.
+    token: Option<[u8; 16]>,
 }
 
 /// What a session holds of its peer's quotas (see [`quota`]).
@@ -182,6 +197,8 @@ impl Entry {
             budget_of: None,
             send_budget: None,
             charged: 0,
+            client: None,
+            token: None,
         }
     }
 }
@@ -292,6 +309,7 @@ impl Endpoint {
         now: Instant,
         path: Path,
         expect: Option<NodeId>,
+        token: Option<&ConnectToken>,
         out: &mut dyn Output,
     ) -> Result<SessionId, OpenError> {
         if self.sessions.len() >= self.config.max_sessions_per_shard {
@@ -300,14 +318,17 @@ impl Endpoint {
         let id = self.new_session_id().ok_or(OpenError::NoRandomness)?;
         let mut config = self.config.session.clone();
         config.max_datagram_size = path.max_datagram;
-        let session = Session::connect_with_budget(
-            config,
-            &self.config.identity,
-            &self.config.network,
-            id,
-            now,
-            Some(self.config.budget.clone()),
-        )?;
+        let budget = Some(self.config.budget.clone());
+        let identity = &self.config.identity;
+        let session = match (token, &self.config.network) {
+            (Some(token), _) => {
+                Session::connect_with_token(config, identity, token, id, now, budget)?
+            }
+            (None, Some(network)) => {
+                Session::connect_with_budget(config, identity, network, id, now, budget)?
+            }
+            (None, None) => return Err(OpenError::NoCredential),
+        };
         let mut session = session;
         if let Some(peer) = expect {
             session.expect_peer(peer);
@@ -470,10 +491,30 @@ impl Endpoint {
 
     /// Established session `id`: its peer, current path and whether this
     /// side opened it.
-    pub(crate) fn describe(&self, id: SessionId) -> Option<(NodeId, &Path, bool)> {
+    pub(crate) fn describe(&self, id: SessionId) -> Option<Described<'_>> {
         let e = self.sessions.get(&id).filter(|e| e.live)?;
         let initiator = e.session.role() == Role::Initiator;
-        Some((e.session.peer()?, &e.path, initiator))
+        Some((e.session.peer()?, &e.path, initiator, e.client.as_ref()))
+    }
+
+    /// Closes every session of connect-token client `client_id` with code
+    /// REVOKED; how many.
+    pub(crate) fn close_client(
+        &mut self,
+        now: Instant,
+        client_id: u64,
+        out: &mut dyn Output,
+    ) -> usize {
+        let ids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.client.as_ref().is_some_and(|c| c.client_id == client_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            self.close(now, id, close_code::REVOKED, "revoked", out);
+        }
+        ids.len()
     }
 
     /// Statistics of session `id`.
@@ -537,6 +578,7 @@ impl Endpoint {
                         peer,
                         path: &entry.path,
                         initiator,
+                        client: entry.client.as_ref(),
                     });
                     if entry.path.reliable {
                         out.event(Event::Authenticated { path: &entry.path });
@@ -557,6 +599,7 @@ impl Endpoint {
                             payload,
                             credit,
                             path: &entry.path,
+                            client: entry.client.as_ref(),
                         });
                     }
                 }
@@ -674,5 +717,8 @@ fn release(config: &EndpointConfig, by_connection: &mut HashMap<Connection, usiz
     }
     if let Some(peer) = entry.budget_of {
         config.quotas.release_budget(peer);
+    }
+    if let (Some(salt), Some(gate)) = (&entry.token, &config.tokens) {
+        gate.release(salt);
     }
 }

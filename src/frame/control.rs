@@ -116,6 +116,9 @@ pub mod close_code {
     /// No rekey with fresh Diffie-Hellman completed within the session's
     /// hard key lifetime (`SessionConfig::reject_after`).
     pub const REKEY_TIMEOUT: u16 = 7;
+    /// The server revoked the connect token's client
+    /// (`docs/PROTOCOL.md` 14.7).
+    pub const REVOKED: u16 = 8;
 }
 
 impl Control {

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{NodeId, SeedError};
 pub use crate::endpoint::QuotaConfig;
 use crate::session::{ConfigError, SessionConfig};
+use crate::token::{ClientInfo, TokenConfig};
 use crate::transport::udp::{UdpConfig, UdpConfigError};
 use crate::transport::TransportError;
 
@@ -18,11 +19,17 @@ use crate::transport::TransportError;
 /// [`client`](Self::client), the `with_*` setters) cover the common shapes.
 #[derive(Clone)]
 pub struct NodeConfig {
-    /// This node's secret identity seed (at least 32 bytes).
+    /// This node's secret identity seed (at least 32 bytes). Empty: a
+    /// fresh random identity at every start (a connect-token client's).
     pub node_seed: Zeroizing<Vec<u8>>,
     /// The network's shared secret (at least 32 bytes, the same on every
-    /// node of the network).
+    /// node of the network). Empty on a connect-token client
+    /// ([`token_client`](Self::token_client)): it holds no network key and
+    /// opens sessions only with tokens.
     pub shared_seed: Zeroizing<Vec<u8>>,
+    /// The connect tokens this node accepts from clients (see
+    /// [`crate::token`]); `None` (the default) accepts members only.
+    pub tokens: Option<TokenConfig>,
     /// The UDP transport; `None` runs no UDP socket (a WebSocket-only node).
     pub udp: Option<UdpConfig>,
     /// Reactor threads. Default: one per available core.
@@ -104,7 +111,22 @@ impl NodeConfig {
             call_timeout: Duration::from_secs(5),
             authorize: None,
             quotas: QuotaConfig::default(),
+            tokens: None,
         }
+    }
+
+    /// Defaults for a connect-token client: no seed at all (a fresh random
+    /// identity, no network key), no incoming handshakes. It opens sessions
+    /// only with a token ([`ConnectOptions::with_token`](super::ConnectOptions::with_token)),
+    /// and only with the servers its tokens name.
+    pub fn token_client() -> Self {
+        Self::new(&[], &[]).with_server_mode(false)
+    }
+
+    /// Accepts connect tokens (see [`TokenConfig`]).
+    pub fn with_tokens(mut self, tokens: TokenConfig) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// Defaults without a UDP socket: the node speaks WebSocket only
@@ -189,6 +211,9 @@ pub struct PeerCandidate {
     pub node_id: NodeId,
     /// The address its handshake came from.
     pub addr: SocketAddr,
+    /// Who it is, when a connect token opened the session: its client id
+    /// and the token's application data.
+    pub client: Option<Arc<ClientInfo>>,
 }
 
 /// An accept-side authorisation hook (see [`NodeConfig::authorize`]).
@@ -207,6 +232,7 @@ impl fmt::Debug for NodeConfig {
             .field("send_timeout", &self.send_timeout)
             .field("call_timeout", &self.call_timeout)
             .field("authorize", &self.authorize.is_some())
+            .field("tokens", &self.tokens)
             .field("quotas", &self.quotas)
             .finish_non_exhaustive()
     }

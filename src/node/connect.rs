@@ -10,11 +10,13 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::crypto::NodeId;
 use crate::frame::SessionId;
 use crate::reactor::{Command, Connect, Failure, Wait};
+use crate::token::ConnectToken;
 use crate::transport::ws::{WsConfig, WsUrl};
 
 use super::error::{ConnectError, MoveError};
@@ -39,6 +41,10 @@ pub struct ConnectOptions {
     /// the handshake with [`ConnectError::WrongPeer`] before it learns this
     /// node's identity.
     pub peer: Option<NodeId>,
+    /// Open the session with this connect token instead of the network key
+    /// (the only way for a node without a shared seed,
+    /// [`NodeConfig::token_client`](super::NodeConfig::token_client)).
+    pub token: Option<Arc<ConnectToken>>,
 }
 
 impl ConnectOptions {
@@ -56,6 +62,13 @@ impl ConnectOptions {
     /// Opens the session only with node `peer` (see [`peer`](Self::peer)).
     pub fn with_peer(mut self, peer: NodeId) -> Self {
         self.peer = Some(peer);
+        self
+    }
+
+    /// Opens the session with connect token `token` (see
+    /// [`token`](Self::token)).
+    pub fn with_token(mut self, token: ConnectToken) -> Self {
+        self.token = Some(Arc::new(token));
         self
     }
 
@@ -175,6 +188,9 @@ impl Node {
         target: Option<String>,
         options: &ConnectOptions,
     ) -> Result<Session, ConnectError> {
+        if options.token.as_ref().is_some_and(|t| t.is_expired()) {
+            return Err(ConnectError::TokenExpired);
+        }
         let timeout = options.timeout.unwrap_or(self.inner.connect_timeout);
         let deadline = Instant::now() + timeout;
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -188,6 +204,7 @@ impl Node {
             target,
             options: ws_options,
             expect: options.peer,
+            token: options.token.clone(),
             reply: tx,
         }));
         self.inner

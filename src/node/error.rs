@@ -85,6 +85,25 @@ pub enum ConnectError {
     /// The system's random number generator failed (no session id).
     #[error("no randomness for a session id")]
     NoRandomness,
+    /// This node has no shared seed (a connect-token client) and no token
+    /// was given ([`ConnectOptions::with_token`](super::ConnectOptions::with_token)).
+    #[error(
+        "this node has no shared seed: connect with a connect token (ConnectOptions::with_token)"
+    )]
+    NoCredential,
+    /// The token given has expired by this machine's clock: nothing was
+    /// sent. Ask the backend for a fresh one.
+    #[error("the connect token expired; ask the backend for a fresh one")]
+    TokenExpired,
+    /// The server read the token and refused it
+    /// (`docs/PROTOCOL.md` 14.6).
+    #[error("{peer} refused the connect token: {reason}")]
+    TokenRefused {
+        /// The address dialled.
+        peer: SocketAddr,
+        /// Why.
+        reason: crate::token::TokenRefusal,
+    },
 }
 
 impl ConnectError {
@@ -107,10 +126,15 @@ impl ConnectError {
                         ..
                     },
             } => ConnectError::Refused { peer },
+            Failure::ConnectFailed {
+                peer,
+                reason: CloseReason::TokenRefused(reason),
+            } => ConnectError::TokenRefused { peer, reason },
             Failure::ConnectFailed { peer, reason } => ConnectError::Handshake { peer, reason },
             Failure::TimedOut(d) => ConnectError::TimedOut(d),
             Failure::Session(e) => ConnectError::Session(e),
             Failure::NoRandomness => ConnectError::NoRandomness,
+            Failure::NoCredential => ConnectError::NoCredential,
             Failure::UnknownSession(_) => ConnectError::Stopped,
         }
     }
@@ -189,6 +213,7 @@ impl SendError {
             | Failure::NoSuchTransport
             | Failure::ConnectFailed { .. }
             | Failure::TooManySessions(_)
+            | Failure::NoCredential
             | Failure::NoRandomness => SendError::Stopped,
         }
     }

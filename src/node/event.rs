@@ -13,6 +13,7 @@ use crate::crypto::NodeId;
 use crate::frame::{FrameType, SessionId};
 use crate::reactor::{Delivery, Incoming, QueuedBytes, SessionOpened};
 use crate::session::CloseReason;
+use crate::token::ClientInfo;
 
 /// A message that arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,10 @@ pub struct Message {
     /// The message. Give its buffer back with
     /// [`Node::recycle`](super::Node::recycle) when done, if you like.
     pub payload: Vec<u8>,
+    /// Who sent it, when a connect token opened the session (this node is
+    /// the server): the token's client id and application data. `None`
+    /// for a member's session.
+    pub client: Option<Arc<ClientInfo>>,
 }
 
 impl From<Incoming> for Message {
@@ -41,6 +46,7 @@ impl From<Incoming> for Message {
             stream_id: m.stream_id,
             frame_type: m.frame_type,
             payload: m.payload,
+            client: m.client,
         }
     }
 }
@@ -58,6 +64,8 @@ pub struct SessionInfo {
     pub transport: &'static str,
     /// Whether this node opened it.
     pub initiator: bool,
+    /// The connect token's client, when a token opened it here.
+    pub client: Option<Arc<ClientInfo>>,
 }
 
 impl From<SessionOpened> for SessionInfo {
@@ -68,6 +76,7 @@ impl From<SessionOpened> for SessionInfo {
             peer_addr: s.peer_addr,
             transport: s.transport,
             initiator: s.initiator,
+            client: s.client,
         }
     }
 }

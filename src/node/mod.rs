@@ -48,6 +48,7 @@ mod send;
 mod session;
 mod start;
 mod stats;
+mod token;
 mod ws;
 
 pub use config::{Authorizer, NodeConfig, PeerCandidate, QuotaConfig, StartError};
@@ -59,6 +60,7 @@ pub use event::{
 pub use handler::{on_reactor, on_worker, FnHandler, Handler, Replies, RunsOn};
 pub use session::Session;
 pub use stats::NodeStats;
+pub use token::RevokeError;
 pub use ws::TransportId;
 
 use std::fmt;

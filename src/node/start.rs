@@ -19,8 +19,35 @@ impl Node {
     /// Starts a node: derives its keys, binds its sockets, starts its
     /// reactors.
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
-        let identity = Identity::from_seed(&config.node_seed)?;
-        let network = NetworkKey::from_seed(&config.shared_seed)?;
+        let identity = if config.node_seed.is_empty() {
+            // A connect-token client: any identity will do, a fresh one.
+            Identity::generate()
+                .map_err(|_| StartError::Invalid("no randomness for an identity"))?
+        } else {
+            Identity::from_seed(&config.node_seed)?
+        };
+        let network = if config.shared_seed.is_empty() {
+            None
+        } else {
+            Some(NetworkKey::from_seed(&config.shared_seed)?)
+        };
+        let tokens = match &config.tokens {
+            None => None,
+            Some(t) => {
+                let gate = crate::token::TokenGate::new(t, network.as_ref());
+                if !gate.usable() {
+                    return Err(StartError::Invalid(
+                        "tokens need at least one server name and one issuing key (or a shared seed to derive it)",
+                    ));
+                }
+                Some(gate)
+            }
+        };
+        if config.server_mode && network.is_none() && tokens.is_none() {
+            return Err(StartError::Invalid(
+                "a server needs a shared seed or a token configuration: a node without either can only connect with tokens (set server_mode false, NodeConfig::token_client)",
+            ));
+        }
         config.session.validate()?;
         if config.reactors == 0 || config.reactors > 256 {
             return Err(StartError::Invalid("reactors must be 1..=256"));
@@ -59,12 +86,21 @@ impl Node {
             .unzip();
         let cookie_key = CookieKey::generate(&ring::rand::SystemRandom::new())
             .map_err(|_| StartError::Invalid("no randomness for the cookie secret"))?;
-        let msg1_check = Msg1Check::new(&network);
+        // Without a shared seed, no member's message 1 may authenticate:
+        // the check runs under a key nobody holds.
+        let msg1_check = match &network {
+            Some(n) => Msg1Check::new(n),
+            None => Msg1Check::new(
+                &NetworkKey::random()
+                    .map_err(|_| StartError::Invalid("no randomness for the message-1 check"))?,
+            ),
+        };
         let pool = Arc::new(BufferPool::new());
         let node_id = identity.node_id();
         let endpoint = Arc::new(EndpointConfig {
             identity,
             network,
+            tokens,
             session: session.clone(),
             accepting: AtomicBool::new(config.server_mode),
             max_sessions_per_shard: config.max_sessions.div_ceil(count).max(1),
@@ -74,13 +110,18 @@ impl Node {
             cookie_key,
             msg1_check,
             started: Instant::now(),
+            wall_clock: Arc::new(|_| crate::crypto::handshake::unix_now()),
             directory: Directory::new(count),
             payloads: Some(pool.clone()),
             stats: EndpointStats::default(),
             quotas: crate::endpoint::Quotas::new(config.quotas),
             authorize: config.authorize.clone().map(|allow| {
-                let hook: crate::endpoint::Authorize = Arc::new(move |node_id, addr| {
-                    allow(&super::config::PeerCandidate { node_id, addr })
+                let hook: crate::endpoint::Authorize = Arc::new(move |node_id, addr, client| {
+                    allow(&super::config::PeerCandidate {
+                        node_id,
+                        addr,
+                        client: client.cloned(),
+                    })
                 });
                 hook
             }),

@@ -22,6 +22,7 @@ use crate::endpoint::{OpenError, Path, SessionRefused};
 use crate::frame::{FrameType, SessionId};
 use crate::pool::Payload;
 use crate::session::{CloseReason, SessionError, SessionStats};
+use crate::token::ConnectToken;
 use crate::transport::{Transport, TransportError, TransportStats};
 
 use super::deliver::SessionOpened;
@@ -64,6 +65,8 @@ pub(crate) enum Failure {
     TooManySessions(usize),
     #[error("no randomness for a session id")]
     NoRandomness,
+    #[error("this node has no shared seed: connect with a connect token")]
+    NoCredential,
     #[error("no answer from the reactor within {0:?}")]
     TimedOut(Duration),
 }
@@ -79,6 +82,7 @@ impl From<OpenError> for Failure {
         match e {
             OpenError::TooManySessions(n) => Failure::TooManySessions(n),
             OpenError::NoRandomness => Failure::NoRandomness,
+            OpenError::NoCredential => Failure::NoCredential,
             OpenError::Session(e) => Failure::Session(e),
         }
     }
@@ -106,6 +110,8 @@ pub(crate) struct Connect {
     pub options: Option<Box<dyn Any + Send>>,
     /// The only peer the session may be opened with.
     pub expect: Option<NodeId>,
+    /// Open it with this connect token instead of the network key.
+    pub token: Option<Arc<ConnectToken>>,
     pub reply: Reply<SessionOpened>,
 }
 
@@ -183,6 +189,11 @@ pub(crate) enum Command {
     },
     /// Opens a target (a WebSocket URL) on a transport here and returns the
     /// path to it.
+    /// Closes every session of a revoked connect-token client.
+    CloseClient {
+        client_id: u64,
+        reply: Reply<usize>,
+    },
     OpenPath {
         transport: usize,
         target: Box<str>,
@@ -216,6 +227,7 @@ impl std::fmt::Debug for Command {
             Command::Authenticated { .. } => "Authenticated",
             Command::SetPath { .. } => "SetPath",
             Command::OpenPath { .. } => "OpenPath",
+            Command::CloseClient { .. } => "CloseClient",
             Command::AddTransport { .. } => "AddTransport",
             Command::TransportStats { .. } => "TransportStats",
             Command::Stop => "Stop",

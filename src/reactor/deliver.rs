@@ -29,6 +29,7 @@ use crate::endpoint::{EndpointConfig, Event};
 use crate::frame::{FrameType, SessionId};
 use crate::pool::{BufferPool, Payload};
 use crate::session::{CloseReason, SessionError};
+use crate::token::ClientInfo;
 use crate::transport::TransportCounters;
 
 use super::command::{Failure, Reply};
@@ -41,6 +42,7 @@ pub(crate) struct SessionOpened {
     pub peer_addr: SocketAddr,
     pub transport: &'static str,
     pub initiator: bool,
+    pub client: Option<Arc<ClientInfo>>,
 }
 
 /// A message, as handed to the application.
@@ -55,6 +57,8 @@ pub(crate) struct Incoming {
     /// Reliable channel bytes it holds in its session's flow-control
     /// window, released once it is handed over.
     pub credit: u64,
+    /// The connect token's client, for a session a token opened here.
+    pub client: Option<Arc<ClientInfo>>,
 }
 
 /// What goes on the hand-off channels.
@@ -274,6 +278,7 @@ impl App {
                 peer,
                 path,
                 initiator,
+                client,
             } => {
                 let info = SessionOpened {
                     id,
@@ -281,6 +286,7 @@ impl App {
                     peer_addr: path.peer,
                     transport: path.kind,
                     initiator,
+                    client: client.cloned(),
                 };
                 if let Some(reply) = self.connects.remove(&id) {
                     let _ = reply.send(Ok(info.clone()));
@@ -295,6 +301,7 @@ impl App {
                 payload,
                 credit,
                 path,
+                client,
             } => {
                 let incoming = Incoming {
                     session: id,
@@ -304,6 +311,7 @@ impl App {
                     frame_type,
                     payload,
                     credit,
+                    client: client.cloned(),
                 };
                 if let Some(InlineHandler(handler)) = self.shared.inline.get() {
                     let queue = InlineQueue {

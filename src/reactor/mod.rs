@@ -481,6 +481,11 @@ impl Reactor {
                     .collect();
                 let _ = reply.send(results);
             }
+            Command::CloseClient { client_id, reply } => {
+                let (closed, _) =
+                    self.with_endpoint(|ep, out| ep.close_client(now, client_id, out));
+                let _ = reply.send(Ok(closed));
+            }
             Command::SessionStats { session, reply } => {
                 let _ = reply.send(self.endpoint.session_stats(session));
             }
@@ -504,16 +509,17 @@ impl Reactor {
                 let _ = reply.send(self.endpoint.channel_stats(session, now));
             }
             Command::Describe { session, reply } => {
-                let described = self
-                    .endpoint
-                    .describe(session)
-                    .map(|(peer, path, initiator)| SessionOpened {
-                        id: session,
-                        peer_node: peer,
-                        peer_addr: path.peer,
-                        transport: path.kind,
-                        initiator,
-                    });
+                let described =
+                    self.endpoint
+                        .describe(session)
+                        .map(|(peer, path, initiator, client)| SessionOpened {
+                            id: session,
+                            peer_node: peer,
+                            peer_addr: path.peer,
+                            transport: path.kind,
+                            initiator,
+                            client: client.cloned(),
+                        });
                 let _ = reply.send(described);
             }
             Command::Forward {
@@ -602,6 +608,7 @@ impl Reactor {
             target,
             options,
             expect,
+            token,
             reply,
         } = c;
         let Some(slot) = self.io.slots.get_mut(transport) else {
@@ -622,7 +629,8 @@ impl Reactor {
             let _ = reply.send(Err(Failure::NoSuchTransport));
             return;
         };
-        let (opened, _) = self.with_endpoint(|ep, out| ep.connect(now, path, expect, out));
+        let (opened, _) =
+            self.with_endpoint(|ep, out| ep.connect(now, path, expect, token.as_deref(), out));
         match opened {
             Ok(id) => {
                 self.app.connects.insert(id, reply);

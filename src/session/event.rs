@@ -82,6 +82,9 @@ pub enum CloseReason {
     /// [`SessionConfig::reject_after`](crate::session::SessionConfig::reject_after)
     /// (the peer did not answer, or no fresh ephemeral key could be drawn).
     RekeyTimeout,
+    /// The server read this side's connect token and refused it, with an
+    /// authenticated refusal (`docs/PROTOCOL.md` 14.6).
+    TokenRefused(crate::token::TokenRefusal),
 }
 
 impl fmt::Display for CloseReason {
@@ -111,6 +114,7 @@ impl fmt::Display for CloseReason {
             CloseReason::RekeyTimeout => f.write_str(
                 "rekey timeout: no rekey with fresh Diffie-Hellman completed within the key lifetime",
             ),
+            CloseReason::TokenRefused(why) => write!(f, "connect token refused by the server: {why}"),
         }
     }
 }

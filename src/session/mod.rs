@@ -224,11 +224,46 @@ impl Session {
         now: Instant,
         budget: Option<MemoryBudget>,
     ) -> Result<Self, SessionError> {
+        Self::connect_inner(config, identity, network, &[], id, now, budget)
+    }
+
+    /// Opens a session as a client with a connect token
+    /// (`docs/PROTOCOL.md` 14.4): the token's key is the PSK and message 1
+    /// carries its ticket. Only a server holding the token's issuing key
+    /// can answer.
+    pub fn connect_with_token(
+        config: SessionConfig,
+        identity: &Identity,
+        token: &crate::token::ConnectToken,
+        id: SessionId,
+        now: Instant,
+        budget: Option<MemoryBudget>,
+    ) -> Result<Self, SessionError> {
+        let ticket = token.ticket();
+        let mut part = Vec::with_capacity(2 + ticket.len());
+        part.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
+        part.extend_from_slice(ticket);
+        let psk = NetworkKey::from_client_key(token.client_key());
+        Self::connect_inner(config, identity, &psk, &part, id, now, budget)
+    }
+
+    /// Message 1 after `ticket_part` (empty for a member's handshake).
+    fn connect_inner(
+        config: SessionConfig,
+        identity: &Identity,
+        network: &NetworkKey,
+        ticket_part: &[u8],
+        id: SessionId,
+        now: Instant,
+        budget: Option<MemoryBudget>,
+    ) -> Result<Self, SessionError> {
         config.validate()?;
-        let header = handshake_header(id, 1, crate::crypto::handshake::MSG1_LEN);
-        let header_bytes = header.to_bytes();
-        let (handshake, msg) = Handshake::initiate(identity, network, config.aead, &header_bytes)?;
-        let mut msg1 = header_bytes.to_vec();
+        let len = ticket_part.len() + crate::crypto::handshake::MSG1_LEN;
+        let header = handshake_header(id, 1, len);
+        let mut prologue = header.to_bytes().to_vec();
+        prologue.extend_from_slice(ticket_part);
+        let (handshake, msg) = Handshake::initiate(identity, network, config.aead, &prologue)?;
+        let mut msg1 = prologue;
         msg1.extend_from_slice(&msg);
         let mut s = Session::new(Role::Initiator, id, config, now, budget);
         s.queue(&msg1, now);
@@ -280,13 +315,24 @@ impl Session {
                 state: SessionState::Handshaking,
             });
         }
-        let (handshake, msg) = Handshake::respond(
-            identity,
-            network,
-            config.aead,
-            frame.header_bytes,
-            frame.payload,
-        )?;
+        // A member's message 1 is the Noise message alone; a client's starts
+        // with its token's ticket, which the prologue takes too (14.4).
+        let mut prologue = frame.header_bytes.to_vec();
+        let noise = if frame.payload.len() == crate::crypto::handshake::MSG1_LEN {
+            frame.payload
+        } else {
+            let (part, _, noise) = crate::token::split_payload(frame.payload).ok_or(
+                crate::crypto::HandshakeError::BadLength {
+                    position: 1,
+                    got: frame.payload.len(),
+                    expected: crate::crypto::handshake::MSG1_LEN,
+                },
+            )?;
+            prologue.extend_from_slice(part);
+            noise
+        };
+        let (handshake, msg) =
+            Handshake::respond(identity, network, config.aead, &prologue, noise)?;
         let id = frame.header.session_id;
         let mut msg2 = Vec::with_capacity(HEADER_LEN + msg.len());
         handshake_header(id, 2, msg.len()).write(&mut msg2);

@@ -128,6 +128,15 @@ impl Session {
             }) => {
                 // Only a member that saw our message 1 can make us echo it.
                 let key = handshake.challenge_key();
+                if header.packet_number == cookie::REFUSAL_PN {
+                    // Only a server that read our token's ticket can refuse
+                    // it (docs/PROTOCOL.md 14.6).
+                    let reason = cookie::parse_refusal(header, header_bytes, payload, &key, msg1)
+                        .and_then(crate::token::TokenRefusal::from_u8)
+                        .ok_or(unexpected)?;
+                    self.terminate(CloseReason::TokenRefused(reason));
+                    return Ok(false);
+                }
                 let fresh = cookie::parse_challenge(header, header_bytes, payload, &key, msg1)
                     .ok_or(unexpected)?;
                 if *held == Some(fresh) {

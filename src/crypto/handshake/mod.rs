@@ -61,7 +61,10 @@ use crate::crypto::keys::{Identity, NetworkKey, NodeId};
 
 mod msg1;
 
+pub(crate) use msg1::open_msg1;
 pub use msg1::Msg1Check;
+#[cfg(not(any(test, feature = "internals")))]
+pub(crate) use msg1::Msg1Info;
 #[cfg(any(test, feature = "internals"))] // used by tests and the `internals` users only
 pub use msg1::{Msg1Error, Msg1Info, Msg1ReplayCache};
 
@@ -506,7 +509,7 @@ fn build(
 }
 
 /// Seconds since the Unix epoch by the system clock (0 before 1970).
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -108,39 +108,7 @@ impl Msg1Check {
     /// ephemeral key and the payload's version and timestamp. The same cost
     /// as [`verify`](Self::verify).
     pub fn open(&self, first_header: &[u8], msg1: &[u8]) -> Option<Msg1Info> {
-        if msg1.len() != MSG1_LEN {
-            return None;
-        }
-        let (re, ciphertext) = msg1.split_at(32);
-        // MixHash(prologue); MixHash(temp_h) from the psk token.
-        let h = blake2s(&[&self.h0, PROLOGUE_LABEL, first_header]);
-        let h = blake2s(&[&h, &self.temp_h[..]]);
-        // The e token: MixHash(re), and with a PSK also MixKey(re).
-        let h = blake2s(&[&h, re]);
-        let (mut ck, k) = hkdf2(&self.ck, re);
-        ck.zeroize();
-        let k = Zeroizing::new(k);
-        // DecryptAndHash(payload) with n = 0 and ad = h.
-        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &k[..]).ok()?;
-        let key = ring::aead::LessSafeKey::new(key);
-        let mut buf = [0u8; MSG1_LEN - 32];
-        buf.copy_from_slice(ciphertext);
-        let plain = key
-            .open_in_place(
-                ring::aead::Nonce::assume_unique_for_key([0u8; 12]),
-                ring::aead::Aad::from(&h),
-                &mut buf,
-            )
-            .ok()?;
-        let mut ephemeral = [0u8; 32];
-        ephemeral.copy_from_slice(re);
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&plain[TIMESTAMP_AT..TIMESTAMP_AT + 8]);
-        Some(Msg1Info {
-            ephemeral,
-            version: plain[0],
-            timestamp: u64::from_be_bytes(ts),
-        })
+        open_after(&self.h0, &self.ck, &self.temp_h, &[first_header], msg1)
     }
 
     /// The check an endpoint runs on a message 1 datagram (frame header and
@@ -174,6 +142,92 @@ impl Msg1Check {
         replays.insert(&info.ephemeral, now)?;
         Ok(info)
     }
+
+    /// The freshness half of [`admit_fresh_at`](Self::admit_fresh_at) for a
+    /// message 1 already authenticated another way (a connect token's): its
+    /// timestamp and its ephemeral key against the same replay cache.
+    pub(crate) fn admit_checked(
+        &self,
+        info: &Msg1Info,
+        now: Instant,
+        unix_secs: u64,
+    ) -> Result<(), Msg1Error> {
+        let skew_secs = skew(info.timestamp, unix_secs);
+        if skew_secs.unsigned_abs() > MSG1_TIME_WINDOW.as_secs() {
+            return Err(Msg1Error::Stale { skew_secs });
+        }
+        let mut replays = self.replays.lock().unwrap_or_else(|e| e.into_inner());
+        replays.insert(&info.ephemeral, now)
+    }
+}
+
+/// Whether `msg1` (a Noise message 1) authenticates under `psk` with the
+/// prologue tail `prologue` (the parts after the label, concatenated): what
+/// [`Msg1Check::open`] computes, without the precomputation, for a PSK that
+/// changes per message (a connect token's client key, `docs/PROTOCOL.md`
+/// 14.5).
+pub(crate) fn open_msg1(psk: &NetworkKey, prologue: &[&[u8]], msg1: &[u8]) -> Option<Msg1Info> {
+    let h0 = blake2s(&[NOISE_PATTERN.as_bytes()]);
+    let (ck, temp_h, mut third) = hkdf3(&h0, psk.psk());
+    third.zeroize();
+    open_after(
+        &h0,
+        &Zeroizing::new(ck),
+        &Zeroizing::new(temp_h),
+        prologue,
+        msg1,
+    )
+}
+
+/// The Noise processing of `-> psk, e` and the payload's `DecryptAndHash`
+/// from the PSK-dependent values `ck` and `temp_h` on.
+fn open_after(
+    h0: &[u8; 32],
+    ck: &Zeroizing<[u8; 32]>,
+    temp_h: &Zeroizing<[u8; 32]>,
+    prologue: &[&[u8]],
+    msg1: &[u8],
+) -> Option<Msg1Info> {
+    if msg1.len() != MSG1_LEN {
+        return None;
+    }
+    let (re, ciphertext) = msg1.split_at(32);
+    // MixHash(prologue); MixHash(temp_h) from the psk token.
+    let mut parts: [&[u8]; 4] = [h0, PROLOGUE_LABEL, &[], &[]];
+    if prologue.len() > 2 {
+        return None;
+    }
+    for (i, p) in prologue.iter().enumerate() {
+        parts[2 + i] = p;
+    }
+    let h = blake2s(&parts);
+    let h = blake2s(&[&h, &temp_h[..]]);
+    // The e token: MixHash(re), and with a PSK also MixKey(re).
+    let h = blake2s(&[&h, re]);
+    let (mut ck, k) = hkdf2(ck, re);
+    ck.zeroize();
+    let k = Zeroizing::new(k);
+    // DecryptAndHash(payload) with n = 0 and ad = h.
+    let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &k[..]).ok()?;
+    let key = ring::aead::LessSafeKey::new(key);
+    let mut buf = [0u8; MSG1_LEN - 32];
+    buf.copy_from_slice(ciphertext);
+    let plain = key
+        .open_in_place(
+            ring::aead::Nonce::assume_unique_for_key([0u8; 12]),
+            ring::aead::Aad::from(&h),
+            &mut buf,
+        )
+        .ok()?;
+    let mut ephemeral = [0u8; 32];
+    ephemeral.copy_from_slice(re);
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&plain[TIMESTAMP_AT..TIMESTAMP_AT + 8]);
+    Some(Msg1Info {
+        ephemeral,
+        version: plain[0],
+        timestamp: u64::from_be_bytes(ts),
+    })
 }
 
 /// The ephemeral keys of recent message 1s, to refuse a replayed one.

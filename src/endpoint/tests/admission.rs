@@ -219,7 +219,7 @@ fn the_authorisation_hook_refuses_before_establishment() {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let banned = Identity::from_seed(&[2; 32]).expect("seed").node_id();
     let log = asked.clone();
-    let hook: Authorize = Arc::new(move |node, addr| {
+    let hook: Authorize = Arc::new(move |node, addr, _| {
         log.lock().expect("lock").push((node, addr));
         node != banned
     });
@@ -422,7 +422,7 @@ fn a_captured_message_1_makes_state_once_per_node() {
     let now = net.now;
     let node = &mut net.nodes[client];
     node.ep
-        .connect(now, path, None, &mut node.out)
+        .connect(now, path, None, None, &mut node.out)
         .expect("connect");
     let msg1 = node.out.sent[0].1.clone();
     net.collect();

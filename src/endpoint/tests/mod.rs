@@ -5,6 +5,7 @@
 mod admission;
 mod paths;
 mod routing;
+mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ struct Collect {
     events: Vec<Seen>,
     /// Peers reported authenticated on a reliable link.
     authenticated: Vec<SocketAddr>,
+    /// The token client (id, data) of each message that had one.
+    clients: Vec<(SessionId, u64, Vec<u8>)>,
 }
 
 impl Output for Collect {
@@ -67,8 +70,14 @@ impl Output for Collect {
                 peer,
                 payload,
                 path,
+                client,
                 ..
-            } => Seen::Message(id, peer, payload, path.peer),
+            } => {
+                if let Some(c) = client {
+                    self.clients.push((id, c.client_id, c.data.clone()));
+                }
+                Seen::Message(id, peer, payload, path.peer)
+            }
             Event::Closed { id, reason, .. } => Seen::Closed(id, reason),
             Event::Authenticated { path } => {
                 self.authenticated.push(path.peer);
@@ -115,11 +124,42 @@ fn config_with(
     start: Instant,
     authorize: Option<Authorize>,
 ) -> Arc<EndpointConfig> {
-    let network = NetworkKey::from_seed(network).expect("network seed");
-    let msg1_check = Msg1Check::new(&network);
+    config_full(seed, Some(network), limits, start, authorize, None)
+}
+
+/// The wall clock of the virtual network: it starts at `WALL_START` and
+/// runs with the virtual clock.
+fn wall_clock(start: Instant) -> super::config::WallClock {
+    Arc::new(move |now: Instant| *WALL_START + now.saturating_duration_since(start).as_secs())
+}
+
+/// The virtual network's wall clock at its start: the real clock, so that
+/// message 1s (stamped by the real clock) are fresh.
+static WALL_START: std::sync::LazyLock<u64> =
+    std::sync::LazyLock::new(crate::crypto::handshake::unix_now);
+
+/// A node's configuration: of network `network` (`None`: no shared seed,
+/// a connect-token client), accepting `tokens`.
+fn config_full(
+    seed: u8,
+    network: Option<&[u8; 32]>,
+    limits: Limits,
+    start: Instant,
+    authorize: Option<Authorize>,
+    tokens: Option<crate::token::TokenConfig>,
+) -> Arc<EndpointConfig> {
+    let network = network.map(|n| NetworkKey::from_seed(n).expect("network seed"));
+    let msg1_check = Msg1Check::new(
+        &network
+            .clone()
+            .unwrap_or_else(|| NetworkKey::from_client_key(&[seed; 32])),
+    );
+    let tokens = tokens.map(|t| crate::token::TokenGate::new(&t, network.as_ref()));
     Arc::new(EndpointConfig {
         identity: Identity::from_seed(&[seed; 32]).expect("node seed"),
         network,
+        tokens,
+        wall_clock: wall_clock(start),
         session: SessionConfig::default(),
         accepting: AtomicBool::new(true),
         max_sessions_per_shard: limits.max_sessions,
@@ -145,19 +185,9 @@ struct TestNode {
 }
 
 impl TestNode {
-    fn new(
-        seed: u8,
-        network: &[u8; 32],
-        limits: Limits,
-        start: Instant,
-        authorize: Option<Authorize>,
-    ) -> Self {
+    fn new(config: Arc<EndpointConfig>, seed: u8) -> Self {
         let counters = TransportCounters::new(addr(1));
-        let mut ep = Endpoint::new(
-            0,
-            config_with(seed, network, limits, start, authorize),
-            Box::new(Counter(seed as u64)),
-        );
+        let mut ep = Endpoint::new(0, config, Box::new(Counter(seed as u64)));
         ep.add_link(Link {
             kind: "test",
             reliable: false,
@@ -242,15 +272,15 @@ impl Net {
         limits: Limits,
         authorize: Option<Authorize>,
     ) -> usize {
+        let seed = self.nodes.len() as u8 + 1;
+        self.add_config(config_with(seed, network, limits, self.start, authorize))
+    }
+
+    /// Adds a node made with `config` (of seed: its index + 1).
+    fn add_config(&mut self, config: Arc<EndpointConfig>) -> usize {
         let i = self.nodes.len();
         let a = addr(1000 + i as u16);
-        self.nodes.push(TestNode::new(
-            i as u8 + 1,
-            network,
-            limits,
-            self.start,
-            authorize,
-        ));
+        self.nodes.push(TestNode::new(config, i as u8 + 1));
         self.at.insert(a, i);
         self.from.push(a);
         i
@@ -270,6 +300,28 @@ impl Net {
         self.connect_to(client, server, None)
     }
 
+    /// Opens a session from `client` to `server` with connect token
+    /// `token`.
+    fn connect_token(
+        &mut self,
+        client: usize,
+        server: usize,
+        token: &crate::token::ConnectToken,
+    ) -> SessionId {
+        let path = self.nodes[client]
+            .ep
+            .path(0, self.addr_of(server))
+            .expect("link 0");
+        let now = self.now;
+        let node = &mut self.nodes[client];
+        let id = node
+            .ep
+            .connect(now, path, None, Some(token), &mut node.out)
+            .expect("connect");
+        self.collect();
+        id
+    }
+
     /// Opens a session from `client` to `server`, only with node `expect`.
     fn connect_to(&mut self, client: usize, server: usize, expect: Option<NodeId>) -> SessionId {
         let path = self.nodes[client]
@@ -280,7 +332,7 @@ impl Net {
         let node = &mut self.nodes[client];
         let id = node
             .ep
-            .connect(now, path, expect, &mut node.out)
+            .connect(now, path, expect, None, &mut node.out)
             .expect("connect");
         self.collect();
         id

@@ -1,0 +1,134 @@
+//! The issuer and the token's text form.
+
+use super::*;
+
+fn issuer() -> Issuer {
+    Issuer::new(IssuingKey::from_bytes([5; 32]))
+}
+
+#[test]
+fn a_token_round_trips_through_its_text() {
+    let request = TokenRequest::new(u64::MAX, ["eu-1", "ws://game.example:8081/"])
+        .with_lifetime(Duration::from_secs(90))
+        .with_data(vec![0xAB; MAX_DATA_LEN]);
+    let token = issuer().issue(&request).expect("issue");
+    let text = token.encode();
+    assert!(text.starts_with(TOKEN_PREFIX));
+    assert!(text[TOKEN_PREFIX.len()..]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    let back: ConnectToken = text.parse().expect("parse");
+    assert_eq!(back, token);
+    assert_eq!(back.client_id(), u64::MAX);
+    assert_eq!(
+        back.expires_at().duration_since(back.issued_at()).ok(),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(back.audience(), ["eu-1", "ws://game.example:8081/"]);
+    assert!(!back.is_expired());
+    // The application data is in the ticket only.
+    assert!(!back.to_bytes().windows(16).any(|w| w == [0xAB; 16]));
+    // Debug shows no secret.
+    let shown = format!("{back:?}");
+    assert!(
+        !shown.contains("client_key") && !shown.contains("ticket"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn issuing_refuses_what_a_server_could_not_read() {
+    let i = issuer();
+    let none: [&str; 0] = [];
+    assert_eq!(
+        i.issue(&TokenRequest::new(1, none)),
+        Err(IssueError::AudienceCount(0))
+    );
+    let nine: Vec<String> = (0..9).map(|n| format!("s{n}")).collect();
+    assert_eq!(
+        i.issue(&TokenRequest::new(1, nine)),
+        Err(IssueError::AudienceCount(9))
+    );
+    assert_eq!(
+        i.issue(&TokenRequest::new(1, [""])),
+        Err(IssueError::AudienceName(0))
+    );
+    assert_eq!(
+        i.issue(&TokenRequest::new(1, ["x".repeat(256)])),
+        Err(IssueError::AudienceName(256))
+    );
+    assert_eq!(
+        i.issue(&TokenRequest::new(1, ["a"]).with_data(vec![0; MAX_DATA_LEN + 1])),
+        Err(IssueError::DataTooLong(MAX_DATA_LEN + 1))
+    );
+    assert_eq!(
+        i.issue(&TokenRequest::new(1, ["a"]).with_lifetime(Duration::from_millis(999))),
+        Err(IssueError::LifetimeTooShort)
+    );
+    let long: Vec<String> = (0..8).map(|n| format!("{n}{}", "x".repeat(200))).collect();
+    assert_eq!(
+        i.issue(&TokenRequest::new(1, long).with_data(vec![1; MAX_DATA_LEN])),
+        Err(IssueError::TooLarge)
+    );
+}
+
+#[test]
+fn every_truncation_and_bad_version_of_a_token_is_refused() {
+    let token = issuer().issue(&TokenRequest::new(3, ["a"])).expect("issue");
+    let bytes = token.to_bytes();
+    for cut in 0..bytes.len() {
+        assert!(
+            ConnectToken::from_bytes(&bytes[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+    let mut v2 = bytes.to_vec();
+    v2[0] = 2;
+    assert_eq!(
+        ConnectToken::from_bytes(&v2),
+        Err(TokenParseError::Malformed("version"))
+    );
+    let mut longer = bytes.to_vec();
+    longer.push(0);
+    assert!(ConnectToken::from_bytes(&longer).is_err());
+}
+
+#[test]
+fn issuing_keys_read_back_and_derive_from_the_shared_seed() {
+    let key = IssuingKey::generate().expect("key");
+    let back = IssuingKey::from_hex(&key.to_hex()).expect("hex");
+    assert_eq!(back.key_id(), key.key_id());
+    assert!(matches!(
+        IssuingKey::from_hex("zz"),
+        Err(KeyParseError::Length(2))
+    ));
+    assert!(matches!(
+        IssuingKey::from_hex(&"g".repeat(64)),
+        Err(KeyParseError::NotHex)
+    ));
+    let seed = [0x5au8; 32];
+    let derived = IssuingKey::from_shared_seed(&seed).expect("seed");
+    let network = NetworkKey::from_seed(&seed).expect("seed");
+    assert_eq!(
+        derived.key_id(),
+        IssuingKey::from_network(&network).key_id()
+    );
+    // Not the network key itself.
+    assert_ne!(derived.secret(), network.psk());
+    assert!(!format!("{derived:?}").contains(&derived.to_hex()[..8]));
+}
+
+#[test]
+fn refusal_reasons_round_trip() {
+    for r in [
+        TokenRefusal::Expired,
+        TokenRefusal::NotYetValid,
+        TokenRefusal::WrongAudience,
+        TokenRefusal::Revoked,
+        TokenRefusal::InUse,
+    ] {
+        assert_eq!(TokenRefusal::from_u8(r.to_u8()), Some(r));
+    }
+    assert_eq!(TokenRefusal::from_u8(0), None);
+    assert_eq!(TokenRefusal::from_u8(6), None);
+}
