@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use stt::transport::udp::UdpConfig;
 use stt::transport::ws::WsConfig;
-use stt::{on_reactor, Node, NodeConfig, NodeEvent, SessionId};
+use stt::{on_reactor, ConnectOptions, Node, NodeConfig, NodeEvent, SessionId};
 
 use crate::Error;
 
@@ -101,6 +101,11 @@ pub struct BenchArgs {
     /// … and/or its WebSocket URL.
     #[arg(long)]
     server_ws: Option<String>,
+    /// Connect to the remote server as a token client with this connect
+    /// token (`stt1.…`, `@FILE` or `-`) instead of seeds. A token holds one
+    /// session at a time: repeat it once per session (`--sessions N`).
+    #[arg(long, value_name = "TOKEN")]
+    token: Vec<String>,
     /// Seeds for a remote server (a local bench makes up a pair).
     #[command(flatten)]
     seeds: crate::SeedArgs,
@@ -154,9 +159,27 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         return Err("--sessions, --duration and --rate must be positive".into());
     }
     let local = args.server.is_none() && args.server_ws.is_none();
+    let tokens = args
+        .token
+        .iter()
+        .map(|t| crate::token::read_token(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if local && !tokens.is_empty() {
+        return Err("--token is for a remote server (--server / --server-ws); a local bench makes up its own seeds".into());
+    }
+    if !tokens.is_empty() && tokens.len() < args.sessions {
+        return Err(format!(
+            "{} sessions need {} connect tokens (a token holds one session at a time): repeat --token",
+            args.sessions, args.sessions
+        )
+        .into());
+    }
     let (node_seed, shared_seed) = if local {
         // Talking to itself on loopback: a fresh pair, used once.
         (crate::random_bytes(32)?, crate::random_bytes(32)?)
+    } else if !tokens.is_empty() {
+        // A token client holds no seed.
+        (Vec::new(), Vec::new())
     } else {
         args.seeds.load()?
     };
@@ -214,7 +237,11 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             eprintln!("skipping {transport}: no server address for it");
             continue;
         };
-        let mut c = NodeConfig::client(&node_seed, &shared_seed);
+        let mut c = if tokens.is_empty() {
+            NodeConfig::client(&node_seed, &shared_seed)
+        } else {
+            NodeConfig::token_client()
+        };
         c.session.channels.congestion = args.congestion.into();
         c.udp = Some(bench_udp(
             if target.starts_with('[') {
@@ -229,11 +256,15 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         }
         let client = Node::start(c)?;
         let mut sessions = Vec::new();
-        for _ in 0..args.sessions {
+        for i in 0..args.sessions {
+            let mut options = ConnectOptions::new();
+            if let Some(token) = tokens.get(i) {
+                options = options.with_token(token.clone());
+            }
             let s = if transport == "udp" {
-                client.connect_udp(target.as_str())?
+                client.connect_udp_with(target.as_str(), &options)?
             } else {
-                client.connect_websocket(&target)?
+                client.connect_websocket_with(&target, &options)?
             };
             sessions.push(s.id());
         }

@@ -5,6 +5,9 @@
 //! stt send --udp 127.0.0.1:8080 --message hello --seed-file client.seeds
 //! stt bench                      # UDP then WebSocket on loopback, a table in seconds
 //! stt seeds --out node.seeds     # a fresh node seed and shared seed, mode 0600
+//! stt serve --ws 0.0.0.0:8081 --seed-file node.seeds --audience eu-1   # also admit token clients
+//! stt token --seed-file node.seeds --audience eu-1 --client-id 7     # a connect token for client 7
+//! stt send --ws ws://host:8081/ --token stt1.…                       # a client: no seed at all
 //! ```
 //!
 //! Seeds come from a seed file (`--seed-file FILE`, readable by its owner
@@ -18,6 +21,7 @@
 
 mod bench;
 mod seeds;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +59,10 @@ enum Command {
     /// Make a fresh random seed pair, in the seed-file format: printed, or
     /// written to a file only its owner may read (--out).
     Seeds(seeds::SeedsArgs),
+    /// Issue a connect token: what a client that must not hold the shared
+    /// seed (a game client, a browser) connects with. Printed as
+    /// `stt1.<base64url>`.
+    Token(token::TokenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -94,8 +102,13 @@ struct ServeArgs {
     /// `\u{1b}`, `\xff`, ….
     #[arg(long)]
     print: bool,
+    /// Admit clients with connect tokens naming this server NAME (repeat
+    /// for several names). Tokens are issued under the key derived from
+    /// the shared seed, or the one of --issuer-key-file.
+    #[arg(long = "audience", value_name = "NAME")]
+    audience: Vec<String>,
     #[command(flatten)]
-    seeds: SeedArgs,
+    key: token::KeyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -123,13 +136,17 @@ struct SendArgs {
     /// it learns who this one is.
     #[arg(long, value_name = "HEX", value_parser = parse_node_id)]
     peer_node: Option<NodeId>,
+    /// Connect as a client with this connect token (`stt1.…`, `@FILE`, or
+    /// `-` for standard input) instead of seeds.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
     #[command(flatten)]
     seeds: SeedArgs,
 }
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    if let Some(("serve" | "send" | "bench", sub)) = matches.subcommand() {
+    if let Some(("serve" | "send" | "bench" | "token", sub)) = matches.subcommand() {
         seeds::warn_if_on_command_line(sub);
     }
     let cli = match Cli::from_arg_matches(&matches) {
@@ -141,6 +158,7 @@ fn main() -> ExitCode {
         Command::Send(a) => send(a),
         Command::Bench(a) => bench::run(a),
         Command::Seeds(a) => seeds::run(a),
+        Command::Token(a) => token::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -203,14 +221,18 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
     if args.udp.is_none() && args.ws.is_none() {
         return Err("nothing to serve: pass --udp ADDR and/or --ws ADDR".into());
     }
-    let (node_seed, shared_seed) = args.seeds.load()?;
+    let (node_seed, shared_seed) = args.key.seeds_for_server()?;
     let mut config = NodeConfig::new(&node_seed, &shared_seed);
+    config.tokens = token::server_config(&args.audience, &args.key)?;
     config.udp = args.udp.map(UdpConfig::bound_to);
     if let Some(r) = args.reactors {
         config.reactors = r;
     }
     let node = Node::start(config)?;
     println!("node {}", node.node_id());
+    if !args.audience.is_empty() {
+        println!("admitting connect tokens for {}", args.audience.join(", "));
+    }
     if args.echo_in_reactor {
         node.set_handler(on_reactor(|message, replies| {
             let _ = replies.send(message.session, &message.payload);
@@ -258,12 +280,16 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
                 }
                 node.recycle(message.payload);
             }
-            Ok(NodeEvent::SessionEstablished(info)) => {
-                println!(
+            Ok(NodeEvent::SessionEstablished(info)) => match &info.client {
+                Some(client) => println!(
+                    "session {} from {} over {} (token client {})",
+                    info.id, info.peer_addr, info.transport, client.client_id
+                ),
+                None => println!(
                     "session {} from {} over {}",
                     info.id, info.peer_addr, info.transport
-                )
-            }
+                ),
+            },
             Ok(NodeEvent::SessionClosed { session, reason }) => {
                 println!(
                     "session {session} closed: {}",
@@ -285,8 +311,14 @@ fn send(args: SendArgs) -> Result<(), Error> {
         (None, Some(f)) => std::fs::read(f).map_err(|e| format!("reading {}: {e}", f.display()))?,
         (None, None) => return Err("nothing to send: pass --message TEXT or --file FILE".into()),
     };
-    let (node_seed, shared_seed) = args.seeds.load()?;
-    let mut config = NodeConfig::client(&node_seed, &shared_seed);
+    let token = args.token.as_deref().map(token::read_token).transpose()?;
+    let mut config = match &token {
+        Some(_) => NodeConfig::token_client(),
+        None => {
+            let (node_seed, shared_seed) = args.seeds.load()?;
+            NodeConfig::client(&node_seed, &shared_seed)
+        }
+    };
     config.reactors = 1;
     config.udp = match &args.udp {
         Some(target) => {
@@ -306,6 +338,9 @@ fn send(args: SendArgs) -> Result<(), Error> {
     };
     let node = Node::start(config)?;
     let mut options = ConnectOptions::new();
+    if let Some(token) = token {
+        options = options.with_token(token);
+    }
     if let Some(peer) = args.peer_node {
         options = options.with_peer(peer);
     }

@@ -61,10 +61,29 @@ impl fmt::Debug for SeedArgs {
 impl SeedArgs {
     /// The seeds, from flags/environment first, then the seed file.
     pub fn load(&self) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        let (node, shared) = self.load_parts()?;
+        let missing = |which: &str, flag: &str, env: &str| -> Error {
+            format!("no {which}: pass --seed-file FILE (make one with `stt seeds --out FILE`), set {env}, or --{flag} HEX").into()
+        };
+        Ok((
+            node.ok_or_else(|| missing("node seed", "node-seed", "STT_NODE_SEED"))?,
+            shared.ok_or_else(|| missing("shared seed", "shared-seed", "STT_SHARED_SEED"))?,
+        ))
+    }
+
+    /// The shared seed alone (`stt token` needs no node seed).
+    pub fn load_shared(&self) -> Result<Vec<u8>, Error> {
+        self.load_parts()?.1.ok_or_else(|| {
+            "no shared seed: pass --seed-file FILE, set STT_SHARED_SEED, --shared-seed HEX, or --issuer-key-file FILE".into()
+        })
+    }
+
+    /// Whichever seeds are given.
+    fn load_parts(&self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), Error> {
         let mut node = self.node_seed.clone();
         let mut shared = self.shared_seed.clone();
         if let Some(path) = &self.seed_file {
-            let text = read_seed_file(path)?;
+            let text = read_secret_file(path)?;
             for line in text.lines() {
                 if let Some((k, v)) = line.trim().split_once('=') {
                     match k.trim() {
@@ -75,16 +94,9 @@ impl SeedArgs {
                 }
             }
         }
-        let missing = |which: &str, flag: &str, env: &str| -> Error {
-            format!("no {which}: pass --seed-file FILE (make one with `stt seeds --out FILE`), set {env}, or --{flag} HEX").into()
-        };
-        let node = node.ok_or_else(|| missing("node seed", "node-seed", "STT_NODE_SEED"))?;
-        let shared =
-            shared.ok_or_else(|| missing("shared seed", "shared-seed", "STT_SHARED_SEED"))?;
-        Ok((
-            hex_decode("node_seed", &node)?,
-            hex_decode("shared_seed", &shared)?,
-        ))
+        let node = node.map(|n| hex_decode("node_seed", &n)).transpose()?;
+        let shared = shared.map(|s| hex_decode("shared_seed", &s)).transpose()?;
+        Ok((node, shared))
     }
 }
 
@@ -116,7 +128,7 @@ pub fn warn_if_on_command_line(matches: &ArgMatches) {
 /// A file others may read is refused, not just warned about (as ssh
 /// refuses such a private key): a warning scrolls past in a service's log
 /// while the seeds stay exposed, and a refusal costs one `chmod`.
-fn read_seed_file(path: &Path) -> Result<String, Error> {
+pub fn read_secret_file(path: &Path) -> Result<String, Error> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
         std::io::stdin()
