@@ -308,7 +308,7 @@ export class Session {
       case 'done': {
         const now = this.clock();
         this.stats.frames_received++;
-        if (!this.hsRetransmitted) this.rttSample(now - this.hsStartedAt);
+        if (!this.hsRetransmitted) this.rttSample(now - this.hsStartedAt, true);
         this.aead = out.aead;
         this.peerNode = sha256Of(out.remoteStatic);
         this.secrets = { i2r: out.i2r, r2i: out.r2i };
@@ -482,8 +482,14 @@ export class Session {
     }
   }
 
-  private rttSample(ms: number): void {
-    this.srttMs = this.srttMs === undefined ? ms : 0.875 * this.srttMs + 0.125 * ms;
+  // The handshake's sample includes the first (cold, unoptimised) runs of
+  // the JS crypto, often hundreds of ms: the first Pong replaces it.
+  private srttFromHandshake = false;
+
+  private rttSample(ms: number, handshake = false): void {
+    if (this.srttMs === undefined || this.srttFromHandshake) this.srttMs = ms;
+    else this.srttMs = 0.875 * this.srttMs + 0.125 * ms;
+    this.srttFromHandshake = handshake;
   }
 
   probeInterval(): number {
