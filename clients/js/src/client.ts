@@ -11,6 +11,7 @@ import { SttError } from './errors.js';
 import { checkNotExpired, parseToken, Token } from './token.js';
 import { isMessageType } from './frame.js';
 import * as Ctl from './control.js';
+import { SendCoalescer } from './coalesce.js';
 
 export type State = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -29,6 +30,11 @@ export interface ConnectOptions {
   WebSocket?: WebSocketConstructor;
   /** Advanced: session timers and limits (PROTOCOL.md 9.3, 7.4). */
   session?: Partial<SessionConfig>;
+  /**
+   * Pack consecutive messages of one stream and type sent in the same
+   * event-loop turn into BATCH frames (default true).
+   */
+  coalesce?: boolean;
   /** Test only: a network key instead of a token (member handshake, section 5). */
   networkKey?: Uint8Array;
   /** Test only: fixed handshake inputs. */
@@ -91,6 +97,10 @@ export class SttSession implements AsyncIterable<Message> {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private closing = false;
   private lastRtt: number | undefined;
+  private readonly coalescer = new SendCoalescer(
+    () => this.conn?.session,
+    () => this.conn?.arm(),
+  );
 
   constructor(
     private readonly url: string,
@@ -297,8 +307,12 @@ export class SttSession implements AsyncIterable<Message> {
     if (bytes.length > s.config.maxMessageSize) {
       throw new SttError('MESSAGE_TOO_LARGE', `message of ${bytes.length} bytes exceeds the limit of ${s.config.maxMessageSize}`);
     }
-    if (!s.sendMessage(bytes, streamId, type)) throw new SttError('NOT_OPEN', 'the session could not seal the message');
-    this.conn!.arm();
+    if (this.opts.coalesce === false) {
+      if (!s.sendMessage(bytes, streamId, type)) throw new SttError('NOT_OPEN', 'the session could not seal the message');
+      this.conn!.arm();
+      return;
+    }
+    this.coalescer.push(bytes, streamId, type);
   }
 
   /** Bytes queued in the WebSocket (for senders that pace themselves). */
@@ -310,6 +324,7 @@ export class SttSession implements AsyncIterable<Message> {
   ping(): Promise<number> {
     const s = this.conn?.session;
     if (this._state !== 'open' || s === undefined) return Promise.reject(new SttError('NOT_OPEN', `cannot ping: the session is ${this._state}`));
+    this.coalescer.flush();
     return new Promise((resolve, reject) => {
       const token = s.sendPing();
       if (token === undefined) return reject(new SttError('NOT_OPEN', 'the session could not seal the ping'));
@@ -351,6 +366,7 @@ export class SttSession implements AsyncIterable<Message> {
     if (this._state === 'closed') return;
     this.closing = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.coalescer.flush();
     const c = this.conn;
     if (c !== undefined) await c.close(Ctl.CLOSE_NORMAL, '');
     this.finalClose(Ctl.CLOSE_NORMAL, '', undefined);

@@ -113,3 +113,20 @@ test('a server restart is ridden out by reconnection', async () => {
     await srv2.stop();
   }
 });
+
+test('messages sent in one turn travel as BATCH frames; coalesce: false sends one frame each', async () => {
+  for (const coalesce of [true, false]) {
+    const s = await connect(server.url, { token: 'unused', networkKey: psk, reconnect: false, coalesce });
+    const before = s.getStatistics().frames_sent;
+    const got = [];
+    s.onmessage = (m) => got.push(m.data[0]);
+    for (let i = 0; i < 100; i++) s.send(Uint8Array.of(i, 0, 0));
+    await waitFor(() => got.length === 100, 5000, '100 echoes');
+    assert.deepEqual(got, [...Array(100).keys()]);
+    const frames = s.getStatistics().frames_sent - before;
+    if (coalesce) assert.ok(frames < 5, `${frames} frames for 100 messages`);
+    else assert.ok(frames >= 100, `${frames} frames for 100 messages`);
+    assert.equal(s.getStatistics().messages_sent, 100);
+    await s.close();
+  }
+});
