@@ -78,6 +78,8 @@ pub mod session;
 pub mod stream;
 pub mod token;
 pub mod transport;
+#[cfg(test)]
+mod vectors;
 
 pub use crypto::NodeId;
 pub use frame::{FrameType, SessionId};

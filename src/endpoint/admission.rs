@@ -17,7 +17,7 @@
 //!   echoes the cookie from the same address (`docs/PROTOCOL.md`, 10.4);
 //! - a message 1 whose timestamp is stale, or whose ephemeral key already
 //!   made state on this node
-//!   ([`Msg1Check::admit_fresh`](crate::crypto::Msg1Check::admit_fresh)):
+//!   ([`Msg1Check::admit_fresh_at`](crate::crypto::Msg1Check::admit_fresh_at)):
 //!   refused and counted (`docs/PROTOCOL.md`, 5.5);
 //! - otherwise a responder session is made and counted as pending until its
 //!   message 3 arrives or it ends.
@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use crate::crypto::cookie::{self, ChallengeKey, CookieError};
 use crate::crypto::handshake::MSG1_LEN;
-use crate::frame::{FrameType, Header, SessionId, HEADER_LEN};
+use crate::frame::{close_code, FrameType, Header, SessionId, HEADER_LEN};
 use crate::session::Session;
 use crate::token::{GateResult, TokenAdmission};
 
@@ -142,17 +142,6 @@ impl Endpoint {
             config.quotas.end_pending(path.peer);
             return self.refused(&path);
         }
-        // One live session per token on this node (docs/PROTOCOL.md 14.5).
-        if let (Some(t), Some(gate)) = (&token, &config.tokens) {
-            if !gate.claim(t.salt) {
-                config.quotas.end_pending(path.peer);
-                let psk = t.psk.clone();
-                let reason = crate::token::TokenRefusal::InUse;
-                self.refuse_token(&path, header.session_id, reason, &psk, msg1, out);
-                return self.refused(&path);
-            }
-        }
-        let config = &self.config;
         let mut session_config = config.session.clone();
         session_config.max_datagram_size = path.max_datagram;
         let psk = match (&token, &config.network) {
@@ -180,6 +169,13 @@ impl Endpoint {
                         .is_none_or(|allow| allow(node, addr, who.as_ref()))
                         && gate.quotas.peer_has_room(node)
                 }));
+                // One live session per token on this node: the newest
+                // (a reconnect) replaces the one before (docs/PROTOCOL.md
+                // 14.5).
+                let replaced = match (&token, &self.config.tokens) {
+                    (Some(t), Some(gate)) => gate.claim(t.salt, self.shard, id),
+                    _ => None,
+                };
                 let mut entry = Entry::new(session, path);
                 entry.client = client;
                 entry.token = token.as_ref().map(|t| t.salt);
@@ -192,13 +188,18 @@ impl Endpoint {
                 self.config.stats.pending.fetch_add(1, Ordering::Relaxed);
                 self.insert(id, entry);
                 self.after_activity(id, now, out);
+                match replaced {
+                    Some((shard, old)) if shard == self.shard => {
+                        let reason = "replaced by a new session of its connect token";
+                        self.close(now, old, close_code::REPLACED, reason, out);
+                    }
+                    Some((shard, old)) => out.event(super::Event::Replaced { shard, id: old }),
+                    None => {}
+                }
             }
             Err(e) => {
                 tracing::debug!(from = %path.peer, error = %e, "handshake refused");
                 config.quotas.end_pending(path.peer);
-                if let (Some(t), Some(gate)) = (&token, &config.tokens) {
-                    gate.release(&t.salt);
-                }
                 path.dropped();
             }
         }

@@ -76,6 +76,9 @@ pub(crate) enum Event<'a> {
     /// An authenticated session runs over `path` (established over it, or
     /// moved onto it once validated): its transport may trust the peer.
     Authenticated { path: &'a Path },
+    /// Session `id` on shard `shard` (another one) must close: a new
+    /// session of its connect token replaced it (`docs/PROTOCOL.md` 14.5).
+    Replaced { shard: usize, id: SessionId },
     /// A session ended (the last event of a session).
     Closed {
         id: SessionId,
@@ -719,6 +722,6 @@ fn release(config: &EndpointConfig, by_connection: &mut HashMap<Connection, usiz
         config.quotas.release_budget(peer);
     }
     if let (Some(salt), Some(gate)) = (&entry.token, &config.tokens) {
-        gate.release(salt);
+        gate.release(salt, entry.session.id());
     }
 }

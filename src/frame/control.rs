@@ -119,6 +119,9 @@ pub mod close_code {
     /// The server revoked the connect token's client
     /// (`docs/PROTOCOL.md` 14.7).
     pub const REVOKED: u16 = 8;
+    /// A new session opened with the same connect token replaced this one
+    /// (`docs/PROTOCOL.md` 14.5): the client reconnected.
+    pub const REPLACED: u16 = 9;
 }
 
 impl Control {

@@ -353,7 +353,7 @@ impl App {
                 }
             }
             // The engine's business, not the application's.
-            Event::Authenticated { .. } => {}
+            Event::Authenticated { .. } | Event::Replaced { .. } => {}
             Event::Closed { id, reason, path } => {
                 if let Some(reply) = self.connects.remove(&id) {
                     let _ = reply.send(Err(Failure::ConnectFailed {

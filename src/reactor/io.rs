@@ -95,6 +95,9 @@ pub(crate) struct Outbox {
     /// Peers found authenticated while transports were being read: (shard,
     /// transport, peer).
     pub authenticated: Vec<(usize, usize, SocketAddr)>,
+    /// Sessions of other shards replaced by a new session of their connect
+    /// token: (shard, session).
+    pub replaced: Vec<(usize, crate::frame::SessionId)>,
 }
 
 impl Outbox {
@@ -120,7 +123,7 @@ impl Outbox {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.authenticated.is_empty()
+        self.items.is_empty() && self.authenticated.is_empty() && self.replaced.is_empty()
     }
 }
 

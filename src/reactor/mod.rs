@@ -678,6 +678,9 @@ impl Reactor {
                 outbox,
                 ..
             } = self;
+            for (shard, id) in outbox.replaced.drain(..) {
+                peers.hand(shard, output::replaced(id));
+            }
             for (via, transport, peer) in outbox.authenticated.drain(..) {
                 if via == *index {
                     io.authenticated(transport, peer);

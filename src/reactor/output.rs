@@ -55,6 +55,9 @@ impl Output for Direct<'_> {
                 };
                 self.peers.hand(path.via, cmd);
             }
+            Event::Replaced { shard, id } => {
+                self.peers.hand(shard, replaced(id));
+            }
             event => self.app.deliver(event),
         }
     }
@@ -77,7 +80,18 @@ impl Output for Deferred<'_> {
                 let at = (path.via, path.transport, path.peer);
                 self.outbox.authenticated.push(at);
             }
+            Event::Replaced { shard, id } => self.outbox.replaced.push((shard, id)),
             event => self.app.deliver(event),
         }
+    }
+}
+
+/// The command that closes session `id`, replaced by a new session of its
+/// connect token.
+pub(crate) fn replaced(id: crate::frame::SessionId) -> Command {
+    Command::Close {
+        session: id,
+        code: crate::frame::close_code::REPLACED,
+        reason: "replaced by a new session of its connect token".into(),
     }
 }

@@ -13,7 +13,7 @@ use super::ticket::{self, TicketContents, MAX_TICKET_LEN, MIN_TICKET_LEN};
 use super::{ClientInfo, IssuingKey, TokenRefusal};
 use crate::crypto::handshake::{Msg1Info, MSG1_LEN, MSG1_TIME_WINDOW};
 use crate::crypto::NetworkKey;
-use crate::frame::HEADER_LEN;
+use crate::frame::{SessionId, HEADER_LEN};
 
 /// The longest token lifetime a server accepts by default: 24 hours.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -81,9 +81,13 @@ impl std::fmt::Debug for TokenConfig {
     }
 }
 
+// `pub` for the `internals` feature (benches, fuzz targets); crate-private
+// otherwise.
+
 /// A token message 1 that passed the gate: what the endpoint needs to make
 /// the session.
-pub(crate) struct TokenAdmission {
+#[derive(Debug)]
+pub struct TokenAdmission {
     /// The client key, as the handshake's PSK.
     pub psk: NetworkKey,
     /// What the message 1's payload said (ephemeral key, timestamp).
@@ -95,7 +99,8 @@ pub(crate) struct TokenAdmission {
 }
 
 /// What became of a token message 1 at the gate.
-pub(crate) enum GateResult {
+#[derive(Debug)]
+pub enum GateResult {
     /// Not a token message 1 this node can read, or not authentic:
     /// silence.
     Silent,
@@ -108,14 +113,15 @@ pub(crate) enum GateResult {
 
 /// A node's token gate: its keys and names, the revoked clients and the
 /// tokens in use. Shared by every reactor.
-pub(crate) struct TokenGate {
+pub struct TokenGate {
     keys: Vec<IssuingKey>,
     audience: HashSet<Vec<u8>>,
     max_lifetime: u64,
     /// Client id → the wall-clock second it was revoked at.
     revoked: Mutex<HashMap<u64, u64>>,
-    /// Tickets (by salt) holding a live or pending session here.
-    in_use: Mutex<HashSet<[u8; 16]>>,
+    /// Tickets (by salt) holding a live or pending session here: its shard
+    /// and id.
+    in_use: Mutex<HashMap<[u8; 16], (usize, SessionId)>>,
     /// Token message 1s refused with a refusal.
     pub refused: AtomicU64,
     /// Token sessions admitted.
@@ -132,7 +138,7 @@ impl std::fmt::Debug for TokenGate {
 
 /// Splits a token message 1's payload: the ticket part (`T` and the ticket,
 /// which the prologue takes whole), the ticket, and the Noise message.
-pub(crate) fn split_payload(payload: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+pub fn split_payload(payload: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let len = usize::from(u16::from_be_bytes(payload.get(..2)?.try_into().ok()?));
     if !(MIN_TICKET_LEN..=MAX_TICKET_LEN).contains(&len) || payload.len() != 2 + len + MSG1_LEN {
         return None;
@@ -144,7 +150,7 @@ pub(crate) fn split_payload(payload: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 impl TokenGate {
     /// The gate for `config`; `network` provides the shared-seed key when
     /// the config asks for it.
-    pub(crate) fn new(config: &TokenConfig, network: Option<&NetworkKey>) -> Self {
+    pub fn new(config: &TokenConfig, network: Option<&NetworkKey>) -> Self {
         let mut keys = config.keys.clone();
         if config.shared_seed_key {
             if let Some(n) = network {
@@ -160,7 +166,7 @@ impl TokenGate {
                 .collect(),
             max_lifetime: config.max_lifetime.as_secs(),
             revoked: Mutex::new(HashMap::new()),
-            in_use: Mutex::new(HashSet::new()),
+            in_use: Mutex::new(HashMap::new()),
             refused: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
         }
@@ -173,7 +179,7 @@ impl TokenGate {
 
     /// Checks the token message-1 datagram `datagram` (header and payload)
     /// at wall-clock `unix_secs`: steps 1–6 of `docs/PROTOCOL.md` 14.5.
-    pub(crate) fn check(&self, datagram: &[u8], unix_secs: u64) -> GateResult {
+    pub fn check(&self, datagram: &[u8], unix_secs: u64) -> GateResult {
         let Some((header, payload)) = datagram.split_at_checked(HEADER_LEN) else {
             return GateResult::Silent;
         };
@@ -196,7 +202,7 @@ impl TokenGate {
             return GateResult::Silent;
         };
         let salt = ticket::salt_of(ticket_bytes);
-        if let Err(reason) = self.valid(&contents, &salt, unix_secs) {
+        if let Err(reason) = self.valid(&contents, unix_secs) {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return GateResult::Refuse(reason, psk);
         }
@@ -213,7 +219,7 @@ impl TokenGate {
         })
     }
 
-    fn valid(&self, t: &TicketContents, salt: &[u8; 16], now: u64) -> Result<(), TokenRefusal> {
+    fn valid(&self, t: &TicketContents, now: u64) -> Result<(), TokenRefusal> {
         if now >= t.expires_at || t.expires_at - t.issued_at > self.max_lifetime {
             return Err(TokenRefusal::Expired);
         }
@@ -234,40 +240,33 @@ impl TokenGate {
         {
             return Err(TokenRefusal::Revoked);
         }
-        drop(revoked);
-        if self.in_use(salt) {
-            return Err(TokenRefusal::InUse);
-        }
         Ok(())
     }
 
-    fn in_use(&self, salt: &[u8; 16]) -> bool {
+    /// Records session `id` on shard `shard` as the holder of ticket
+    /// `salt`; the session it replaces, if the ticket had one (the client
+    /// reconnected: the newest session wins, 14.5).
+    pub(crate) fn claim(
+        &self,
+        salt: [u8; 16],
+        shard: usize,
+        id: SessionId,
+    ) -> Option<(usize, SessionId)> {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
         self.in_use
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(salt)
+            .insert(salt, (shard, id))
+            .filter(|&old| old != (shard, id))
     }
 
-    /// Marks the ticket `salt` as holding a session; false if it already
-    /// does (another reactor admitted it meanwhile).
-    pub(crate) fn claim(&self, salt: [u8; 16]) -> bool {
-        let fresh = self
-            .in_use
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(salt);
-        if fresh {
-            self.admitted.fetch_add(1, Ordering::Relaxed);
+    /// Session `id` of ticket `salt` ended: the ticket is free, unless a
+    /// newer session holds it.
+    pub(crate) fn release(&self, salt: &[u8; 16], id: SessionId) {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        if in_use.get(salt).is_some_and(|&(_, holder)| holder == id) {
+            in_use.remove(salt);
         }
-        fresh
-    }
-
-    /// The session of ticket `salt` ended.
-    pub(crate) fn release(&self, salt: &[u8; 16]) {
-        self.in_use
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(salt);
     }
 
     /// Refuses tokens of `client_id` issued at or before `unix_secs`;

@@ -43,6 +43,9 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{NetworkKey, SeedError};
 
+#[cfg(feature = "internals")]
+pub use gate::{split_payload, GateResult, TokenAdmission, TokenGate};
+#[cfg(not(feature = "internals"))]
 pub(crate) use gate::{split_payload, GateResult, TokenAdmission, TokenGate};
 pub use gate::{TokenConfig, DEFAULT_MAX_LIFETIME};
 pub use text::{ConnectToken, TokenParseError, TOKEN_PREFIX};
@@ -351,9 +354,6 @@ pub enum TokenRefusal {
     /// Its client was revoked after it was issued.
     #[error("the token's client was revoked")]
     Revoked,
-    /// It already holds a live session on this server.
-    #[error("the token is in use by another session on this server")]
-    InUse,
 }
 
 impl TokenRefusal {
@@ -364,7 +364,6 @@ impl TokenRefusal {
             TokenRefusal::NotYetValid => 2,
             TokenRefusal::WrongAudience => 3,
             TokenRefusal::Revoked => 4,
-            TokenRefusal::InUse => 5,
         }
     }
 
@@ -375,7 +374,6 @@ impl TokenRefusal {
             2 => TokenRefusal::NotYetValid,
             3 => TokenRefusal::WrongAudience,
             4 => TokenRefusal::Revoked,
-            5 => TokenRefusal::InUse,
             _ => return None,
         })
     }

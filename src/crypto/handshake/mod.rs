@@ -25,7 +25,7 @@
 //! the Unix epoch, authenticated by the PSK tag), which the responder accepts
 //! only within [`MSG1_TIME_WINDOW`] of its own clock; a node keeps state for
 //! one ephemeral key at most once while its timestamp can still pass
-//! ([`Msg1ReplayCache`], consulted through [`Msg1Check::admit_fresh`]); and
+//! ([`Msg1ReplayCache`], consulted through [`Msg1Check::admit_fresh_at`]); and
 //! pending handshakes and stateless cookies under load (`docs/PROTOCOL.md`,
 //! "Address validation") cap what is left. A captured message 1 therefore
 //! opens at most one handshake per node, and only within a minute of its
@@ -479,7 +479,7 @@ impl fmt::Debug for Handshake {
     }
 }
 
-fn build(
+pub(crate) fn build(
     identity: &Identity,
     network: &NetworkKey,
     first_header: &[u8],

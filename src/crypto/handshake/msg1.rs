@@ -16,7 +16,7 @@ use super::*;
 /// and one 80-byte AEAD open, and no Diffie-Hellman. Tests hold it to snow's
 /// answer on genuine and damaged messages.
 ///
-/// It also holds the node's [`Msg1ReplayCache`]: [`admit_fresh`](Self::admit_fresh)
+/// It also holds the node's [`Msg1ReplayCache`]: [`admit_fresh_at`](Self::admit_fresh_at)
 /// is the check an endpoint runs just before it keeps state for a message 1.
 /// The PSK-derived values are zeroised on drop.
 pub struct Msg1Check {
@@ -43,7 +43,7 @@ pub struct Msg1Info {
     pub timestamp: u64,
 }
 
-/// Why [`Msg1Check::admit_fresh`] refused a message 1.
+/// Why [`Msg1Check::admit_fresh_at`] refused a message 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Msg1Error {
@@ -113,15 +113,10 @@ impl Msg1Check {
 
     /// The check an endpoint runs on a message 1 datagram (frame header and
     /// Noise part) just before it keeps state for it: genuine, its timestamp
-    /// within [`MSG1_TIME_WINDOW`] of this node's wall clock, and its
-    /// ephemeral key not seen here in the last [`MSG1_REPLAY_RETENTION`];
-    /// records the key. `now` dates the cache entries.
-    pub fn admit_fresh(&self, datagram: &[u8], now: Instant) -> Result<Msg1Info, Msg1Error> {
-        self.admit_fresh_at(datagram, now, unix_now())
-    }
-
-    /// [`admit_fresh`](Self::admit_fresh) with the wall clock given (seconds
-    /// since the Unix epoch).
+    /// within [`MSG1_TIME_WINDOW`] of this node's wall clock `unix_secs`
+    /// (seconds since the Unix epoch), and its ephemeral key not seen here
+    /// in the last [`MSG1_REPLAY_RETENTION`]; records the key. `now` dates
+    /// the cache entries.
     pub fn admit_fresh_at(
         &self,
         datagram: &[u8],

@@ -53,6 +53,8 @@ struct Collect {
     authenticated: Vec<SocketAddr>,
     /// The token client (id, data) of each message that had one.
     clients: Vec<(SessionId, u64, Vec<u8>)>,
+    /// Sessions of other shards to close, replaced by their token's newest.
+    replaced_elsewhere: Vec<(usize, SessionId)>,
 }
 
 impl Output for Collect {
@@ -81,6 +83,10 @@ impl Output for Collect {
             Event::Closed { id, reason, .. } => Seen::Closed(id, reason),
             Event::Authenticated { path } => {
                 self.authenticated.push(path.peer);
+                return;
+            }
+            Event::Replaced { shard, id } => {
+                self.replaced_elsewhere.push((shard, id));
                 return;
             }
         });

@@ -203,7 +203,7 @@ fn tampered_or_foreign_tokens_get_silence() {
 }
 
 #[test]
-fn a_token_holds_one_session_at_a_time() {
+fn a_new_session_of_a_token_replaces_the_one_before() {
     let mut net = Net::new();
     let server = net.token_server(Limits::default());
     let client = net.token_client();
@@ -212,24 +212,55 @@ fn a_token_holds_one_session_at_a_time() {
     let first = net.connect_token(client, server, &t);
     net.run(Duration::from_millis(200));
     assert!(net.established(server, first));
-    // The same token again, from this client or anyone who copied it.
-    let again = net.connect_token(client, server, &t);
+    // The client reconnects (its old session is still alive on the
+    // server): the new session replaces the old one at once.
+    let second = net.connect_token(client, server, &t);
+    net.run(Duration::from_millis(200));
+    assert!(net.established(server, second));
+    assert!(matches!(
+        net.closed_with(client, first),
+        Some(CloseReason::Peer {
+            code: close_code::REPLACED,
+            ..
+        })
+    ));
+    // Once the closed one has lingered (9.4), one session is left.
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.stats(server).sessions.load(Ordering::Relaxed), 1);
+    // Whoever holds the token (a copy) replaces it too: one session per
+    // token, the newest.
     let copied = net.connect_token(other, server, &t);
     net.run(Duration::from_millis(200));
-    for (node, id) in [(client, again), (other, copied)] {
-        assert_eq!(
-            net.closed_with(node, id),
-            Some(CloseReason::TokenRefused(TokenRefusal::InUse))
-        );
-    }
-    // Once its session ends, the token may connect again (a reconnect).
-    let now = net.now;
-    let n = &mut net.nodes[client];
-    n.ep.close(now, first, 0, "bye", &mut n.out);
+    assert!(net.established(server, copied));
+    assert!(matches!(
+        net.closed_with(client, second),
+        Some(CloseReason::Peer {
+            code: close_code::REPLACED,
+            ..
+        })
+    ));
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.stats(server).sessions.load(Ordering::Relaxed), 1);
+    // The replaced sessions' ends do not free the newest's claim: a session
+    // closing later leaves the token held by the live one.
+    let gate = net.nodes[server]
+        .ep
+        .config()
+        .tokens
+        .as_ref()
+        .expect("tokens");
+    gate.release(&t.ticket[5..21].try_into().expect("salt"), first);
+    let fourth = net.connect_token(client, server, &t);
     net.run(Duration::from_millis(200));
-    let later = net.connect_token(client, server, &t);
-    net.run(Duration::from_millis(200));
-    assert!(net.established(server, later));
+    assert!(net.established(server, fourth));
+    assert!(matches!(
+        net.closed_with(other, copied),
+        Some(CloseReason::Peer {
+            code: close_code::REPLACED,
+            ..
+        })
+    ));
+    assert!(net.nodes[server].out.replaced_elsewhere.is_empty());
 }
 
 #[test]
