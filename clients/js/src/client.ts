@@ -231,7 +231,7 @@ export class SttSession implements AsyncIterable<Message> {
     if (this.closing) return this.finalClose(0, 'closed', undefined);
     const err = errorOf(r);
     const rc = this.opts.reconnect;
-    const fatal = r.kind === 'peer_close' && [Ctl.CLOSE_NORMAL, Ctl.CLOSE_REFUSED, Ctl.CLOSE_REVOKED].includes(r.code);
+    const fatal = r.kind === 'peer_close' && [Ctl.CLOSE_NORMAL, Ctl.CLOSE_REFUSED, Ctl.CLOSE_REVOKED, Ctl.CLOSE_REPLACED].includes(r.code);
     if (rc === false || fatal) return this.finalClose(codeOf(r), reasonOf(r), err);
     this.setState('reconnecting');
     this.scheduleReconnect(1, err);

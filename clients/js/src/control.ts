@@ -21,6 +21,7 @@ export const CLOSE_INTEGRITY_LIMIT = 4;
 export const CLOSE_REFUSED = 6;
 export const CLOSE_REKEY_TIMEOUT = 7;
 export const CLOSE_REVOKED = 8;
+export const CLOSE_REPLACED = 9;
 
 export type Control =
   | { kind: 'ping' | 'pong' | 'flow_credit'; value: bigint }

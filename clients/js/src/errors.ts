@@ -12,14 +12,14 @@ export type SttErrorCode =
   | 'NOT_OPEN';
 
 /** Why a server refused a token (PROTOCOL.md 14.6). */
-export type RefusalReason = 'expired' | 'not_yet_valid' | 'wrong_audience' | 'revoked' | 'in_use';
+/** Reason codes other than 1-4 are reserved and reported as 'unknown'. */
+export type RefusalReason = 'expired' | 'not_yet_valid' | 'wrong_audience' | 'revoked' | 'unknown';
 
 export const REFUSAL_REASONS: Record<number, RefusalReason> = {
   1: 'expired',
   2: 'not_yet_valid',
   3: 'wrong_audience',
   4: 'revoked',
-  5: 'in_use',
 };
 
 export class SttError extends Error {

@@ -35,7 +35,7 @@ export type HandshakeOutcome =
   | { kind: 'drop' }
   /** A datagram to send now (a cookie echo). */
   | { kind: 'send'; datagram: Uint8Array }
-  | { kind: 'refused'; reason: RefusalReason | 'unknown'; code: number }
+  | { kind: 'refused'; reason: RefusalReason; code: number }
   | { kind: 'failed'; why: string }
   | {
       kind: 'done';

@@ -17,6 +17,12 @@ export class ReplayWindow {
     return (this.map[i >>> 5]! & (1 << (i & 31))) === 0;
   }
 
+  /** Why `n` would be accepted or refused (6.5). */
+  status(n: number): 'accepted' | 'duplicate' | 'too_old' {
+    if (this.check(n)) return 'accepted';
+    return n >= 0 && this.highest >= 0 && this.highest - n < REPLAY_WINDOW ? 'duplicate' : 'too_old';
+  }
+
   /** Records `n` (call only after check() and authentication). */
   commit(n: number): void {
     if (n > this.highest) {

@@ -61,6 +61,8 @@ export class Session {
   private closeAnswers = 0;
   private closeCode = 0;
   private secrets: { i2r: Uint8Array; r2i: Uint8Array } | undefined;
+  /** The Noise handshake hash once established (tests, channel binding). */
+  handshakeHash: Uint8Array | undefined;
 
   constructor(
     params: HandshakeParams,
@@ -256,6 +258,7 @@ export class Session {
         this.aead = out.aead;
         this.peerNode = sha256Of(out.remoteStatic);
         this.secrets = { i2r: out.i2r, r2i: out.r2i };
+        this.handshakeHash = out.handshakeHash;
         const limits = limitsFor(out.aead);
         this.send = new SendKeys(out.aead, out.i2r, limits);
         this.recv = new RecvKeys(out.aead, out.r2i);

@@ -125,11 +125,21 @@ test('a token for another audience is refused by the server: TOKEN_REFUSED wrong
   assert.ok(Date.now() - started < 2000, 'the refusal is immediate, not a timeout');
 });
 
-test('a token already in a live session is refused: TOKEN_REFUSED in_use', async () => {
+test('a second session with the same token replaces the first: CLOSE 9 REPLACED, and the first does not reconnect', async () => {
   const t = token();
-  const s = await connect(server.url, { token: t, reconnect: false });
-  await assert.rejects(connect(server.url, { token: t, reconnect: false }), (e) => e.code === 'TOKEN_REFUSED' && e.reason === 'in_use');
-  await s.close();
+  const first = await connect(server.url, { token: t, reconnect: { initialDelayMs: 20 } });
+  const closed = new Promise((r) => (first.onclose = r));
+  const second = await connect(server.url, { token: t, reconnect: false });
+  const ev = await closed;
+  assert.equal(ev.code, 9);
+  assert.equal(ev.error.code, 'CLOSED');
+  assert.equal(ev.error.closeCode, 9);
+  assert.equal(first.state, 'closed');
+  assert.equal(first.getStatistics().reconnects, 0);
+  const got = new Promise((r) => (second.onmessage = r));
+  second.send('still here');
+  assert.equal(new TextDecoder().decode((await got).data), 'still here');
+  await second.close();
 });
 
 test('a token from another network (other issuing key) gets no answer: HANDSHAKE_TIMEOUT', async () => {

@@ -95,7 +95,7 @@ function refusal(m1, clientKey, reason, sid = m1.subarray(5, 13)) {
 }
 
 test('a refusal with a valid MAC ends the handshake with its reason', () => {
-  for (const [code, reason] of [[1, 'expired'], [2, 'not_yet_valid'], [3, 'wrong_audience'], [4, 'revoked'], [5, 'in_use']]) {
+  for (const [code, reason] of [[1, 'expired'], [2, 'not_yet_valid'], [3, 'wrong_audience'], [4, 'revoked'], [5, 'unknown'], [200, 'unknown']]) {
     const { s, out, clientKey, ended } = tokenSession();
     const r = refusal(out[0], clientKey, code);
     assert.equal(r.length, 46);
