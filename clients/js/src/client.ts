@@ -328,7 +328,16 @@ export class SttSession implements AsyncIterable<Message> {
     return new Promise((resolve, reject) => {
       const token = s.sendPing();
       if (token === undefined) return reject(new SttError('NOT_OPEN', 'the session could not seal the ping'));
-      this.pings.set(token, { resolve, reject, at: s.now() });
+      // A pong that never comes (the connection died quietly) must not hang the caller.
+      const limit = this.opts.handshakeTimeoutMs ?? 10_000;
+      const timer = setTimeout(() => {
+        if (this.pings.delete(token)) reject(new SttError('CLOSED', `no pong within ${limit} ms`));
+      }, limit);
+      const done = <T>(f: (v: T) => void) => (v: T) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.pings.set(token, { resolve: done(resolve), reject: done(reject), at: s.now() });
       this.conn!.arm();
     });
   }

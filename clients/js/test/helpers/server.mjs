@@ -32,7 +32,7 @@ export async function networkKey(seedFile) {
 }
 
 /** Starts `stt serve --ws 127.0.0.1:PORT` (PORT 0 unless given) with extra args. */
-export async function startServer(args, port = 0) {
+export async function startServer(args, port = 0, scheme = 'ws') {
   const child = spawn(STT_BIN, ['serve', '--ws', `127.0.0.1:${port}`, '--stats-every', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -41,7 +41,7 @@ export async function startServer(args, port = 0) {
     const timer = setTimeout(() => reject(new Error(`stt serve did not report its port: ${out} ${err}`)), 15_000);
     child.stdout.on('data', (d) => {
       out += d;
-      const m = /WebSocket listening on (ws:\/\/127\.0\.0\.1:(\d+)\/)/.exec(out);
+      const m = new RegExp(`WebSocket listening on (${scheme}://127\\.0\\.0\\.1:(\\d+)/)`).exec(out);
       if (m) {
         clearTimeout(timer);
         resolveUrl(m[1]);
