@@ -74,10 +74,12 @@ fn handshake(psk: &NetworkKey, ticket_part: &[u8], algorithm: Algorithm) -> Valu
     let d2 = [&handshake_header(2, 97).to_bytes()[..], &m2].concat();
     let d3 = [&handshake_header(3, 64).to_bytes()[..], &m3].concat();
     // This crate's responder takes datagram 1 at that time.
-    let mut config = crate::session::SessionConfig::default();
-    config.aead = match algorithm {
-        Algorithm::Aes256Gcm => crate::crypto::AeadPreference::Aes256Gcm,
-        Algorithm::ChaCha20Poly1305 => crate::crypto::AeadPreference::ChaCha20Poly1305,
+    let config = crate::session::SessionConfig {
+        aead: match algorithm {
+            Algorithm::Aes256Gcm => crate::crypto::AeadPreference::Aes256Gcm,
+            Algorithm::ChaCha20Poly1305 => crate::crypto::AeadPreference::ChaCha20Poly1305,
+        },
+        ..crate::session::SessionConfig::default()
     };
     crate::session::Session::accept(config, &r, psk, &d1, std::time::Instant::now())
         .map(|_| ())

@@ -22,6 +22,7 @@
 mod bench;
 mod seeds;
 mod token;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,6 +110,8 @@ struct ServeArgs {
     audience: Vec<String>,
     #[command(flatten)]
     key: token::KeyArgs,
+    #[command(flatten)]
+    web: web::WebArgs,
 }
 
 #[derive(Args, Debug)]
@@ -223,15 +226,16 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
     }
     let (node_seed, shared_seed) = args.key.seeds_for_server()?;
     let mut config = NodeConfig::new(&node_seed, &shared_seed);
-    config.tokens = token::server_config(&args.audience, &args.key)?;
+    let audience = web::audience(&args.web, &args.audience);
+    config.tokens = token::server_config(&audience, &args.key)?;
     config.udp = args.udp.map(UdpConfig::bound_to);
     if let Some(r) = args.reactors {
         config.reactors = r;
     }
     let node = Node::start(config)?;
     println!("node {}", node.node_id());
-    if !args.audience.is_empty() {
-        println!("admitting connect tokens for {}", args.audience.join(", "));
+    if !audience.is_empty() {
+        println!("admitting connect tokens for {}", audience.join(", "));
     }
     if args.echo_in_reactor {
         node.set_handler(on_reactor(|message, replies| {
@@ -248,6 +252,11 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
         if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
             ws.tls_server = Some(tls::server_config_from_pem_files(cert, key)?);
         }
+        let issue = match args.web.demo_tokens {
+            true => Some(web::demo_issuer(args.key.load()?, &audience)),
+            false => None,
+        };
+        ws.http = web::http_handler(&args.web, issue)?;
         let scheme = if ws.tls_server.is_some() { "wss" } else { "ws" };
         let bound = node.start_websocket_server(addr, ws)?;
         println!("WebSocket listening on {scheme}://{bound}/");

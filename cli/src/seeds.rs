@@ -79,7 +79,7 @@ impl SeedArgs {
     }
 
     /// Whichever seeds are given.
-    fn load_parts(&self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), Error> {
+    fn load_parts(&self) -> Result<Given, Error> {
         let mut node = self.node_seed.clone();
         let mut shared = self.shared_seed.clone();
         if let Some(path) = &self.seed_file {
@@ -99,6 +99,9 @@ impl SeedArgs {
         Ok((node, shared))
     }
 }
+
+/// The node seed and the shared seed, each if given.
+type Given = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Warns on standard error about each seed given as a command-line flag
 /// (not from the environment): `ps` and `/proc/PID/cmdline` show it to

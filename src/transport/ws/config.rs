@@ -8,7 +8,7 @@
 //! applies that one to its connection and its reconnections (every field but
 //! those of accepted connections: `tls_server`, `max_connections`,
 //! `max_connections_per_ip`, `auth_timeout`,
-//! `max_message_size_unauthenticated` and `allowed_origins`).
+//! `max_message_size_unauthenticated`, `allowed_origins` and `http`).
 //!
 //! [`Transport::open_with`]: crate::transport::Transport::open_with
 
@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use rustls::{ClientConfig, ServerConfig};
 use tungstenite::protocol::WebSocketConfig;
+
+use super::HttpHandler;
 
 /// WebSocket transport configuration. `Default` gives the values below.
 #[derive(Debug, Clone)]
@@ -94,6 +96,15 @@ pub struct WsConfig {
     pub tls_server: Option<Arc<ServerConfig>>,
     /// TLS for dialled `wss://` URLs; `None`: the webpki roots.
     pub tls_client: Option<Arc<ClientConfig>>,
+    /// Answers plain HTTP requests (not upgrades) on the listening port,
+    /// e.g. [`StaticFiles`](super::StaticFiles) to serve a web page beside
+    /// the WebSocket endpoint. `GET` and `HEAD` reach it, other methods get
+    /// `405`, a request with a body `400`; the request head has the limits
+    /// of an upgrade's (8 KiB, `handshake_timeout`, counted in
+    /// `max_connections`), and the connection closes after the response.
+    /// The handler runs on the reactor thread: it must be quick. `None`
+    /// (the default): every request must be an upgrade, others get `400`.
+    pub http: Option<Arc<dyn HttpHandler>>,
 }
 
 impl Default for WsConfig {
@@ -115,6 +126,7 @@ impl Default for WsConfig {
             reconnect_queue: 1024,
             tls_server: None,
             tls_client: None,
+            http: None,
         }
     }
 }

@@ -91,11 +91,12 @@ enum State<S: Read + Write> {
         written: usize,
         then: Then,
     },
-    /// An HTTP error is out and the write side shut; the rest of the
-    /// request is dropped until the client closes or [`LINGER`] passes.
+    /// An HTTP error (or a plain HTTP response) is out and the write side
+    /// shut; the rest of the request is dropped until the client closes or
+    /// [`LINGER`] passes.
     Lingering {
         stream: S,
-        rejection: Rejection,
+        answered: Answered,
         drained: usize,
     },
     Upgrading(MidHandshake<ClientHandshake<S>>),
@@ -109,7 +110,25 @@ enum Then {
     /// Open, with the bytes the client sent after its request.
     Open(Vec<u8>),
     /// Linger, then end.
-    Refuse(Rejection),
+    Linger(Answered),
+}
+
+/// What a connection that ends after one HTTP answer was answered.
+#[derive(Debug, Clone, Copy)]
+enum Answered {
+    /// A refused upgrade.
+    Refused(Rejection),
+    /// A plain request, served by `WsConfig::http` with this status.
+    Served(u16),
+}
+
+impl Answered {
+    fn end(self) -> End {
+        match self {
+            Answered::Refused(r) => End::Rejected(r),
+            Answered::Served(status) => End::Served { status },
+        }
+    }
 }
 
 /// What one [`Conn::drive`] did.
@@ -136,6 +155,13 @@ pub(crate) enum End {
     /// The upgrade request was refused with an HTTP error (sent).
     #[error("WebSocket upgrade refused with {0}")]
     Rejected(Rejection),
+    /// A plain HTTP request was answered by the `WsConfig::http` handler,
+    /// with this status, and the connection closed.
+    #[error("plain HTTP request answered with {status}")]
+    Served {
+        /// The response's status.
+        status: u16,
+    },
     /// The upgrade was not done within `handshake_timeout`.
     #[error("WebSocket upgrade not done within handshake_timeout")]
     HandshakeTimeout,
@@ -406,7 +432,10 @@ impl<S: Read + Write + ShutdownWrite> Conn<S> {
                             Verdict::Accept { response, tail } => (response, Then::Open(tail)),
                             Verdict::Refuse(r) => {
                                 TransportCounters::add(&self.counters.errors_receive, 1);
-                                (r.response(), Then::Refuse(r))
+                                (r.response(), Then::Linger(Answered::Refused(r)))
+                            }
+                            Verdict::Serve { status, response } => {
+                                (response, Then::Linger(Answered::Served(status)))
                             }
                         };
                         let answering = State::Answering {
@@ -470,13 +499,20 @@ impl<S: Read + Write + ShutdownWrite> Conn<S> {
                             self.opened(now);
                             return Ok(true);
                         }
-                        Then::Refuse(rejection) => {
-                            tracing::debug!(peer = %self.peer, %rejection, "WebSocket upgrade refused");
+                        Then::Linger(answered) => {
+                            match answered {
+                                Answered::Refused(rejection) => {
+                                    tracing::debug!(peer = %self.peer, %rejection, "WebSocket upgrade refused")
+                                }
+                                Answered::Served(status) => {
+                                    tracing::debug!(peer = %self.peer, status, "plain HTTP request answered")
+                                }
+                            }
                             stream.shutdown_write();
                             self.deadline = Some(later(now, LINGER));
                             let lingering = State::Lingering {
                                 stream,
-                                rejection,
+                                answered,
                                 drained: 0,
                             };
                             (lingering, true)
@@ -485,25 +521,25 @@ impl<S: Read + Write + ShutdownWrite> Conn<S> {
                 }
                 State::Lingering {
                     mut stream,
-                    rejection,
+                    answered,
                     mut drained,
                 } => {
                     let mut sink = [0u8; 1024];
                     loop {
                         match stream.read(&mut sink) {
-                            Ok(0) => return Err(End::Rejected(rejection)),
+                            Ok(0) => return Err(answered.end()),
                             Ok(n) => drained += n,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(_) => return Err(End::Rejected(rejection)),
+                            Err(_) => return Err(answered.end()),
                         }
                         if drained > LINGER_BYTES {
-                            return Err(End::Rejected(rejection));
+                            return Err(answered.end());
                         }
                     }
                     let lingering = State::Lingering {
                         stream,
-                        rejection,
+                        answered,
                         drained,
                     };
                     (lingering, false)
@@ -648,7 +684,7 @@ impl<S: Read + Write + ShutdownWrite> Conn<S> {
         if let Some(deadline) = self.deadline {
             return match &self.state {
                 _ if now < deadline => Ok(()),
-                State::Lingering { rejection, .. } => Err(End::Rejected(*rejection)),
+                State::Lingering { answered, .. } => Err(answered.end()),
                 _ => Err(End::HandshakeTimeout),
             };
         }

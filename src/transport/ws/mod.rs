@@ -33,6 +33,10 @@
 //!   (slow-loris protection); a malformed one gets an HTTP error (400, 403
 //!   for an `Origin` outside `allowed_origins`, 426 for a wrong version, 431
 //!   for an over-long head) before it is closed;
+//! - a request that is not an upgrade gets that 400 too, unless
+//!   [`WsConfig::http`] holds an [`HttpHandler`] (e.g. [`StaticFiles`]):
+//!   then `GET` and `HEAD` are answered by it (`http.rs`), other methods get
+//!   405, and the connection closes after the response;
 //! - an accepted connection is *unauthenticated* until the engine calls
 //!   [`Transport::peer_authenticated`] for it: until then its messages may
 //!   be no larger than `max_message_size_unauthenticated`, and it is closed
@@ -65,8 +69,10 @@ mod admission;
 mod config;
 mod conn;
 mod dial;
+mod http;
 mod lent;
 mod listen;
+mod static_files;
 mod stats;
 mod stream;
 pub mod tls;
@@ -87,7 +93,9 @@ use tungstenite::Bytes;
 
 pub use admission::WsAdmission;
 pub use config::{ReconnectPolicy, WsConfig, WsConfigError};
+pub use http::{HttpHandler, HttpRequest, HttpResponse};
 pub use listen::bind_listener_group;
+pub use static_files::{StaticFiles, StaticFilesError};
 pub use stats::{WsConnectionStats, WsCounters, WsStats};
 pub use tls::TlsError;
 pub use url::{UrlError, WsUrl};
@@ -379,6 +387,7 @@ impl WsTransport {
             End::Refused(_) | End::Rejected(_) => WsCounters::inc(&self.ws.connections_refused),
             End::HandshakeTimeout if !dialled => WsCounters::inc(&self.ws.connections_refused),
             End::Unauthenticated => WsCounters::inc(&self.ws.closed_unauthenticated),
+            End::Served { .. } => WsCounters::inc(&self.ws.http_requests),
             _ => {}
         }
         if dialled {

@@ -28,6 +28,9 @@ pub struct WsCounters {
     pub closed_unauthenticated: AtomicU64,
     /// Reconnection attempts.
     pub reconnects: AtomicU64,
+    /// Plain HTTP requests answered by `WsConfig::http` (those connections
+    /// count neither as accepted nor as refused).
+    pub http_requests: AtomicU64,
 }
 
 impl WsCounters {
@@ -43,6 +46,7 @@ impl WsCounters {
             refused_per_ip: g(&self.refused_per_ip),
             closed_unauthenticated: g(&self.closed_unauthenticated),
             reconnects: g(&self.reconnects),
+            http_requests: g(&self.http_requests),
         }
     }
 
@@ -76,6 +80,8 @@ pub struct WsStats {
     pub closed_unauthenticated: u64,
     /// Reconnection attempts.
     pub reconnects: u64,
+    /// Plain HTTP requests answered by `WsConfig::http`.
+    pub http_requests: u64,
 }
 
 impl WsStats {
@@ -89,6 +95,7 @@ impl WsStats {
         self.refused_per_ip += other.refused_per_ip;
         self.closed_unauthenticated += other.closed_unauthenticated;
         self.reconnects += other.reconnects;
+        self.http_requests += other.http_requests;
     }
 }
 

@@ -11,6 +11,10 @@
 //! | a `Sec-WebSocket-Version` other than 13 | 426 Upgrade Required, with `Sec-WebSocket-Version: 13` (§4.4) |
 //! | a request head over [`MAX_REQUEST`] bytes, or too many header lines | 431 Request Header Fields Too Large |
 //!
+//! With an [`HttpHandler`](super::HttpHandler) in `WsConfig::http`, a
+//! complete head that does not ask for a WebSocket is handed to it instead
+//! (`http.rs`), and its answer sent.
+//!
 //! (503 for the connection caps is answered at accept, before any byte is
 //! read: see `listen.rs`.) tungstenite's own server handshake answers none
 //! of these (it just closes), and it keeps 8 KiB per upgrading connection
@@ -22,6 +26,7 @@ use tungstenite::handshake::derive_accept_key;
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::handshake::server::Request;
 
+use super::http::{self, Head};
 use super::WsConfig;
 
 /// Largest request head read (request line and headers). 8 KiB, as nginx's
@@ -80,6 +85,9 @@ pub(crate) enum Verdict {
     Accept { response: Vec<u8>, tail: Vec<u8> },
     /// Refuse with this error.
     Refuse(Rejection),
+    /// A plain HTTP request, answered by the `WsConfig::http` handler: send
+    /// `response` (of this status), then close.
+    Serve { status: u16, response: Vec<u8> },
 }
 
 /// An upgrade request being read.
@@ -106,6 +114,27 @@ impl Upgrade {
                 Err(e) => return Err(e),
             };
             self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(handler) = &config.http {
+                match http::parse(&self.buf) {
+                    Head::Partial if self.buf.len() > MAX_REQUEST => {
+                        return Ok(Some(Verdict::Refuse(TOO_LARGE)))
+                    }
+                    Head::Partial => continue,
+                    Head::TooManyHeaders => return Ok(Some(Verdict::Refuse(TOO_LARGE))),
+                    Head::Plain { end, .. } if end > MAX_REQUEST => {
+                        return Ok(Some(Verdict::Refuse(TOO_LARGE)))
+                    }
+                    Head::Plain {
+                        request, has_body, ..
+                    } => {
+                        self.buf = Vec::new();
+                        let (status, response) = http::answer(&**handler, &request, has_body);
+                        return Ok(Some(Verdict::Serve { status, response }));
+                    }
+                    // An upgrade, or malformed: as without a handler.
+                    Head::Upgrade => {}
+                }
+            }
             // Parsed again as it grows (at most 8 KiB): garbage is refused
             // at its first bad byte, not when a blank line comes.
             let parsed = Request::try_parse(&self.buf);
@@ -245,6 +274,7 @@ mod tests {
         match answer(request, config) {
             Verdict::Accept { .. } => 101,
             Verdict::Refuse(r) => r.status,
+            Verdict::Serve { status, .. } => status,
         }
     }
 
@@ -260,6 +290,7 @@ mod tests {
                 assert_eq!(tail, b"\x02\x01", "what follows the request is kept");
             }
             Verdict::Refuse(r) => panic!("{r}"),
+            Verdict::Serve { status, .. } => panic!("served {status}"),
         }
     }
 
@@ -316,6 +347,34 @@ mod tests {
         );
         assert_eq!(status(&format!("{GOOD}Origin: null\r\n\r\n"), &c), 403);
         assert_eq!(status(&format!("{GOOD}\r\n"), &c), 101);
+    }
+
+    #[test]
+    fn with_an_http_handler_plain_requests_are_served_and_upgrades_go_on() {
+        let handler = |_: &crate::transport::ws::HttpRequest| {
+            crate::transport::ws::HttpResponse::text(200, "page")
+        };
+        let c = WsConfig {
+            http: Some(std::sync::Arc::new(handler)),
+            ..WsConfig::default()
+        };
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &c), 200);
+        assert_eq!(status("GET / HTTP/1.0\r\n\r\n", &c), 200);
+        assert_eq!(status("HEAD /a HTTP/1.1\r\n\r\n", &c), 200);
+        assert_eq!(status("POST / HTTP/1.1\r\n\r\n", &c), 405);
+        assert_eq!(status(&format!("{GOOD}\r\n"), &c), 101);
+        assert_eq!(status(&swap_version(), &c), 426);
+        assert_eq!(status("HELLO\r\n\r\n", &c), 400);
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_REQUEST));
+        assert_eq!(status(&long, &c), 431);
+        // Without a handler, as ever.
+        let plain = WsConfig::default();
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &plain), 400);
+        assert_eq!(status("POST / HTTP/1.1\r\n\r\n", &plain), 400);
+    }
+
+    fn swap_version() -> String {
+        format!("{}\r\n", GOOD.replace("Version: 13", "Version: 8"))
     }
 
     #[test]
