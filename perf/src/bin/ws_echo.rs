@@ -34,7 +34,9 @@ fn serve(stream: TcpStream) {
 }
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".to_owned());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".to_owned());
     let listener = match TcpListener::bind(&addr) {
         Ok(l) => l,
         Err(e) => {
