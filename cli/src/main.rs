@@ -224,7 +224,7 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
     if args.udp.is_none() && args.ws.is_none() {
         return Err("nothing to serve: pass --udp ADDR and/or --ws ADDR".into());
     }
-    let (node_seed, shared_seed) = args.key.seeds_for_server()?;
+    let (node_seed, shared_seed) = args.key.seeds_for_server(args.web.demo_tokens)?;
     let mut config = NodeConfig::new(&node_seed, &shared_seed);
     let audience = web::audience(&args.web, &args.audience);
     config.tokens = token::server_config(&audience, &args.key)?;
@@ -253,7 +253,10 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
             ws.tls_server = Some(tls::server_config_from_pem_files(cert, key)?);
         }
         let issue = match args.web.demo_tokens {
-            true => Some(web::demo_issuer(args.key.load()?, &audience)),
+            true => Some(web::demo_issuer(
+                args.key.load_for(&shared_seed)?,
+                &audience,
+            )),
             false => None,
         };
         ws.http = web::http_handler(&args.web, issue)?;

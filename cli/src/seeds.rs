@@ -71,6 +71,11 @@ impl SeedArgs {
         ))
     }
 
+    /// Whether any seed source was given (flags, environment, file).
+    pub fn given(&self) -> bool {
+        self.node_seed.is_some() || self.shared_seed.is_some() || self.seed_file.is_some()
+    }
+
     /// The shared seed alone (`stt token` needs no node seed).
     pub fn load_shared(&self) -> Result<Vec<u8>, Error> {
         self.load_parts()?.1.ok_or_else(|| {

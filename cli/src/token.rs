@@ -54,9 +54,25 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
-    /// A server's seeds (`serve` needs both).
-    pub fn seeds_for_server(&self) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    /// A server's seeds (`serve` needs both); with `throwaway` and no seed
+    /// given at all, a fresh random pair for this run.
+    pub fn seeds_for_server(&self, throwaway: bool) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        if throwaway && !self.seeds.given() {
+            eprintln!(
+                "no seeds given: a throwaway pair for this demo run (nothing else can join it)"
+            );
+            return Ok((crate::random_bytes(32)?, crate::random_bytes(32)?));
+        }
         self.seeds.load()
+    }
+
+    /// The issuing key: from the key file, or derived from `shared_seed`
+    /// (the one the server runs with).
+    pub fn load_for(&self, shared_seed: &[u8]) -> Result<IssuingKey, Error> {
+        match &self.issuer_key_file {
+            Some(path) => read_key_file(path),
+            None => Ok(IssuingKey::from_shared_seed(shared_seed)?),
+        }
     }
 
     /// The issuing key: from the key file, or derived from the shared seed.

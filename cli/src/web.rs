@@ -46,11 +46,30 @@ pub(crate) struct WebArgs {
     /// HEAD; `/` is DIR/index.html), beside the WebSocket endpoint.
     #[arg(long, value_name = "DIR", requires = "ws")]
     pub(crate) web: Option<PathBuf>,
+    /// Also serve DIR under /NAME/ (repeatable), e.g. `--web-mount
+    /// stt-client=clients/js` for the built JS client beside a page.
+    #[arg(long, value_name = "NAME=DIR", value_parser = parse_mount, requires = "ws")]
+    pub(crate) web_mount: Vec<(String, PathBuf)>,
     /// DEMOS AND TESTS ONLY: answer `GET /token` on the --ws port with a
     /// fresh connect token for anyone who asks. In production your backend
     /// issues tokens to users it has authenticated.
     #[arg(long, requires = "ws")]
     pub(crate) demo_tokens: bool,
+}
+
+/// `NAME=DIR` of `--web-mount`: a name without slashes or dots, and a
+/// directory.
+fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, dir) = s
+        .split_once('=')
+        .ok_or("--web-mount takes NAME=DIR (served under /NAME/)")?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if name.is_empty() || !name.chars().all(plain) {
+        return Err(format!(
+            "--web-mount: the name {name:?} must be letters, digits, '-' or '_'"
+        ));
+    }
+    Ok((name.to_owned(), PathBuf::from(dir)))
 }
 
 /// The names the server admits tokens for: `audience` (its `--audience`
@@ -94,13 +113,18 @@ where
     F: Fn() -> Result<String, E> + Send + Sync + 'static,
     E: Display,
 {
-    if args.web.is_none() && !args.demo_tokens {
+    if args.web.is_none() && args.web_mount.is_empty() && !args.demo_tokens {
         return Ok(None);
     }
     let files = match &args.web {
         Some(dir) => Some(StaticFiles::new(dir)?),
         None => None,
     };
+    let mounts = args
+        .web_mount
+        .iter()
+        .map(|(name, dir)| Ok((format!("/{name}/"), StaticFiles::new(dir)?)))
+        .collect::<Result<Vec<_>, StaticFilesError>>()?;
     let tokens: Option<Box<dyn TokenSource>> = if args.demo_tokens {
         eprintln!(
             "WARNING: --demo-tokens: GET {TOKEN_PATH} gives a connect token to anyone who can \
@@ -113,7 +137,11 @@ where
     } else {
         None
     };
-    Ok(Some(Arc::new(Web { files, tokens })))
+    Ok(Some(Arc::new(Web {
+        files,
+        mounts,
+        tokens,
+    })))
 }
 
 /// Makes one token's text.
@@ -131,9 +159,12 @@ where
     }
 }
 
-/// The handler: `/token` (with `--demo-tokens`), else the files.
+/// The handler: `/token` (with `--demo-tokens`), the mounts, else the
+/// files.
 struct Web {
     files: Option<StaticFiles>,
+    /// (`/NAME/`, its files).
+    mounts: Vec<(String, StaticFiles)>,
     tokens: Option<Box<dyn TokenSource>>,
 }
 
@@ -142,6 +173,16 @@ impl HttpHandler for Web {
         if request.path == TOKEN_PATH {
             if let Some(tokens) = &self.tokens {
                 return token_response(tokens.as_ref());
+            }
+        }
+        for (prefix, files) in &self.mounts {
+            if let Some(rest) = request.path.strip_prefix(&prefix[..prefix.len() - 1]) {
+                // `/NAME/x` is `/x` of the mount (and `/NAME` its index).
+                let inner =
+                    HttpRequest::new(&request.method, if rest.is_empty() { "/" } else { rest });
+                if rest.is_empty() || rest.starts_with('/') {
+                    return files.handle(&inner);
+                }
             }
         }
         match &self.files {
@@ -168,42 +209,12 @@ fn token_response(tokens: &dyn TokenSource) -> HttpResponse {
     HttpResponse::json(200, body.to_string()).with_header("Cache-Control", "no-store")
 }
 
-/// The `expires_at` of a token's public part (bytes 17..25 of its decoded
-/// text, big-endian seconds since the epoch), if the text is a token.
+/// The `expires_at` of a token's text (seconds since the epoch), if the
+/// text is a token.
 fn expires_at(token: &str) -> Option<u64> {
-    let b64 = token.strip_prefix("stt1.")?;
-    let head = base64url_prefix(b64, 25)?;
-    let bytes: [u8; 8] = head.get(17..25)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
-}
-
-/// The first `n` bytes that unpadded base64url `text` encodes, if it
-/// encodes that many and its first characters are base64url.
-fn base64url_prefix(text: &str, n: usize) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(n + 2);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-        if out.len() >= n {
-            out.truncate(n);
-            return Some(out);
-        }
-    }
-    None
+    let token = stt::token::ConnectToken::parse(token).ok()?;
+    let since = token.expires_at().duration_since(std::time::UNIX_EPOCH);
+    since.ok().map(|d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -212,28 +223,14 @@ mod tests {
 
     use super::*;
 
-    /// Unpadded base64url, for making token texts.
-    fn encode(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let mut b = [0u8; 3];
-            b[..chunk.len()].copy_from_slice(chunk);
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..=chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
-    }
-
-    fn fake_token(expires_at: u64) -> String {
-        let mut bytes = vec![1u8];
-        bytes.extend_from_slice(&7u64.to_be_bytes());
-        bytes.extend_from_slice(&1_700_000_000u64.to_be_bytes());
-        bytes.extend_from_slice(&expires_at.to_be_bytes());
-        bytes.extend_from_slice(&[9; 40]);
-        format!("stt1.{}", encode(&bytes))
+    /// A real token expiring at `expires_at` (issued a minute before).
+    fn token_until(expires_at: u64) -> String {
+        let issuer = Issuer::new(IssuingKey::from_bytes([4; 32]));
+        let request = TokenRequest::new(7, ["t"]).with_lifetime(Duration::from_secs(60));
+        let token = issuer
+            .issue_at(&request, expires_at - 60, [1; 16], [2; 32])
+            .unwrap();
+        token.encode().to_string()
     }
 
     fn get(handler: &dyn HttpHandler, target: &str) -> HttpResponse {
@@ -242,8 +239,7 @@ mod tests {
 
     #[test]
     fn expiry_is_read_from_the_public_part() {
-        assert_eq!(expires_at(&fake_token(1_700_000_600)), Some(1_700_000_600));
-        assert_eq!(expires_at(&fake_token(u64::MAX)), Some(u64::MAX));
+        assert_eq!(expires_at(&token_until(1_700_000_600)), Some(1_700_000_600));
         for bad in [
             "",
             "stt1.",
@@ -259,6 +255,7 @@ mod tests {
     fn the_demo_issuer_makes_fresh_tokens_for_the_demo_audience() {
         let args = WebArgs {
             web: None,
+            web_mount: Vec::new(),
             demo_tokens: true,
         };
         let names = audience(&args, &[]);
@@ -293,11 +290,12 @@ mod tests {
     fn demo_tokens_answer_json_and_nothing_else_is_served_without_web() {
         let args = WebArgs {
             web: None,
+            web_mount: Vec::new(),
             demo_tokens: true,
         };
         let h = http_handler(
             &args,
-            Some(|| Ok::<_, Infallible>(fake_token(1_700_000_600))),
+            Some(|| Ok::<_, Infallible>(token_until(1_700_000_600))),
         )
         .unwrap()
         .unwrap();
@@ -323,6 +321,7 @@ mod tests {
         std::fs::write(dir.join("index.html"), "hi").unwrap();
         let args = WebArgs {
             web: Some(dir.clone()),
+            web_mount: Vec::new(),
             demo_tokens: true,
         };
         let h = http_handler(&args, Some(|| Err::<String, _>("no issuing key")))
@@ -334,16 +333,37 @@ mod tests {
             demo_tokens: false,
             ..args
         };
-        let h = http_handler(&files_only, Some(|| Ok::<_, Infallible>(fake_token(1))))
-            .unwrap()
-            .unwrap();
+        let h = http_handler(
+            &files_only,
+            Some(|| Ok::<_, Infallible>(token_until(1_700_000_000))),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(get(h.as_ref(), "/token").status, 404);
         let missing = WebArgs {
             web: Some(dir.join("nope")),
+            web_mount: Vec::new(),
             demo_tokens: false,
         };
         let e = http_handler(&missing, Some(|| Ok::<_, Infallible>(String::new())));
         assert!(matches!(e, Err(StaticFilesError::Unreadable { .. })));
+        // A mount serves its directory under /NAME/, and only there.
+        std::fs::create_dir_all(dir.join("lib")).unwrap();
+        std::fs::write(dir.join("lib/x.js"), "x").unwrap();
+        let mounted = WebArgs {
+            web: None,
+            web_mount: vec![parse_mount(&format!("lib={}", dir.join("lib").display())).unwrap()],
+            demo_tokens: false,
+        };
+        let h = http_handler(&mounted, None::<fn() -> Result<String, Infallible>>)
+            .unwrap()
+            .unwrap();
+        assert_eq!(get(h.as_ref(), "/lib/x.js").body, b"x");
+        assert_eq!(get(h.as_ref(), "/libx.js").status, 404);
+        assert_eq!(get(h.as_ref(), "/lib/../index.html").status, 400);
+        assert_eq!(get(h.as_ref(), "/x.js").status, 404);
+        assert!(parse_mount("../up=/tmp").is_err());
+        assert!(parse_mount("noequals").is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -96,21 +96,6 @@ fn ready(test: &str, need_client: bool) -> bool {
     false
 }
 
-/// Copies the files under `from` into `to`, recursively (symlinks
-/// followed).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A scratch directory under the target directory, removed on drop.
 struct Scratch(PathBuf);
 
@@ -121,24 +106,6 @@ impl Scratch {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
-    }
-
-    /// The directory to serve: the example page at `/`, the test page at
-    /// `/test/`, and the JS client (if `with_client`) at `/stt-client/`,
-    /// its `@noble` dependencies beside it.
-    fn site(&self, with_client: bool) -> PathBuf {
-        let site = self.0.join("site");
-        copy_dir(&repo().join("examples/web"), &site);
-        copy_dir(&repo().join("tests/browser/page"), &site.join("test"));
-        if with_client {
-            let client = js_client();
-            copy_dir(&client.join("dist"), &site.join("stt-client"));
-            let noble = client.join("node_modules/@noble");
-            if noble.is_dir() {
-                copy_dir(&noble, &site.join("stt-client/node_modules/@noble"));
-            }
-        }
-        site
     }
 }
 
@@ -156,7 +123,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(scratch: &Scratch, site: &Path) -> Server {
+    /// Serves the example page at `/` and the test page at `/test/`, as a
+    /// user would (`--web examples/web --web-mount stt-client=clients/js`),
+    /// with the JS client at `/stt-client/`.
+    fn start(scratch: &Scratch) -> Server {
         let seeds = scratch.0.join("node.seeds");
         let made = Command::new(env!("CARGO_BIN_EXE_stt"))
             .args(["seeds", "--out"])
@@ -173,7 +143,14 @@ impl Server {
                 "0",
                 "--web",
             ])
-            .arg(site)
+            .arg(repo().join("examples/web"))
+            .arg("--web-mount")
+            .arg(format!(
+                "test={}",
+                repo().join("tests/browser/page").display()
+            ))
+            .arg("--web-mount")
+            .arg(format!("stt-client={}", js_client().display()))
             .arg("--demo-tokens")
             .arg("--seed-file")
             .arg(&seeds)
@@ -266,8 +243,7 @@ fn the_harness_loads_a_page_and_opens_a_websocket() {
         return;
     }
     let scratch = Scratch::new("harness");
-    let site = scratch.site(false);
-    let server = Server::start(&scratch, &site);
+    let server = Server::start(&scratch);
     let url = format!("http://{}/test/test.html?mode=plain", server.addr);
     let out = run_browser(&[&url]);
     let result = &out["result"];
@@ -288,8 +264,7 @@ fn the_js_client_exchanges_messages_with_stt_serve() {
         return;
     }
     let scratch = Scratch::new("client");
-    let site = scratch.site(true);
-    let server = Server::start(&scratch, &site);
+    let server = Server::start(&scratch);
     let shot = std::env::var_os("STT_BROWSER_SCREENSHOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-example.png"));

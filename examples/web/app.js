@@ -5,7 +5,7 @@
 // type, and shows the session and its statistics.
 
 /** Where the built JS client (package stt-client, its dist/) is served. */
-const CLIENT_URL = './stt-client/index.js';
+const CLIENT_URL = './stt-client/dist/index.js';
 /** Where `stt serve --demo-tokens` hands out tokens (demos only). */
 const TOKEN_URL = '/token';
 /** The stt WebSocket endpoint: the host and port this page came from. */

@@ -2,7 +2,7 @@
 // window.__sttResult: { ok, mode, … }, and shows it on the page.
 
 /** Where the built JS client is served, relative to this page. */
-const CLIENT_URL = '../stt-client/index.js';
+const CLIENT_URL = '../stt-client/dist/index.js';
 
 const params = new URLSearchParams(location.search);
 const MODE = params.get('mode') === 'plain' ? 'plain' : 'client';
