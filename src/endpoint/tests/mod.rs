@@ -314,22 +314,23 @@ impl Net {
         server: usize,
         token: &crate::token::ConnectToken,
     ) -> SessionId {
-        let path = self.nodes[client]
-            .ep
-            .path(0, self.addr_of(server))
-            .expect("link 0");
-        let now = self.now;
-        let node = &mut self.nodes[client];
-        let id = node
-            .ep
-            .connect(now, path, None, Some(token), &mut node.out)
-            .expect("connect");
-        self.collect();
-        id
+        self.open(client, server, None, Some(token))
     }
 
     /// Opens a session from `client` to `server`, only with node `expect`.
     fn connect_to(&mut self, client: usize, server: usize, expect: Option<NodeId>) -> SessionId {
+        self.open(client, server, expect, None)
+    }
+
+    /// Opens a session from `client` to `server`: only with node `expect`,
+    /// with connect token `token`, when given.
+    fn open(
+        &mut self,
+        client: usize,
+        server: usize,
+        expect: Option<NodeId>,
+        token: Option<&crate::token::ConnectToken>,
+    ) -> SessionId {
         let path = self.nodes[client]
             .ep
             .path(0, self.addr_of(server))
@@ -338,7 +339,7 @@ impl Net {
         let node = &mut self.nodes[client];
         let id = node
             .ep
-            .connect(now, path, expect, None, &mut node.out)
+            .connect(now, path, expect, token, &mut node.out)
             .expect("connect");
         self.collect();
         id

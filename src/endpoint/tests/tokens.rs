@@ -65,8 +65,23 @@ impl Net {
         })
     }
 
+    /// Whether `node` saw session `id` closed by its peer as replaced.
+    fn replaced(&self, node: usize, id: SessionId) -> bool {
+        matches!(
+            self.closed_with(node, id),
+            Some(CloseReason::Peer {
+                code: close_code::REPLACED,
+                ..
+            })
+        )
+    }
+
     fn refused_count(&self, node: usize) -> u64 {
         self.stats(node).handshakes_refused.load(Ordering::Relaxed)
+    }
+
+    fn sessions(&self, node: usize) -> usize {
+        self.stats(node).sessions.load(Ordering::Relaxed)
     }
 
     fn stats(&self, node: usize) -> &EndpointStats {
@@ -125,7 +140,7 @@ fn expired_and_not_yet_valid_tokens_get_a_refusal_the_client_reports() {
         Some(CloseReason::TokenRefused(TokenRefusal::NotYetValid))
     );
     assert_eq!(net.refused_count(server), 2);
-    assert_eq!(net.stats(server).sessions.load(Ordering::Relaxed), 0);
+    assert_eq!(net.sessions(server), 0);
     // A token that was good expires while time passes: its session stays,
     // new sessions with it are refused.
     let short = issue(
@@ -198,7 +213,7 @@ fn tampered_or_foreign_tokens_get_silence() {
     }
     // Nothing was ever sent back, and nothing was kept.
     assert!(net.nodes[server].out.events.is_empty());
-    assert_eq!(net.stats(server).sessions.load(Ordering::Relaxed), 0);
+    assert_eq!(net.sessions(server), 0);
     assert!(net.nodes[server].dropped() >= cases.len() as u64);
 }
 
@@ -217,30 +232,18 @@ fn a_new_session_of_a_token_replaces_the_one_before() {
     let second = net.connect_token(client, server, &t);
     net.run(Duration::from_millis(200));
     assert!(net.established(server, second));
-    assert!(matches!(
-        net.closed_with(client, first),
-        Some(CloseReason::Peer {
-            code: close_code::REPLACED,
-            ..
-        })
-    ));
+    assert!(net.replaced(client, first));
     // Once the closed one has lingered (9.4), one session is left.
     net.run(Duration::from_secs(5));
-    assert_eq!(net.stats(server).sessions.load(Ordering::Relaxed), 1);
+    assert_eq!(net.sessions(server), 1);
     // Whoever holds the token (a copy) replaces it too: one session per
     // token, the newest.
     let copied = net.connect_token(other, server, &t);
     net.run(Duration::from_millis(200));
     assert!(net.established(server, copied));
-    assert!(matches!(
-        net.closed_with(client, second),
-        Some(CloseReason::Peer {
-            code: close_code::REPLACED,
-            ..
-        })
-    ));
+    assert!(net.replaced(client, second));
     net.run(Duration::from_secs(5));
-    assert_eq!(net.stats(server).sessions.load(Ordering::Relaxed), 1);
+    assert_eq!(net.sessions(server), 1);
     // The replaced sessions' ends do not free the newest's claim: a session
     // closing later leaves the token held by the live one.
     let gate = net.nodes[server]
@@ -253,13 +256,7 @@ fn a_new_session_of_a_token_replaces_the_one_before() {
     let fourth = net.connect_token(client, server, &t);
     net.run(Duration::from_millis(200));
     assert!(net.established(server, fourth));
-    assert!(matches!(
-        net.closed_with(other, copied),
-        Some(CloseReason::Peer {
-            code: close_code::REPLACED,
-            ..
-        })
-    ));
+    assert!(net.replaced(other, copied));
     assert!(net.nodes[server].out.replaced_elsewhere.is_empty());
 }
 
@@ -283,7 +280,7 @@ fn a_replayed_token_message_1_makes_no_second_session() {
     let before = net.refused_count(server);
     net.run(Duration::from_millis(200));
     assert_eq!(net.refused_count(server), before + 1);
-    assert_eq!(net.stats(server).sessions.load(Ordering::Relaxed), 0);
+    assert_eq!(net.sessions(server), 0);
 }
 
 #[test]
