@@ -20,7 +20,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 export RUSTC_BOOTSTRAP=1
-targets=(frame_decode handshake reassembly session_established cookie channel_chunks channel_pair)
+targets=(frame_decode handshake reassembly session_established cookie channel_chunks channel_pair token_parse token_gate)
 cargo fuzz build
 
 logs="fuzz/target/run-all-logs"

@@ -17,3 +17,5 @@ pub mod handshake;
 pub mod input;
 pub mod reassembly;
 pub mod session_established;
+pub mod token_gate;
+pub mod token_parse;

@@ -73,6 +73,16 @@ fn reassembly_seeds() {
 }
 
 #[test]
+fn token_gate_seeds() {
+    replay_all("token_gate", stt_fuzz::token_gate::run);
+}
+
+#[test]
+fn token_parse_seeds() {
+    replay_all("token_parse", stt_fuzz::token_parse::run);
+}
+
+#[test]
 fn session_established_seeds() {
     replay_all("session_established", stt_fuzz::session_established::run);
 }

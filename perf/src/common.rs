@@ -230,8 +230,19 @@ pub fn machine() -> String {
 }
 
 /// Every workload's section, in the order the results file lists them.
-pub const SECTIONS: [&str; 7] = [
-    "udp", "latency", "scaling", "crypto", "ws", "attacks", "channels",
+/// The last two are written by other tools and only gathered here:
+/// `tokens` from the criterion bench `benches/tokens.rs` (by hand), and
+/// `js_client` by `clients/js/perf/bench.mjs`.
+pub const SECTIONS: [&str; 9] = [
+    "udp",
+    "latency",
+    "scaling",
+    "crypto",
+    "ws",
+    "attacks",
+    "channels",
+    "tokens",
+    "js_client",
 ];
 
 /// Where the section of `workload` lives when the results file is `out`:

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::ticket::{self, TicketContents, MAX_TICKET_LEN, MIN_TICKET_LEN};
 use super::{ClientInfo, IssuingKey, TokenRefusal};
@@ -212,8 +212,8 @@ impl TokenGate {
             salt,
             client: Arc::new(ClientInfo {
                 client_id: contents.client_id,
-                issued_at: UNIX_EPOCH + Duration::from_secs(contents.issued_at),
-                expires_at: UNIX_EPOCH + Duration::from_secs(contents.expires_at),
+                issued_at: super::text::secs(contents.issued_at),
+                expires_at: super::text::secs(contents.expires_at),
                 data: contents.data,
             }),
         })

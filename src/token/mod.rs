@@ -49,7 +49,7 @@ pub use gate::{split_payload, GateResult, TokenAdmission, TokenGate};
 pub(crate) use gate::{split_payload, GateResult, TokenAdmission, TokenGate};
 pub use gate::{TokenConfig, DEFAULT_MAX_LIFETIME};
 pub use text::{ConnectToken, TokenParseError, TOKEN_PREFIX};
-pub use ticket::{MAX_AUDIENCE, MAX_DATA_LEN, MAX_TICKET_LEN};
+pub use ticket::{MAX_AUDIENCE, MAX_DATA_LEN, MAX_TICKET_LEN, MAX_TIME, MIN_TICKET_LEN};
 
 const ISSUER_SALT: &[u8] = b"stt v1 token issuer";
 const KEY_ID_LABEL: &[u8] = b"stt v1 token key id";
@@ -215,6 +215,9 @@ pub enum IssueError {
     /// A lifetime under one second.
     #[error("a token lives at least one second")]
     LifetimeTooShort,
+    /// A lifetime that ends after the year 9999.
+    #[error("a token's expiry must be before the year 10000")]
+    LifetimeTooLong,
     /// The ticket would be larger than [`MAX_TICKET_LEN`] bytes (long
     /// names and data together).
     #[error(
@@ -299,10 +302,13 @@ impl Issuer {
         if lifetime == 0 {
             return Err(IssueError::LifetimeTooShort);
         }
+        if now.saturating_add(lifetime) > ticket::MAX_TIME {
+            return Err(IssueError::LifetimeTooLong);
+        }
         let contents = ticket::TicketContents {
             client_id: request.client_id,
             issued_at: now,
-            expires_at: now.saturating_add(lifetime),
+            expires_at: now + lifetime,
             client_key,
             audience: request.audience.clone(),
             data: request.data.clone(),

@@ -65,6 +65,10 @@ fn issuing_refuses_what_a_server_could_not_read() {
         i.issue(&TokenRequest::new(1, ["a"]).with_lifetime(Duration::from_millis(999))),
         Err(IssueError::LifetimeTooShort)
     );
+    assert_eq!(
+        i.issue(&TokenRequest::new(1, ["a"]).with_lifetime(Duration::MAX)),
+        Err(IssueError::LifetimeTooLong)
+    );
     let long: Vec<String> = (0..8).map(|n| format!("{n}{}", "x".repeat(200))).collect();
     assert_eq!(
         i.issue(&TokenRequest::new(1, long).with_data(vec![1; MAX_DATA_LEN])),
@@ -91,6 +95,17 @@ fn every_truncation_and_bad_version_of_a_token_is_refused() {
     let mut longer = bytes.to_vec();
     longer.push(0);
     assert!(ConnectToken::from_bytes(&longer).is_err());
+    // Times no clock can hold are refused, not a panic later.
+    let mut far = bytes.to_vec();
+    far[17..25].copy_from_slice(&u64::MAX.to_be_bytes());
+    assert_eq!(
+        ConnectToken::from_bytes(&far),
+        Err(TokenParseError::Malformed("lifetime"))
+    );
+    let latest = token.issued_at + 1 + (MAX_TIME - token.issued_at - 1);
+    far[17..25].copy_from_slice(&latest.to_be_bytes());
+    let ok = ConnectToken::from_bytes(&far).expect("the year 9999 is a time");
+    assert!(!ok.is_expired());
 }
 
 #[test]

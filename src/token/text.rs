@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use super::ticket::{put_audience, take_audience, MAX_TICKET_LEN, MIN_TICKET_LEN};
+use super::ticket::{put_audience, take_audience, MAX_TICKET_LEN, MAX_TIME, MIN_TICKET_LEN};
 
 /// Token format version (byte 0 of the binary form).
 const TOKEN_VERSION: u8 = 1;
@@ -49,8 +49,12 @@ pub enum TokenParseError {
     Malformed(&'static str),
 }
 
-fn secs(t: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(t)
+/// `t` seconds after the epoch (at most [`MAX_TIME`], which every token
+/// read or issued respects; beyond, the latest time representable).
+pub(crate) fn secs(t: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(t.min(MAX_TIME)))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 impl ConnectToken {
@@ -141,7 +145,7 @@ impl ConnectToken {
             audience,
             ticket: ticket.to_vec(),
         };
-        if token.expires_at <= token.issued_at {
+        if token.expires_at <= token.issued_at || token.expires_at > MAX_TIME {
             return Err(Malformed("lifetime"));
         }
         Ok(token)

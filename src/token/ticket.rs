@@ -26,6 +26,10 @@ pub const MAX_TICKET_LEN: usize = 1000;
 pub const MAX_AUDIENCE: usize = 8;
 /// Most bytes of application data a token carries.
 pub const MAX_DATA_LEN: usize = 512;
+/// The latest time a token may name, seconds since the Unix epoch: the
+/// end of year 9999. Later times are refused as malformed, so that every
+/// time a token carries is a `SystemTime` on every platform.
+pub const MAX_TIME: u64 = 253_402_300_799;
 
 const TICKET_KEY_INFO: &[u8] = b"stt v1 ticket";
 
@@ -106,7 +110,11 @@ impl TicketContents {
         let (audience, rest) = take_audience(plain.get(56..)?)?;
         let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
         let data = rest.get(2..)?;
-        if len > MAX_DATA_LEN || data.len() != len || expires_at <= issued_at {
+        if len > MAX_DATA_LEN
+            || data.len() != len
+            || expires_at <= issued_at
+            || expires_at > MAX_TIME
+        {
             return None;
         }
         Some(TicketContents {

@@ -6,7 +6,8 @@
 //   (c) one 1 MiB echo (ms), where the AEAD engine matters most.
 // stt: `stt serve --ws` (echo) with a connect token from `stt token`;
 // plain: `ws_echo` (perf/src/bin/ws_echo.rs, tungstenite). Prints a markdown
-// table and writes perf/RESULTS.md.
+// table and writes it to perf/results/js_client.md at the repository's root
+// (a section of perf/RESULTS.md, which `stt-perf` gathers).
 //
 //   npm run bench                       # STT_BIN, WS_ECHO_BIN, ROUNDS, RTT_N, RATE_N, WINDOW
 import { spawn, execFileSync } from 'node:child_process';
@@ -48,8 +49,8 @@ function start(bin, args) {
 }
 
 /** A common shape for both clients: send(bytes), onmessage(bytes). */
-async function sttClient(url, token, aead) {
-  const s = await connect(url, { token, reconnect: false, aead });
+async function sttClient(url, token, aead, coalesce = true) {
+  const s = await connect(url, { token, reconnect: false, aead, coalesce });
   return {
     send: (b) => s.send(b),
     set onmessage(f) {
@@ -160,12 +161,15 @@ async function main() {
     /stt1\.[A-Za-z0-9_-]+/.exec(execFileSync(STT_BIN, ['token', '--seed-file', seeds, '--audience', 'bench', '--client-id', String(Math.floor(Math.random() * 1e9)), '--lifetime', '3600']).toString())[0];
   const stt = await start(STT_BIN, ['serve', '--ws', '127.0.0.1:0', '--seed-file', seeds, '--audience', 'bench', '--stats-every', '0']);
   const plain = await start(WS_ECHO_BIN, ['127.0.0.1:0']);
-  const rows = { stt: [], plain: [] };
+  const rows = { stt: [], single: [], plain: [] };
   let aeadInfo = '';
   try {
     for (let r = 1; r <= ROUNDS; r++) {
-      for (const side of r % 2 === 1 ? ['stt', 'plain'] : ['plain', 'stt']) {
-        const c = side === 'stt' ? await sttClient(stt.url, token(), 'auto') : await plainClient(plain.url);
+      for (const side of r % 2 === 1 ? ['stt', 'single', 'plain'] : ['plain', 'single', 'stt']) {
+        const c =
+          side === 'plain'
+            ? await plainClient(plain.url)
+            : await sttClient(stt.url, token(), 'auto', side === 'stt');
         const a = await rtt(c, RTT_N);
         const b = await rate(c, RATE_N, WINDOW);
         const big = await bigEcho(c);
@@ -235,17 +239,20 @@ async function main() {
   }
 
   const S = rows.stt;
+  const O = rows.single;
   const P = rows.plain;
   const lines = [];
-  lines.push(`| metric (64-byte messages unless said) | stt client (median of ${ROUNDS}) | plain WebSocket (median of ${ROUNDS}) | stt / plain, run by run |`);
-  lines.push('|---|---|---|---|');
+  lines.push(`| metric (64-byte messages unless said) | stt client, default (median of ${ROUNDS}) | stt client, one frame per message | plain WebSocket | default / plain, run by run | one frame per message / plain, run by run |`);
+  lines.push('|---|---|---|---|---|---|');
+  const ratios = (X, key) => X.map((x, i) => f2(x[key] / P[i][key])).join(', ');
   const row = (name, key, fmt) =>
-    lines.push(`| ${name} | ${fmt(med(S.map((x) => x[key])))} | ${fmt(med(P.map((x) => x[key])))} | ${S.map((s, i) => f2(s[key] / P[i][key])).join(', ')} |`);
+    lines.push(`| ${name} | ${fmt(med(S.map((x) => x[key])))} | ${fmt(med(O.map((x) => x[key])))} | ${fmt(med(P.map((x) => x[key])))} | ${ratios(S, key)} | ${ratios(O, key)} |`);
   row(`round trip, median (us, ${RTT_N} sequential echoes)`, 'median', f1);
   row('round trip, p99 (us)', 'p99', f1);
   row(`messages/s (${RATE_N} echoed, window ${WINDOW})`, 'perSec', f0);
   row('1 MiB echo, median of 5 (ms)', 'big', f1);
-  lines.push(`| lost / duplicated (all rounds) | ${S.reduce((a, x) => a + x.missing, 0)} / ${S.reduce((a, x) => a + x.dups, 0)} | ${P.reduce((a, x) => a + x.missing, 0)} / ${P.reduce((a, x) => a + x.dups, 0)} | |`);
+  const lost = (X) => `${X.reduce((a, x) => a + x.missing, 0)} / ${X.reduce((a, x) => a + x.dups, 0)}`;
+  lines.push(`| lost / duplicated (all rounds) | ${lost(S)} | ${lost(O)} | ${lost(P)} | | |`);
   const table = lines.join('\n');
   const choiceLines = ['| stt session AEAD / engine | round trip, median (us) | messages/s | 1 MiB echo (ms) |', '|---|---|---|---|'];
   for (const c of choice) choiceLines.push(`| ${c.label} | ${f1(c.median)} | ${f0(c.perSec)} | ${f1(c.big)} |`);
@@ -255,7 +262,7 @@ async function main() {
   console.log('\nstt session: ' + aeadInfo);
 
   const cpu = cpus()[0]?.model ?? 'unknown';
-  const md = `# stt JavaScript client: benchmark results
+  const md = `## JavaScript client (clients/js) against a plain WebSocket, in one Node.js runtime
 
 Measured by \`clients/js/perf/bench.mjs\` (\`npm run bench\`), ${new Date().toISOString().slice(0, 10)}.
 
@@ -263,13 +270,13 @@ Measured by \`clients/js/perf/bench.mjs\` (\`npm run bench\`), ${new Date().toIS
   Load average at the start: ${loadAtStart} (a shared 2-core machine: other jobs ran at the same time, so single rounds vary); the ratios are per round (both sides run back to back, alternating which goes first).
 - stt side: \`stt serve --ws 127.0.0.1:0 --seed-file F --audience bench\` (echo), the client connecting with a token from \`stt token\`.
 - Plain side: \`ws_echo 127.0.0.1:0\` (\`perf/src/bin/ws_echo.rs\`, tungstenite, thread per connection, TCP_NODELAY, unsealed), the client Node's global \`WebSocket\`.
-- Every message carries its number; echoes are counted per number on the client (unique, duplicates, missing). Round trip: ${RTT_N} sequential 64-byte echoes after 200 of warm-up; rate: ${RATE_N} 64-byte messages with at most ${WINDOW} in flight. The stt client coalesces the messages sent in one event-loop turn into BATCH frames (up to 16 KiB, as the Rust node does; \`coalesce: false\` turns it off, second table), the plain client sends one WebSocket message per message; the stt server coalesces its echoes the same way, ws_echo does not.
+- Every message carries its number; echoes are counted per number on the client (unique, duplicates, missing). Round trip: ${RTT_N} sequential 64-byte echoes after 200 of warm-up; rate: ${RATE_N} 64-byte messages with at most ${WINDOW} in flight. The stt client coalesces the messages sent in one event-loop turn into BATCH frames (up to 16 KiB, as the Rust node does; \`coalesce: false\` turns it off, second table), the plain client sends one WebSocket message per message; the stt server coalesces its echoes the same way, ws_echo does not. The middle column turns the client's coalescing off (\`coalesce: false\`): one sealed frame per message, as the plain client sends one WebSocket message per message.
 - stt session: ${aeadInfo}.
 
 Commands:
 
 \`\`\`
-cd /work/wt-js && CARGO_INCREMENTAL=0 cargo build --release -p stt-cli -p stt-perf --bin stt --bin ws_echo
+cargo build --release -p stt-cli -p stt-perf --bin stt --bin ws_echo
 cd clients/js && npm ci && npm run build && ROUNDS=${ROUNDS} npm run bench
 \`\`\`
 
@@ -289,7 +296,7 @@ How the AEAD was chosen, and what coalescing does (same workload with fewer mess
 
 ${choiceTable}
 `;
-  writeFileSync(join(here, 'RESULTS.md'), md);
+  writeFileSync(join(root, 'perf/results/js_client.md'), md);
 }
 
 main().catch((e) => {
