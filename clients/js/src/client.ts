@@ -156,9 +156,12 @@ export class SttSession implements AsyncIterable<Message> {
       case 'chacha20-poly1305':
         return CAP_PREFER_CHACHA;
       default:
-        // WebCrypto's AES-GCM is hardware-backed and much faster than any JS
-        // cipher on large frames: announce it, the server decides (5.3).
-        return webCrypto ? CAP_HW_AES : 0;
+        // Small frames are sealed in JavaScript, where ChaCha20-Poly1305 is
+        // faster than AES-GCM (perf/results/js_client.md): announce no
+        // hardware AES, so that a server left on its own default picks
+        // ChaCha20-Poly1305 (5.3). Bulk senders ask for 'aes-256-gcm', whose
+        // large frames WebCrypto seals.
+        return 0;
     }
   }
 
