@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use crate::crypto::cookie::{self, ChallengeKey, CookieError};
 use crate::crypto::handshake::MSG1_LEN;
-use crate::frame::{close_code, FrameType, Header, SessionId, HEADER_LEN};
+use crate::frame::{FrameType, Header, SessionId, HEADER_LEN};
 use crate::session::Session;
 use crate::token::{GateResult, TokenAdmission};
 
@@ -171,13 +171,6 @@ impl Endpoint {
                         .is_none_or(|allow| allow(node, addr, who.as_ref()))
                         && gate.quotas.peer_has_room(node)
                 }));
-                // One live session per token on this node: the newest
-                // (a reconnect) replaces the one before (docs/PROTOCOL.md
-                // 14.5).
-                let replaced = match (&token, &self.config.tokens) {
-                    (Some(t), Some(gate)) => gate.claim(t.salt, self.shard, id),
-                    _ => None,
-                };
                 let mut entry = Entry::new(session, path);
                 entry.client = client;
                 entry.token = token.as_ref().map(|t| t.salt);
@@ -190,14 +183,6 @@ impl Endpoint {
                 self.config.stats.pending.fetch_add(1, Ordering::Relaxed);
                 self.insert(id, entry);
                 self.after_activity(id, now, out);
-                match replaced {
-                    Some((shard, old)) if shard == self.shard => {
-                        let reason = "replaced by a new session of its connect token";
-                        self.close(now, old, close_code::REPLACED, reason, out);
-                    }
-                    Some((shard, old)) => out.event(super::Event::Replaced { shard, id: old }),
-                    None => {}
-                }
             }
             Err(e) => {
                 tracing::debug!(from = %path.peer, error = %e, "handshake refused");

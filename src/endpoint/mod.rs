@@ -76,9 +76,14 @@ pub(crate) enum Event<'a> {
     /// An authenticated session runs over `path` (established over it, or
     /// moved onto it once validated): its transport may trust the peer.
     Authenticated { path: &'a Path },
-    /// Session `id` on shard `shard` (another one) must close: a new
-    /// session of its connect token replaced it (`docs/PROTOCOL.md` 14.5).
-    Replaced { shard: usize, id: SessionId },
+    /// Session `id` on shard `shard` (another one) must close if it still
+    /// holds the ticket `salt`: a newer session of its connect token was
+    /// established (`docs/PROTOCOL.md` 14.5).
+    Replaced {
+        shard: usize,
+        id: SessionId,
+        salt: [u8; 16],
+    },
     /// A session ended (the last event of a session).
     Closed {
         id: SessionId,
@@ -487,7 +492,12 @@ impl Endpoint {
             .pending
             .fetch_sub(std::mem::take(&mut self.pending), Ordering::Relaxed);
         for (id, entry) in std::mem::take(&mut self.sessions) {
-            release(&self.config, &mut self.pending_by_connection, &entry);
+            release(
+                &self.config,
+                &mut self.pending_by_connection,
+                &entry,
+                self.shard,
+            );
             self.config.directory.remove(self.shard, id);
         }
     }
@@ -547,6 +557,7 @@ impl Endpoint {
         }
         let initiator = entry.session.role() == Role::Initiator;
         let mut closed = false;
+        let mut replaced = None;
         while let Some((event, credit)) = entry.session.poll_event_with_credit() {
             match event {
                 SessionEvent::Established { peer, .. } => {
@@ -561,6 +572,15 @@ impl Endpoint {
                         release_pending(quotas, &mut self.pending_by_connection, addr, connection);
                         quotas.add_session(addr, peer);
                         entry.charge = Charge::Session { addr, peer };
+                    }
+                    // One live session per token on this node: the newest,
+                    // once established (its peer proved the client key and
+                    // completed the handshake), replaces the one before
+                    // (docs/PROTOCOL.md 14.5).
+                    if let (Some(salt), Some(gate)) = (entry.token, &self.config.tokens) {
+                        replaced = gate
+                            .claim(salt, self.shard, id)
+                            .map(|(shard, old)| (shard, old, salt));
                     }
                     let budget = quotas.budget(peer, &self.config.budget);
                     if entry.session.set_reassembly_budget(budget) {
@@ -636,10 +656,16 @@ impl Endpoint {
         }
         if closed {
             if let Some(entry) = self.sessions.remove(&id) {
-                release(&self.config, &mut self.pending_by_connection, &entry);
+                release(
+                    &self.config,
+                    &mut self.pending_by_connection,
+                    &entry,
+                    self.shard,
+                );
             }
             self.config.stats.sessions.fetch_sub(1, Ordering::Relaxed);
             self.config.directory.remove(self.shard, id);
+            self.replace(replaced, now, out);
             return;
         }
         if let Some(deadline) = entry.session.poll_timeout() {
@@ -647,6 +673,43 @@ impl Endpoint {
                 entry.timer = Some(deadline);
                 self.timers.push(Reverse((deadline, id)));
             }
+        }
+        self.replace(replaced, now, out);
+    }
+
+    /// Closes the session a newer session of its token replaced: here, or
+    /// through its own shard.
+    fn replace(
+        &mut self,
+        replaced: Option<(usize, SessionId, [u8; 16])>,
+        now: Instant,
+        out: &mut dyn Output,
+    ) {
+        match replaced {
+            Some((shard, old, salt)) if shard == self.shard => {
+                self.close_replaced(now, old, salt, out)
+            }
+            Some((shard, id, salt)) => out.event(Event::Replaced { shard, id, salt }),
+            None => {}
+        }
+    }
+
+    /// Closes session `id` if it still holds ticket `salt`: a newer session
+    /// of its connect token replaced it.
+    pub(crate) fn close_replaced(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        salt: [u8; 16],
+        out: &mut dyn Output,
+    ) {
+        if self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| e.token == Some(salt))
+        {
+            let reason = "replaced by a new session of its connect token";
+            self.close(now, id, close_code::REPLACED, reason, out);
         }
     }
 
@@ -710,7 +773,12 @@ fn release_pending(
 }
 
 /// Gives back what a session that ends holds of its peer's quotas.
-fn release(config: &EndpointConfig, by_connection: &mut HashMap<Connection, usize>, entry: &Entry) {
+fn release(
+    config: &EndpointConfig,
+    by_connection: &mut HashMap<Connection, usize>,
+    entry: &Entry,
+    shard: usize,
+) {
     match entry.charge {
         Charge::None => {}
         Charge::Pending { addr, connection } => {
@@ -722,6 +790,6 @@ fn release(config: &EndpointConfig, by_connection: &mut HashMap<Connection, usiz
         config.quotas.release_budget(peer);
     }
     if let (Some(salt), Some(gate)) = (&entry.token, &config.tokens) {
-        gate.release(salt, entry.session.id());
+        gate.release(salt, shard, entry.session.id());
     }
 }

@@ -189,6 +189,12 @@ pub(crate) enum Command {
     },
     /// Opens a target (a WebSocket URL) on a transport here and returns the
     /// path to it.
+    /// Closes a session a newer session of its connect token replaced, if it
+    /// still holds that ticket.
+    CloseReplaced {
+        session: SessionId,
+        salt: [u8; 16],
+    },
     /// Closes every session of a revoked connect-token client.
     CloseClient {
         client_id: u64,
@@ -228,6 +234,7 @@ impl std::fmt::Debug for Command {
             Command::SetPath { .. } => "SetPath",
             Command::OpenPath { .. } => "OpenPath",
             Command::CloseClient { .. } => "CloseClient",
+            Command::CloseReplaced { .. } => "CloseReplaced",
             Command::AddTransport { .. } => "AddTransport",
             Command::TransportStats { .. } => "TransportStats",
             Command::Stop => "Stop",

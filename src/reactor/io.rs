@@ -96,8 +96,8 @@ pub(crate) struct Outbox {
     /// transport, peer).
     pub authenticated: Vec<(usize, usize, SocketAddr)>,
     /// Sessions of other shards replaced by a new session of their connect
-    /// token: (shard, session).
-    pub replaced: Vec<(usize, crate::frame::SessionId)>,
+    /// token: (shard, session, the ticket's salt).
+    pub replaced: Vec<(usize, crate::frame::SessionId, [u8; 16])>,
 }
 
 impl Outbox {

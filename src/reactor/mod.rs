@@ -481,6 +481,9 @@ impl Reactor {
                     .collect();
                 let _ = reply.send(results);
             }
+            Command::CloseReplaced { session, salt } => {
+                self.with_endpoint(|ep, out| ep.close_replaced(now, session, salt, out));
+            }
             Command::CloseClient { client_id, reply } => {
                 let (closed, _) =
                     self.with_endpoint(|ep, out| ep.close_client(now, client_id, out));
@@ -678,8 +681,8 @@ impl Reactor {
                 outbox,
                 ..
             } = self;
-            for (shard, id) in outbox.replaced.drain(..) {
-                peers.hand(shard, output::replaced(id));
+            for (shard, session, salt) in outbox.replaced.drain(..) {
+                peers.hand(shard, Command::CloseReplaced { session, salt });
             }
             for (via, transport, peer) in outbox.authenticated.drain(..) {
                 if via == *index {

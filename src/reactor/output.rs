@@ -55,8 +55,9 @@ impl Output for Direct<'_> {
                 };
                 self.peers.hand(path.via, cmd);
             }
-            Event::Replaced { shard, id } => {
-                self.peers.hand(shard, replaced(id));
+            Event::Replaced { shard, id, salt } => {
+                self.peers
+                    .hand(shard, Command::CloseReplaced { session: id, salt });
             }
             event => self.app.deliver(event),
         }
@@ -80,18 +81,8 @@ impl Output for Deferred<'_> {
                 let at = (path.via, path.transport, path.peer);
                 self.outbox.authenticated.push(at);
             }
-            Event::Replaced { shard, id } => self.outbox.replaced.push((shard, id)),
+            Event::Replaced { shard, id, salt } => self.outbox.replaced.push((shard, id, salt)),
             event => self.app.deliver(event),
         }
-    }
-}
-
-/// The command that closes session `id`, replaced by a new session of its
-/// connect token.
-pub(crate) fn replaced(id: crate::frame::SessionId) -> Command {
-    Command::Close {
-        session: id,
-        code: crate::frame::close_code::REPLACED,
-        reason: "replaced by a new session of its connect token".into(),
     }
 }

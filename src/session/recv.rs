@@ -132,7 +132,7 @@ impl Session {
                     // Only a server that read our token's ticket can refuse
                     // it (docs/PROTOCOL.md 14.6).
                     let reason = cookie::parse_refusal(header, header_bytes, payload, &key, msg1)
-                        .and_then(crate::token::TokenRefusal::from_u8)
+                        .map(crate::token::TokenRefusal::from_u8)
                         .ok_or(unexpected)?;
                     self.terminate(CloseReason::TokenRefused(reason));
                     return Ok(false);

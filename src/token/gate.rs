@@ -183,6 +183,18 @@ impl TokenGate {
         let Some((header, payload)) = datagram.split_at_checked(HEADER_LEN) else {
             return GateResult::Silent;
         };
+        // A message 1's header, exactly (its length field included); the
+        // prologue binds it too.
+        let well_formed = crate::frame::Header::decode(header).is_ok_and(|h| {
+            h.frame_type == crate::frame::FrameType::Handshake
+                && h.packet_number == 1
+                && h.flags == crate::frame::Flags::EMPTY
+                && h.stream_id == 0
+                && h.payload_len as usize == payload.len()
+        });
+        if !well_formed {
+            return GateResult::Silent;
+        }
         let Some((part, ticket_bytes, noise)) = split_payload(payload) else {
             return GateResult::Silent;
         };
@@ -203,6 +215,12 @@ impl TokenGate {
         };
         let salt = ticket::salt_of(ticket_bytes);
         if let Err(reason) = self.valid(&contents, unix_secs) {
+            // Only a fresh message 1 gets an answer: a captured one cannot
+            // be replayed at will to make this node send refusals.
+            let skew = info.timestamp.abs_diff(unix_secs);
+            if skew > MSG1_TIME_WINDOW.as_secs() {
+                return GateResult::Silent;
+            }
             self.refused.fetch_add(1, Ordering::Relaxed);
             return GateResult::Refuse(reason, psk);
         }
@@ -233,10 +251,14 @@ impl TokenGate {
         {
             return Err(TokenRefusal::WrongAudience);
         }
+        // `issued_at` is the issuer's clock, which may run up to the window
+        // ahead of this node's: a token issued before the revocation may
+        // carry a time up to a minute after it.
         let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        let slack = MSG1_TIME_WINDOW.as_secs();
         if revoked
             .get(&t.client_id)
-            .is_some_and(|&at| t.issued_at <= at)
+            .is_some_and(|&at| t.issued_at <= at.saturating_add(slack))
         {
             return Err(TokenRefusal::Revoked);
         }
@@ -260,20 +282,23 @@ impl TokenGate {
             .filter(|&old| old != (shard, id))
     }
 
-    /// Session `id` of ticket `salt` ended: the ticket is free, unless a
-    /// newer session holds it.
-    pub(crate) fn release(&self, salt: &[u8; 16], id: SessionId) {
+    /// Session `id` of shard `shard` of ticket `salt` ended: the ticket is
+    /// free, unless a newer session holds it.
+    pub(crate) fn release(&self, salt: &[u8; 16], shard: usize, id: SessionId) {
         let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        if in_use.get(salt).is_some_and(|&(_, holder)| holder == id) {
+        if in_use.get(salt) == Some(&(shard, id)) {
             in_use.remove(salt);
         }
     }
 
-    /// Refuses tokens of `client_id` issued at or before `unix_secs`;
-    /// forgets revocations older than the longest token lifetime.
+    /// Refuses tokens of `client_id` issued up to a minute (the clock
+    /// window) after `unix_secs`; forgets revocations older than the
+    /// longest token lifetime and that minute.
     pub(crate) fn revoke(&self, client_id: u64, unix_secs: u64) {
         let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        let horizon = unix_secs.saturating_sub(self.max_lifetime);
+        let horizon = unix_secs
+            .saturating_sub(self.max_lifetime)
+            .saturating_sub(MSG1_TIME_WINDOW.as_secs());
         revoked.retain(|_, &mut at| at >= horizon);
         revoked.insert(client_id, unix_secs);
     }

@@ -360,6 +360,9 @@ pub enum TokenRefusal {
     /// Its client was revoked after it was issued.
     #[error("the token's client was revoked")]
     Revoked,
+    /// A reason this build does not know (a newer server's).
+    #[error("the server refused the token (reason {0}, unknown to this build)")]
+    Unknown(u8),
 }
 
 impl TokenRefusal {
@@ -370,18 +373,20 @@ impl TokenRefusal {
             TokenRefusal::NotYetValid => 2,
             TokenRefusal::WrongAudience => 3,
             TokenRefusal::Revoked => 4,
+            TokenRefusal::Unknown(b) => b,
         }
     }
 
-    /// The refusal a reason byte names.
-    pub fn from_u8(b: u8) -> Option<Self> {
-        Some(match b {
+    /// The refusal a reason byte names (an authenticated refusal ends the
+    /// handshake whatever its reason).
+    pub fn from_u8(b: u8) -> Self {
+        match b {
             1 => TokenRefusal::Expired,
             2 => TokenRefusal::NotYetValid,
             3 => TokenRefusal::WrongAudience,
             4 => TokenRefusal::Revoked,
-            _ => return None,
-        })
+            other => TokenRefusal::Unknown(other),
+        }
     }
 }
 

@@ -141,8 +141,118 @@ fn refusal_reasons_round_trip() {
         TokenRefusal::WrongAudience,
         TokenRefusal::Revoked,
     ] {
-        assert_eq!(TokenRefusal::from_u8(r.to_u8()), Some(r));
+        assert_eq!(TokenRefusal::from_u8(r.to_u8()), r);
     }
-    assert_eq!(TokenRefusal::from_u8(0), None);
-    assert_eq!(TokenRefusal::from_u8(5), None);
+    // Reserved values still refuse: a newer server's reason.
+    assert_eq!(TokenRefusal::from_u8(5), TokenRefusal::Unknown(5));
+    assert_eq!(TokenRefusal::from_u8(5).to_u8(), 5);
+}
+
+mod gate_checks {
+    //! `TokenGate::check` on genuine token message 1s, at its edges.
+
+    use super::*;
+    use crate::crypto::Identity;
+    use crate::frame::SessionId;
+    use crate::session::{Session, SessionConfig};
+
+    fn issuer() -> Issuer {
+        Issuer::new(IssuingKey::from_bytes([5; 32]))
+    }
+
+    fn gate(max_lifetime: Duration) -> TokenGate {
+        let config = TokenConfig {
+            max_lifetime,
+            ..TokenConfig::with_key(IssuingKey::from_bytes([5; 32]), ["eu-1"])
+        };
+        TokenGate::new(&config, None)
+    }
+
+    /// A token issued at `issued_at` for `lifetime` seconds, and the message
+    /// 1 a client sends with it (stamped with the real clock).
+    fn message_1(issued_at: u64, lifetime: u64) -> Vec<u8> {
+        let request = TokenRequest::new(7, ["eu-1"]).with_lifetime(Duration::from_secs(lifetime));
+        let token = issuer()
+            .issue_at(&request, issued_at, [1; 16], [2; 32])
+            .expect("issue");
+        let identity = Identity::from_seed(&[3; 32]).expect("seed");
+        let mut s = Session::connect_with_token(
+            SessionConfig::default(),
+            &identity,
+            &token,
+            SessionId(1),
+            std::time::Instant::now(),
+            None,
+        )
+        .expect("connect");
+        s.poll_transmit().expect("message 1")
+    }
+
+    fn verdict(gate: &TokenGate, msg1: &[u8], unix: u64) -> Result<(), Option<TokenRefusal>> {
+        match gate.check(msg1, unix) {
+            GateResult::Admit(_) => Ok(()),
+            GateResult::Refuse(r, _) => Err(Some(r)),
+            GateResult::Silent => Err(None),
+        }
+    }
+
+    #[test]
+    fn validity_edges() {
+        let g = gate(DEFAULT_MAX_LIFETIME);
+        let real = crate::crypto::handshake::unix_now();
+        // Issued up to a minute in this node's future: clocks disagree.
+        assert_eq!(verdict(&g, &message_1(real + 60, 600), real), Ok(()));
+        assert_eq!(
+            verdict(&g, &message_1(real + 61, 600), real),
+            Err(Some(TokenRefusal::NotYetValid))
+        );
+        // Valid until the second before `expires_at`.
+        let m = message_1(real - 600, 601);
+        assert_eq!(verdict(&g, &m, real), Ok(()));
+        let m = message_1(real - 600, 600);
+        assert_eq!(verdict(&g, &m, real), Err(Some(TokenRefusal::Expired)));
+        // A lifetime beyond the server's `max_lifetime` counts as expired.
+        let short = gate(Duration::from_secs(60));
+        assert_eq!(
+            verdict(&short, &message_1(real, 61), real),
+            Err(Some(TokenRefusal::Expired))
+        );
+        assert_eq!(verdict(&short, &message_1(real, 60), real), Ok(()));
+    }
+
+    #[test]
+    fn a_stale_message_1_gets_no_refusal_and_a_lying_header_no_admission() {
+        let g = gate(DEFAULT_MAX_LIFETIME);
+        let real = crate::crypto::handshake::unix_now();
+        // Expired: refused while the message 1 is fresh, silence after.
+        let m = message_1(real - 600, 600);
+        assert_eq!(verdict(&g, &m, real), Err(Some(TokenRefusal::Expired)));
+        assert_eq!(verdict(&g, &m, real + 61), Err(None));
+        // The header must say what the datagram is: length, flags, stream.
+        let good = message_1(real, 600);
+        assert_eq!(verdict(&g, &good, real), Ok(()));
+        let mut longer = good.clone();
+        longer.push(0);
+        assert_eq!(verdict(&g, &longer, real), Err(None));
+        for (at, value) in [(4usize, 1u8), (13, 1), (3, 2), (24, 2)] {
+            let mut bad = good.clone();
+            bad[at] = value;
+            assert_eq!(verdict(&g, &bad, real), Err(None), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn revocations_cover_an_issuer_clock_a_minute_ahead() {
+        let g = gate(DEFAULT_MAX_LIFETIME);
+        let real = crate::crypto::handshake::unix_now();
+        g.revoke(7, real - 100);
+        for issued in [real - 200, real - 100, real - 40] {
+            assert_eq!(
+                verdict(&g, &message_1(issued, 600), real),
+                Err(Some(TokenRefusal::Revoked)),
+                "issued {issued}"
+            );
+        }
+        assert_eq!(verdict(&g, &message_1(real - 39, 600), real), Ok(()));
+    }
 }

@@ -85,7 +85,7 @@ impl Output for Collect {
                 self.authenticated.push(path.peer);
                 return;
             }
-            Event::Replaced { shard, id } => {
+            Event::Replaced { shard, id, .. } => {
                 self.replaced_elsewhere.push((shard, id));
                 return;
             }

@@ -252,7 +252,7 @@ fn a_new_session_of_a_token_replaces_the_one_before() {
         .tokens
         .as_ref()
         .expect("tokens");
-    gate.release(&t.ticket[5..21].try_into().expect("salt"), first);
+    gate.release(&t.ticket[5..21].try_into().expect("salt"), 0, first);
     let fourth = net.connect_token(client, server, &t);
     net.run(Duration::from_millis(200));
     assert!(net.established(server, fourth));
@@ -288,19 +288,23 @@ fn revocation_closes_live_sessions_and_refuses_older_tokens() {
     let mut net = Net::new();
     let server = net.token_server(Limits::default());
     let client = net.token_client();
-    let t = token(7, "eu-1", &net);
+    // Issued two minutes ago; the revocation is dated a minute ago (an
+    // issuer's clock may run a minute ahead: tokens dated up to a minute
+    // after a revocation are refused too).
+    let wall = net.wall();
+    let t = issue(request(7, "eu-1"), wall - 120);
     let bystander = token(8, "eu-1", &net);
     let id = net.connect_token(client, server, &t);
     let other = net.connect_token(client, server, &bystander);
     net.run(Duration::from_millis(200));
     assert!(net.established(server, id) && net.established(server, other));
-    let (now, wall) = (net.now, net.wall());
+    let now = net.now;
     let n = &mut net.nodes[server];
     n.ep.config()
         .tokens
         .as_ref()
         .expect("tokens")
-        .revoke(7, wall);
+        .revoke(7, wall - 61);
     assert_eq!(n.ep.close_client(now, 7, &mut n.out), 1);
     net.run(Duration::from_millis(200));
     assert!(matches!(
@@ -319,7 +323,14 @@ fn revocation_closes_live_sessions_and_refuses_older_tokens() {
         net.closed_with(client, again),
         Some(CloseReason::TokenRefused(TokenRefusal::Revoked))
     );
-    net.run(Duration::from_secs(1));
+    // Dated within that minute: refused too; after it: accepted.
+    let soon = issue(request(7, "eu-1"), wall - 30);
+    let early = net.connect_token(client, server, &soon);
+    net.run(Duration::from_millis(200));
+    assert_eq!(
+        net.closed_with(client, early),
+        Some(CloseReason::TokenRefused(TokenRefusal::Revoked))
+    );
     let fresh = token(7, "eu-1", &net);
     let back = net.connect_token(client, server, &fresh);
     net.run(Duration::from_millis(200));
@@ -377,5 +388,86 @@ fn token_handshakes_pass_the_cookie_exchange_under_load() {
     assert_eq!(
         net.stats(server).cookie_challenges.load(Ordering::Relaxed),
         1
+    );
+}
+
+#[test]
+fn a_copied_message_1_replaces_nothing_a_pending_handshake_does_not_either() {
+    let mut net = Net::new();
+    let a = net.token_server(Limits::default());
+    let b = net.token_server(Limits::default());
+    let client = net.token_client();
+    let t = token(7, "eu-1", &net);
+    let on_b = net.connect_token(client, b, &t);
+    net.run(Duration::from_millis(200));
+    assert!(net.established(b, on_b));
+    // The client now connects to A; an observer copies that message 1 to B.
+    let on_a = net.connect_token(client, a, &t);
+    let msg1 = net
+        .flight
+        .values()
+        .find(|p| p.to == net.addr_of(a))
+        .expect("message 1 to A")
+        .bytes
+        .clone();
+    let to_b = net.addr_of(b);
+    net.inject(addr(4444), to_b, msg1);
+    net.run(Duration::from_secs(11));
+    // B took it as a handshake the copier can never finish: the client's
+    // session on B lives on, and so does its new one on A (another node).
+    assert!(net.established(a, on_a));
+    assert_eq!(net.closed_with(client, on_b), None);
+    assert_eq!(net.closed_with(client, on_a), None);
+}
+
+#[test]
+fn token_handshakes_are_held_to_cookies_and_quotas_like_any() {
+    let mut net = Net::new();
+    let server = net.token_server(Limits {
+        cookie_threshold: 2,
+        ..Limits::default()
+    });
+    let t = token(7, "eu-1", &net);
+    // Message 1s that will never finish (their sender vanished after
+    // sending): each stays pending; none frees another's place.
+    let client = net.token_client();
+    for _ in 0..6 {
+        net.connect_token(client, server, &t);
+    }
+    net.down.push(client);
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.stats(server).pending.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        net.stats(server).cookie_challenges.load(Ordering::Relaxed),
+        4
+    );
+}
+
+#[test]
+fn a_refusal_of_a_reason_this_build_does_not_know_still_ends_the_handshake() {
+    let mut net = Net::new();
+    let server = net.token_server(Limits::default());
+    let client = net.token_client();
+    let t = token(7, "eu-1", &net);
+    let id = net.connect_token(client, server, &t);
+    // The message 1 never reaches the server; a refusal made with the
+    // client key (as only a server that read the ticket can) answers it.
+    let key = *net.flight.keys().next().expect("message 1");
+    let msg1 = net.flight.remove(&key).expect("message 1").bytes;
+    let mac = crate::crypto::cookie::ChallengeKey::new(&NetworkKey::from_client_key(&[7; 32]));
+    let refusal = crate::crypto::cookie::refusal(id, 5, &mac, &msg1);
+    let (from, to) = (net.addr_of(server), net.addr_of(client));
+    // A forged one (another key) is dropped first; the handshake goes on.
+    let forged_mac =
+        crate::crypto::cookie::ChallengeKey::new(&NetworkKey::from_client_key(&[8; 32]));
+    let forged = crate::crypto::cookie::refusal(id, 3, &forged_mac, &msg1);
+    net.inject(from, to, forged.to_vec());
+    net.run(Duration::from_millis(100));
+    assert_eq!(net.closed_with(client, id), None);
+    net.inject(from, to, refusal.to_vec());
+    net.run(Duration::from_millis(100));
+    assert_eq!(
+        net.closed_with(client, id),
+        Some(CloseReason::TokenRefused(TokenRefusal::Unknown(5)))
     );
 }
