@@ -27,6 +27,13 @@ export interface ConnectOptions {
   keepaliveMs?: number;
   handshakeTimeoutMs?: number;
   aead?: 'auto' | 'chacha20-poly1305' | 'aes-256-gcm';
+  /**
+   * Open sessions only with this server: its node id, 64 hex digits (as
+   * `stt serve` prints it). Any holder of the token's issuing key can
+   * answer a token; another one fails the handshake (HANDSHAKE_FAILED)
+   * before message 3.
+   */
+  peer?: string;
   WebSocket?: WebSocketConstructor;
   /** Advanced: session timers and limits (PROTOCOL.md 9.3, 7.4). */
   session?: Partial<SessionConfig>;
@@ -172,6 +179,7 @@ export class SttSession implements AsyncIterable<Message> {
       ...this.opts.session,
       ...(this.opts.keepaliveMs !== undefined ? { keepaliveMs: this.opts.keepaliveMs } : {}),
       ...(this.opts.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: this.opts.handshakeTimeoutMs } : {}),
+      ...(this.opts.peer !== undefined ? { expectPeer: this.opts.peer.toLowerCase() } : {}),
     };
     await new Promise<void>((resolve, reject) => {
       let opened = false;

@@ -28,6 +28,8 @@ export interface SessionConfig {
   maxPendingMessages: number;
   /** Reassembly timeout (7.4). */
   reassemblyTimeoutMs: number;
+  /** The only server node id (hex) the handshake may complete with. */
+  expectPeer?: string;
 }
 
 export const DEFAULT_CONFIG: SessionConfig = {

@@ -255,8 +255,14 @@ export class Session {
         const now = this.clock();
         this.stats.frames_received++;
         if (!this.hsRetransmitted) this.rttSample(now - this.hsStartedAt, true);
+        const peer = sha256Of(out.remoteStatic);
+        if (this.config.expectPeer !== undefined && hex(peer) !== this.config.expectPeer) {
+          // Not the pinned server: no message 3, no session (5.4).
+          this.end({ kind: 'handshake_failed', why: `the server is node ${hex(peer)}, not the expected ${this.config.expectPeer}` }, false);
+          return 'stop';
+        }
         this.aead = out.aead;
-        this.peerNode = sha256Of(out.remoteStatic);
+        this.peerNode = peer;
         this.secrets = { i2r: out.i2r, r2i: out.r2i };
         this.handshakeHash = out.handshakeHash;
         const limits = limitsFor(out.aead);

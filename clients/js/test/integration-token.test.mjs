@@ -151,3 +151,14 @@ test('a token from another network (other issuing key) gets no answer: HANDSHAKE
     other.remove();
   }
 });
+
+test('peer pins the server: its own node id connects, another fails before message 3', async () => {
+  const nodeId = /^node ([0-9a-f]{64})$/m.exec(server.output())[1];
+  const s = await connect(server.url, { token: token(), reconnect: false, peer: nodeId });
+  assert.equal(s.getStatistics().peer_node, nodeId);
+  await s.close();
+  await assert.rejects(
+    connect(server.url, { token: token(), reconnect: false, peer: '00'.repeat(32) }),
+    (e) => e instanceof SttError && e.code === 'HANDSHAKE_FAILED' && /not the expected/.test(e.message),
+  );
+});
