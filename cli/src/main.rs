@@ -7,6 +7,7 @@
 //! stt seeds --out node.seeds     # a fresh node seed and shared seed, mode 0600
 //! stt serve --ws 0.0.0.0:8081 --seed-file node.seeds --audience eu-1   # also admit token clients
 //! stt token --seed-file node.seeds --audience eu-1 --client-id 7     # a connect token for client 7
+//! stt issuer-key --out issuer.key                                    # or a separate issuing key
 //! stt send --ws ws://host:8081/ --token stt1.…                       # a client: no seed at all
 //! ```
 //!
@@ -64,6 +65,10 @@ enum Command {
     /// seed (a game client, a browser) connects with. Printed as
     /// `stt1.<base64url>`.
     Token(token::TokenArgs),
+    /// Make a fresh random issuing key for connect tokens, in a file only
+    /// its owner may read: for a backend that should not hold the shared
+    /// seed.
+    IssuerKey(token::IssuerKeyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -162,6 +167,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Seeds(a) => seeds::run(a),
         Command::Token(a) => token::run(a),
+        Command::IssuerKey(a) => token::new_key(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -199,7 +199,7 @@ pub fn run(args: SeedsArgs) -> Result<(), Error> {
 
 /// Creates `path` with mode 0600 and writes `bytes` to it; an existing
 /// file is an error unless `force`.
-fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), Error> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), Error> {
     if force {
         // Removed, not truncated: a file that exists keeps its mode when
         // opened, and whoever holds it open would read the new seeds.

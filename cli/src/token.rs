@@ -115,6 +115,34 @@ pub fn run(args: TokenArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `stt issuer-key`: a fresh random issuing key.
+#[derive(Args, Debug)]
+pub struct IssuerKeyArgs {
+    /// Write the key (64 hex digits) to FILE, created readable by its owner
+    /// only (mode 0600). Give it to the backend (`stt token
+    /// --issuer-key-file`) and to the servers (`stt serve --audience NAME
+    /// --issuer-key-file`), and to nobody else.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `stt issuer-key`.
+pub fn new_key(args: IssuerKeyArgs) -> Result<(), Error> {
+    let key = IssuingKey::generate()?;
+    let mut text = key.to_hex();
+    text.push('\n');
+    crate::seeds::write_private(&args.out, text.as_bytes(), args.force)?;
+    println!(
+        "wrote a fresh issuing key (id {:08x}) to {} (mode 0600)",
+        key.key_id(),
+        args.out.display()
+    );
+    Ok(())
+}
+
 /// Reads a `--token` value: the token itself, `@FILE`, or `-` (standard
 /// input). A token on the command line is visible to local users (`ps`),
 /// but only until it expires.

@@ -65,7 +65,7 @@ fn help_lists_every_command() {
     let _serial = serial();
     let (ok, out, _) = stt(&["--help"]);
     assert!(ok);
-    for cmd in ["serve", "send", "bench", "seeds"] {
+    for cmd in ["serve", "send", "bench", "seeds", "token", "issuer-key"] {
         assert!(out.contains(cmd), "{out}");
     }
 }
@@ -537,4 +537,62 @@ fn tempfile_with(text: &str) -> std::path::PathBuf {
         .write_all(text.as_bytes())
         .unwrap();
     p
+}
+
+#[test]
+fn tokens_from_a_separate_issuing_key_admit_a_seedless_client() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("stt-cli-issuer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("issuer.key");
+    let key = key.to_str().unwrap();
+    let (ok, out, err) = stt(&["issuer-key", "--out", key]);
+    assert!(ok && out.contains("mode 0600"), "{out}{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (again, _, err) = stt(&["issuer-key", "--out", key]);
+    assert!(!again && err.contains("--force"), "{err}");
+    let mut server = Server::start(&["--audience", "cli-test", "--issuer-key-file", key]);
+    let issue = |audience: &str| {
+        let (ok, out, err) = stt(&[
+            "token",
+            "--issuer-key-file",
+            key,
+            "--audience",
+            audience,
+            "--client-id",
+            "9",
+        ]);
+        assert!(ok, "{err}");
+        out.trim().to_owned()
+    };
+    let good = issue("cli-test");
+    assert!(good.starts_with("stt1."), "{good}");
+    let (ok, out, err) = stt(&[
+        "send",
+        "--udp",
+        &server.addr,
+        "--token",
+        &good,
+        "--message",
+        "hi from a token",
+    ]);
+    assert!(ok && out.contains("identical"), "{out}{err}");
+    let (ok, _, err) = stt(&[
+        "send",
+        "--udp",
+        &server.addr,
+        "--token",
+        &issue("elsewhere"),
+        "--message",
+        "no",
+    ]);
+    assert!(!ok && err.contains("wrong audience"), "{err}");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }
