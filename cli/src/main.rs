@@ -269,6 +269,10 @@ fn serve(args: ServeArgs) -> Result<(), Error> {
         let scheme = if ws.tls_server.is_some() { "wss" } else { "ws" };
         let bound = node.start_websocket_server(addr, ws)?;
         println!("WebSocket listening on {scheme}://{bound}/");
+        if args.web.web.is_some() {
+            let http = if scheme == "wss" { "https" } else { "http" };
+            println!("web page at {http}://{bound}/");
+        }
     }
     let events = node.events();
     let mut next_stats = std::time::Instant::now() + Duration::from_secs(args.stats_every.max(1));
