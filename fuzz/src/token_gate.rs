@@ -2,13 +2,15 @@
 //! `docs/PROTOCOL.md` 14.5) on the token message 1s anyone can send it.
 //!
 //! One fixed issuing key, and a gate for server "eu-1" holding it; two
-//! tokens sealed under it at `ISSUED` for 600 s: client 7 for "eu-1" (and
-//! another name) with application data, client 8 for "us-2" only. Their
-//! genuine message 1s are made once per process.
+//! tokens sealed under it for 600 s, issued 590 s before their genuine
+//! message 1s are stamped (made once per process, by the real clock):
+//! client 7 for "eu-1" (and another name) with application data, client 8
+//! for "us-2" only.
 //!
 //! Input: byte 0 picks the base token (bit 0: client 7 or 8) and the mode
-//! (bit 1); byte 1 the gate's clock, `ISSUED - 1024 + 8 × byte` (before,
-//! during and after the tokens' lifetime). Then:
+//! (bit 1); byte 1 the gate's clock, `STAMPED - 1024 + 8 × byte` (before,
+//! during and after the tokens' lifetime; a refusal is owed only while the
+//! message 1's stamp is within 60 s of it). Then:
 //!
 //! - raw mode (bit 1 set): the rest is the datagram. Anything but silence
 //!   must come from a datagram carrying one of the two tickets (nobody
@@ -36,8 +38,8 @@ use stt::token::{
     TokenRefusal, TokenRequest,
 };
 
-/// When the target's tokens were issued.
-const ISSUED: u64 = 1_750_000_000;
+/// How long before their message 1s the tokens were issued, seconds.
+const AGE: u64 = 590;
 /// Their lifetime, seconds.
 const LIFETIME: u64 = 600;
 /// The gate's name.
@@ -48,11 +50,20 @@ struct Fixture {
     gate: TokenGate,
     tokens: [ConnectToken; 2],
     msg1: [Vec<u8>; 2],
+    /// The real clock when the message 1s were stamped (seconds).
+    stamped: u64,
+    /// When the tokens were issued.
+    issued: u64,
 }
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
+        let stamped = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_secs();
+        let issued = stamped - AGE;
         let issuer = Issuer::new(IssuingKey::from_bytes([0x51; 32]));
         let gate = TokenGate::new(&TokenConfig::with_key(issuer.key().clone(), [SERVER]), None);
         let issue = |id: u64, audience: &[&str], data: &[u8]| {
@@ -60,7 +71,7 @@ fn fixture() -> &'static Fixture {
                 .with_lifetime(Duration::from_secs(LIFETIME))
                 .with_data(data.to_vec());
             issuer
-                .issue_at(&request, ISSUED, [id as u8; 16], [id as u8 ^ 0x80; 32])
+                .issue_at(&request, issued, [id as u8; 16], [id as u8 ^ 0x80; 32])
                 .expect("issue")
         };
         let tokens = [
@@ -82,7 +93,13 @@ fn fixture() -> &'static Fixture {
             .poll_transmit()
             .expect("message 1")
         });
-        Fixture { gate, tokens, msg1 }
+        Fixture {
+            gate,
+            tokens,
+            msg1,
+            stamped,
+            issued,
+        }
     })
 }
 
@@ -92,7 +109,7 @@ pub fn run(data: &[u8]) {
         return;
     };
     let f = fixture();
-    let now = ISSUED - 1024 + 8 * u64::from(*clock);
+    let now = f.stamped - 1024 + 8 * u64::from(*clock);
     let base = usize::from(mode & 1);
     if mode & 2 != 0 {
         let result = f.gate.check(rest, now);
@@ -109,7 +126,7 @@ pub fn run(data: &[u8]) {
             .iter()
             .position(|t| t.ticket() == ticket)
             .expect("authentic only with a ticket the issuing key sealed");
-        deserved(&f.tokens[which], now, &result);
+        deserved(f, which, now, &result);
         return;
     }
     let genuine = &f.msg1[base];
@@ -126,7 +143,7 @@ pub fn run(data: &[u8]) {
     }
     let result = f.gate.check(&datagram, now);
     if datagram == *genuine {
-        deserved(&f.tokens[base], now, &result);
+        deserved(f, base, now, &result);
     } else {
         assert!(
             matches!(result, GateResult::Silent),
@@ -135,20 +152,26 @@ pub fn run(data: &[u8]) {
     }
 }
 
-/// `result` is what the gate owes `token`'s genuine message 1 at `now`.
-fn deserved(token: &ConnectToken, now: u64, result: &GateResult) {
-    let expires = ISSUED + LIFETIME;
+/// `result` is what the gate owes the genuine message 1 of token `which`
+/// at `now`.
+fn deserved(f: &Fixture, which: usize, now: u64, result: &GateResult) {
+    let token = &f.tokens[which];
+    let expires = f.issued + LIFETIME;
     let refusal = if now >= expires {
         Some(TokenRefusal::Expired)
-    } else if ISSUED > now + 60 {
+    } else if f.issued > now + 60 {
         Some(TokenRefusal::NotYetValid)
     } else if !token.audience().iter().any(|a| a == SERVER) {
         Some(TokenRefusal::WrongAudience)
     } else {
         None
     };
+    // A refusal goes only to a fresh message 1 (its stamp within 60 s of
+    // the gate's clock; a second either way is the fixture's own slack).
+    let skew = now.abs_diff(f.stamped);
     match (refusal, result) {
-        (Some(want), GateResult::Refuse(got, _)) => assert_eq!(*got, want),
+        (Some(_), GateResult::Silent) if skew >= 60 => {}
+        (Some(want), GateResult::Refuse(got, _)) if skew <= 61 => assert_eq!(*got, want),
         (None, GateResult::Admit(a)) => {
             assert_eq!(a.client.client_id, token.client_id());
             let data: &[u8] = if token.client_id() == 7 {
@@ -157,7 +180,10 @@ fn deserved(token: &ConnectToken, now: u64, result: &GateResult) {
                 b""
             };
             assert_eq!(a.client.data, data);
-            assert_eq!(a.client.issued_at, UNIX_EPOCH + Duration::from_secs(ISSUED));
+            assert_eq!(
+                a.client.issued_at,
+                UNIX_EPOCH + Duration::from_secs(f.issued)
+            );
             assert_eq!(
                 a.client.expires_at,
                 UNIX_EPOCH + Duration::from_secs(expires)
