@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::ticket::{self, TicketContents, MAX_TICKET_LEN, MIN_TICKET_LEN};
+use super::ticket::{self, Facts, MAX_TICKET_LEN, MIN_TICKET_LEN};
 use super::{ClientInfo, IssuingKey, TokenRefusal};
 use crate::crypto::handshake::{Msg1Info, MSG1_LEN, MSG1_TIME_WINDOW};
 use crate::crypto::NetworkKey;
@@ -209,12 +209,12 @@ impl TokenGate {
         else {
             return GateResult::Silent;
         };
-        let psk = NetworkKey::from_client_key(&contents.client_key);
+        let psk = NetworkKey::from_client_key(&contents.facts.client_key);
         let Some(info) = crate::crypto::handshake::open_msg1(&psk, &[header, part], noise) else {
             return GateResult::Silent;
         };
         let salt = ticket::salt_of(ticket_bytes);
-        if let Err(reason) = self.valid(&contents, unix_secs) {
+        if let Err(reason) = self.valid(&contents.facts, unix_secs) {
             // Only a fresh message 1 gets an answer: a captured one cannot
             // be replayed at will to make this node send refusals.
             let skew = info.timestamp.abs_diff(unix_secs);
@@ -229,15 +229,15 @@ impl TokenGate {
             msg1: info,
             salt,
             client: Arc::new(ClientInfo {
-                client_id: contents.client_id,
-                issued_at: super::text::secs(contents.issued_at),
-                expires_at: super::text::secs(contents.expires_at),
+                client_id: contents.facts.client_id,
+                issued_at: super::text::secs(contents.facts.issued_at),
+                expires_at: super::text::secs(contents.facts.expires_at),
                 data: contents.data,
             }),
         })
     }
 
-    fn valid(&self, t: &TicketContents, now: u64) -> Result<(), TokenRefusal> {
+    fn valid(&self, t: &Facts, now: u64) -> Result<(), TokenRefusal> {
         if now >= t.expires_at || t.expires_at - t.issued_at > self.max_lifetime {
             return Err(TokenRefusal::Expired);
         }

@@ -306,20 +306,18 @@ impl Issuer {
             return Err(IssueError::LifetimeTooLong);
         }
         let contents = ticket::TicketContents {
-            client_id: request.client_id,
-            issued_at: now,
-            expires_at: now + lifetime,
-            client_key,
-            audience: request.audience.clone(),
+            facts: ticket::Facts {
+                client_id: request.client_id,
+                issued_at: now,
+                expires_at: now + lifetime,
+                client_key,
+                audience: request.audience.clone(),
+            },
             data: request.data.clone(),
         };
         let ticket = ticket::seal(&self.key, &salt, &contents).ok_or(IssueError::TooLarge)?;
         Ok(ConnectToken {
-            client_id: contents.client_id,
-            issued_at: contents.issued_at,
-            expires_at: contents.expires_at,
-            client_key: contents.client_key,
-            audience: contents.audience,
+            facts: contents.facts,
             ticket,
         })
     }

@@ -102,7 +102,7 @@ fn every_truncation_and_bad_version_of_a_token_is_refused() {
         ConnectToken::from_bytes(&far),
         Err(TokenParseError::Malformed("lifetime"))
     );
-    let latest = token.issued_at + 1 + (MAX_TIME - token.issued_at - 1);
+    let latest = MAX_TIME;
     far[17..25].copy_from_slice(&latest.to_be_bytes());
     let ok = ConnectToken::from_bytes(&far).expect("the year 9999 is a time");
     assert!(!ok.is_expired());

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use super::ticket::{put_audience, take_audience, MAX_TICKET_LEN, MAX_TIME, MIN_TICKET_LEN};
+use super::ticket::{Facts, MAX_TICKET_LEN, MAX_TIME, MIN_TICKET_LEN};
 
 /// Token format version (byte 0 of the binary form).
 const TOKEN_VERSION: u8 = 1;
@@ -23,11 +23,7 @@ pub const TOKEN_PREFIX: &str = "stt1.";
 /// connect as its client. Its `Debug` form hides the key and the ticket.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectToken {
-    pub(crate) client_id: u64,
-    pub(crate) issued_at: u64,
-    pub(crate) expires_at: u64,
-    pub(crate) client_key: Zeroizing<[u8; 32]>,
-    pub(crate) audience: Vec<String>,
+    pub(crate) facts: Facts,
     pub(crate) ticket: Vec<u8>,
 }
 
@@ -60,23 +56,23 @@ pub(crate) fn secs(t: u64) -> SystemTime {
 impl ConnectToken {
     /// The application's name for the client.
     pub fn client_id(&self) -> u64 {
-        self.client_id
+        self.facts.client_id
     }
 
     /// When it was issued.
     pub fn issued_at(&self) -> SystemTime {
-        secs(self.issued_at)
+        secs(self.facts.issued_at)
     }
 
     /// When it stops admitting new sessions (sessions already open stay).
     pub fn expires_at(&self) -> SystemTime {
-        secs(self.expires_at)
+        secs(self.facts.expires_at)
     }
 
     /// The servers it is valid for (their names, as each server is
     /// configured with).
     pub fn audience(&self) -> &[String] {
-        &self.audience
+        &self.facts.audience
     }
 
     /// Whether it has expired by this machine's clock.
@@ -90,18 +86,14 @@ impl ConnectToken {
     }
 
     pub(crate) fn client_key(&self) -> &[u8; 32] {
-        &self.client_key
+        &self.facts.client_key
     }
 
     /// The binary form (14.3).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(64 + 2 + self.ticket.len() + 64));
         out.push(TOKEN_VERSION);
-        out.extend_from_slice(&self.client_id.to_be_bytes());
-        out.extend_from_slice(&self.issued_at.to_be_bytes());
-        out.extend_from_slice(&self.expires_at.to_be_bytes());
-        out.extend_from_slice(&self.client_key[..]);
-        put_audience(&mut out, &self.audience);
+        self.facts.put(&mut out);
         out.extend_from_slice(&(self.ticket.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.ticket);
         out
@@ -126,29 +118,17 @@ impl ConnectToken {
         if version != TOKEN_VERSION {
             return Err(Malformed("version"));
         }
-        let fixed = rest.get(..56).ok_or(Malformed("length"))?;
-        let u64_at = |at: usize| u64::from_be_bytes(fixed[at..at + 8].try_into().unwrap_or([0; 8]));
-        let mut client_key = Zeroizing::new([0u8; 32]);
-        client_key.copy_from_slice(&fixed[24..56]);
-        let (audience, rest) = take_audience(&rest[56..]).ok_or(Malformed("audience"))?;
+        let (facts, rest) = Facts::take(rest).map_err(Malformed)?;
         let len = rest.get(..2).ok_or(Malformed("length"))?;
         let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
         let ticket = &rest[2..];
         if ticket.len() != len || !(MIN_TICKET_LEN..=MAX_TICKET_LEN).contains(&len) {
             return Err(Malformed("ticket"));
         }
-        let token = ConnectToken {
-            client_id: u64_at(0),
-            issued_at: u64_at(8),
-            expires_at: u64_at(16),
-            client_key,
-            audience,
+        Ok(ConnectToken {
+            facts,
             ticket: ticket.to_vec(),
-        };
-        if token.expires_at <= token.issued_at || token.expires_at > MAX_TIME {
-            return Err(Malformed("lifetime"));
-        }
-        Ok(token)
+        })
     }
 
     /// Reads a token from its text form (surrounding white space ignored).
@@ -173,10 +153,10 @@ impl FromStr for ConnectToken {
 impl fmt::Debug for ConnectToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectToken")
-            .field("client_id", &self.client_id)
-            .field("issued_at", &self.issued_at)
-            .field("expires_at", &self.expires_at)
-            .field("audience", &self.audience)
+            .field("client_id", &self.facts.client_id)
+            .field("issued_at", &self.facts.issued_at)
+            .field("expires_at", &self.facts.expires_at)
+            .field("audience", &self.facts.audience)
             .finish_non_exhaustive()
     }
 }

@@ -33,32 +33,77 @@ pub const MAX_TIME: u64 = 253_402_300_799;
 
 const TICKET_KEY_INFO: &[u8] = b"stt v1 ticket";
 
-/// What a ticket says.
+/// What a token and its ticket both say (`docs/PROTOCOL.md` 14.2, 14.3):
+/// who the client is, when the token is valid, the key its handshakes use,
+/// and the servers it is for. Written and read the same way in both.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct TicketContents {
+pub(crate) struct Facts {
     pub client_id: u64,
     pub issued_at: u64,
     pub expires_at: u64,
     pub client_key: Zeroizing<[u8; 32]>,
     pub audience: Vec<String>,
-    pub data: Vec<u8>,
 }
 
-impl std::fmt::Debug for TicketContents {
+impl std::fmt::Debug for Facts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TicketContents")
+        f.debug_struct("Facts")
             .field("client_id", &self.client_id)
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("audience", &self.audience)
-            .field("data_len", &self.data.len())
             .finish_non_exhaustive()
     }
 }
 
+impl Facts {
+    /// Appends them: the three times, the key, the audience. The caller has
+    /// checked the limits.
+    pub(crate) fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.client_id.to_be_bytes());
+        out.extend_from_slice(&self.issued_at.to_be_bytes());
+        out.extend_from_slice(&self.expires_at.to_be_bytes());
+        out.extend_from_slice(&self.client_key[..]);
+        put_audience(out, &self.audience);
+    }
+
+    /// Reads them at the front of `input`, and the rest after them; what is
+    /// malformed (`"length"`, `"audience"`, `"lifetime"`: an expiry not
+    /// after the issue or beyond [`MAX_TIME`]).
+    pub(crate) fn take(input: &[u8]) -> Result<(Self, &[u8]), &'static str> {
+        let fixed = input.get(..56).ok_or("length")?;
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&fixed[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let mut client_key = Zeroizing::new([0u8; 32]);
+        client_key.copy_from_slice(&fixed[24..56]);
+        let (audience, rest) = take_audience(&input[56..]).ok_or("audience")?;
+        let facts = Facts {
+            client_id: u64_at(0),
+            issued_at: u64_at(8),
+            expires_at: u64_at(16),
+            client_key,
+            audience,
+        };
+        if facts.expires_at <= facts.issued_at || facts.expires_at > MAX_TIME {
+            return Err("lifetime");
+        }
+        Ok((facts, rest))
+    }
+}
+
+/// What a ticket says: the token's facts and the application data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TicketContents {
+    pub facts: Facts,
+    pub data: Vec<u8>,
+}
+
 /// Appends the audience as the ticket and the token write it: a count, then
 /// length-prefixed entries. The caller has checked the limits.
-pub(crate) fn put_audience(out: &mut Vec<u8>, audience: &[String]) {
+fn put_audience(out: &mut Vec<u8>, audience: &[String]) {
     out.push(audience.len() as u8);
     for name in audience {
         out.push(name.len() as u8);
@@ -67,7 +112,7 @@ pub(crate) fn put_audience(out: &mut Vec<u8>, audience: &[String]) {
 }
 
 /// Reads an audience list at the front of `input`; the rest after it.
-pub(crate) fn take_audience(input: &[u8]) -> Option<(Vec<String>, &[u8])> {
+fn take_audience(input: &[u8]) -> Option<(Vec<String>, &[u8])> {
     let (&n, mut rest) = input.split_first()?;
     if n == 0 || usize::from(n) > MAX_AUDIENCE {
         return None;
@@ -88,41 +133,21 @@ pub(crate) fn take_audience(input: &[u8]) -> Option<(Vec<String>, &[u8])> {
 impl TicketContents {
     fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(FIXED_PLAIN + 64 + self.data.len()));
-        out.extend_from_slice(&self.client_id.to_be_bytes());
-        out.extend_from_slice(&self.issued_at.to_be_bytes());
-        out.extend_from_slice(&self.expires_at.to_be_bytes());
-        out.extend_from_slice(&self.client_key[..]);
-        put_audience(&mut out, &self.audience);
+        self.facts.put(&mut out);
         out.extend_from_slice(&(self.data.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.data);
         out
     }
 
     fn decode(plain: &[u8]) -> Option<Self> {
-        let u64_at = |at: usize| -> Option<u64> {
-            Some(u64::from_be_bytes(plain.get(at..at + 8)?.try_into().ok()?))
-        };
-        let client_id = u64_at(0)?;
-        let issued_at = u64_at(8)?;
-        let expires_at = u64_at(16)?;
-        let mut client_key = Zeroizing::new([0u8; 32]);
-        client_key.copy_from_slice(plain.get(24..56)?);
-        let (audience, rest) = take_audience(plain.get(56..)?)?;
+        let (facts, rest) = Facts::take(plain).ok()?;
         let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
         let data = rest.get(2..)?;
-        if len > MAX_DATA_LEN
-            || data.len() != len
-            || expires_at <= issued_at
-            || expires_at > MAX_TIME
-        {
+        if len > MAX_DATA_LEN || data.len() != len {
             return None;
         }
         Some(TicketContents {
-            client_id,
-            issued_at,
-            expires_at,
-            client_key,
-            audience,
+            facts,
             data: data.to_vec(),
         })
     }
@@ -203,11 +228,13 @@ mod tests {
 
     fn contents() -> TicketContents {
         TicketContents {
-            client_id: 42,
-            issued_at: 1_000,
-            expires_at: 1_600,
-            client_key: Zeroizing::new([9; 32]),
-            audience: vec!["eu-1".into(), "ws://game.example:8081/".into()],
+            facts: Facts {
+                client_id: 42,
+                issued_at: 1_000,
+                expires_at: 1_600,
+                client_key: Zeroizing::new([9; 32]),
+                audience: vec!["eu-1".into(), "ws://game.example:8081/".into()],
+            },
             data: b"role=player".to_vec(),
         }
     }
@@ -246,7 +273,7 @@ mod tests {
         trailing.push(0);
         assert!(TicketContents::decode(&trailing).is_none());
         let mut backwards = contents();
-        backwards.expires_at = backwards.issued_at;
+        backwards.facts.expires_at = backwards.facts.issued_at;
         assert!(TicketContents::decode(&backwards.encode()).is_none());
         let mut no_audience = good.to_vec();
         no_audience[56] = 0;

@@ -194,7 +194,7 @@ fn tampered_or_foreign_tokens_get_silence() {
         cases.push(t);
     }
     let mut wrong_key = good.clone();
-    wrong_key.client_key[0] ^= 1;
+    wrong_key.facts.client_key[0] ^= 1;
     cases.push(wrong_key);
     let foreign = Issuer::new(IssuingKey::from_bytes([3; 32]))
         .issue_at(&request(7, "eu-1"), net.wall(), [1; 16], [2; 32])
