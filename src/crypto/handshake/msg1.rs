@@ -20,8 +20,6 @@ use super::*;
 /// is the check an endpoint runs just before it keeps state for a message 1.
 /// The PSK-derived values are zeroised on drop.
 pub struct Msg1Check {
-    /// `h` after hashing the protocol name (before the prologue).
-    h0: [u8; 32],
     /// `ck` after `MixKeyAndHash(psk)`.
     ck: Zeroizing<[u8; 32]>,
     /// The second HKDF output of `MixKeyAndHash(psk)`, hashed into `h`.
@@ -80,12 +78,10 @@ impl Msg1Check {
 
     /// [`new`](Self::new) with a replay cache of `capacity` entries.
     pub fn with_replay_capacity(network: &NetworkKey, capacity: usize) -> Self {
-        // The name is longer than 32 bytes: h = HASH(name); ck = h.
-        let h0 = blake2s(&[NOISE_PATTERN.as_bytes()]);
-        let (ck, temp_h, mut third) = hkdf3(&h0, network.psk());
+        // ck = h = HASH(name) (H0), then MixKeyAndHash(psk).
+        let (ck, temp_h, mut third) = hkdf3(&H0, network.psk());
         third.zeroize();
         Msg1Check {
-            h0,
             ck: Zeroizing::new(ck),
             temp_h: Zeroizing::new(temp_h),
             replays: Mutex::new(Msg1ReplayCache::new(capacity, MSG1_REPLAY_RETENTION)),
@@ -108,7 +104,7 @@ impl Msg1Check {
     /// ephemeral key and the payload's version and timestamp. The same cost
     /// as [`verify`](Self::verify).
     pub fn open(&self, first_header: &[u8], msg1: &[u8]) -> Option<Msg1Info> {
-        open_after(&self.h0, &self.ck, &self.temp_h, &[first_header], msg1)
+        open_after(&self.ck, &self.temp_h, &[first_header], msg1)
     }
 
     /// The check an endpoint runs on a message 1 datagram (frame header and
@@ -162,22 +158,19 @@ impl Msg1Check {
 /// changes per message (a connect token's client key, `docs/PROTOCOL.md`
 /// 14.5).
 pub(crate) fn open_msg1(psk: &NetworkKey, prologue: &[&[u8]], msg1: &[u8]) -> Option<Msg1Info> {
-    let h0 = blake2s(&[NOISE_PATTERN.as_bytes()]);
-    let (ck, temp_h, mut third) = hkdf3(&h0, psk.psk());
+    let (ck, temp_h, mut third) = hkdf3(&H0, psk.psk());
     third.zeroize();
-    open_after(
-        &h0,
-        &Zeroizing::new(ck),
-        &Zeroizing::new(temp_h),
-        prologue,
-        msg1,
-    )
+    open_after(&Zeroizing::new(ck), &Zeroizing::new(temp_h), prologue, msg1)
 }
+
+/// `h` after hashing the protocol name (before the prologue); the same for
+/// every handshake. The name is longer than 32 bytes: h = HASH(name).
+static H0: std::sync::LazyLock<[u8; 32]> =
+    std::sync::LazyLock::new(|| blake2s(&[NOISE_PATTERN.as_bytes()]));
 
 /// The Noise processing of `-> psk, e` and the payload's `DecryptAndHash`
 /// from the PSK-dependent values `ck` and `temp_h` on.
 fn open_after(
-    h0: &[u8; 32],
     ck: &Zeroizing<[u8; 32]>,
     temp_h: &Zeroizing<[u8; 32]>,
     prologue: &[&[u8]],
@@ -188,7 +181,7 @@ fn open_after(
     }
     let (re, ciphertext) = msg1.split_at(32);
     // MixHash(prologue); MixHash(temp_h) from the psk token.
-    let mut parts: [&[u8]; 4] = [h0, PROLOGUE_LABEL, &[], &[]];
+    let mut parts: [&[u8]; 4] = [&H0[..], PROLOGUE_LABEL, &[], &[]];
     if prologue.len() > 2 {
         return None;
     }
